@@ -11,6 +11,8 @@
  * C-field maps to the field's missing id. Field f's feature id is
  * keys_feature_id(f, token): fields 0..12 are I1..I13, 13..38 are C1..C26.
  *
+ * libFM lines ("label idx:val ...") give one field per position.
+ *
  * Nothing is coerced silently: a line with the wrong column count, a label
  * other than 0/1, or an I-field that is not an integer is rejected with the
  * reason (the caller adds file:line).
@@ -37,5 +39,15 @@ struct data_example {
  * the reason in why ("column 5 (I4): 'x1' is not an integer"). */
 int data_parse_criteo(const char *line, size_t len, struct data_example *ex,
                       char *why, size_t whylen);
+
+/* Parses one libFM/libSVM line: "label idx:val idx:val ...". Label is 0/1 or
+ * -1/+1 (mapped to 0/1). The k-th feature on the line is field k, and its
+ * id is keys_feature_id(k, "<idx>"). Only binary features are supported:
+ * a value other than 1 is an error, not silently dropped. ex->keys must hold
+ * maxkeys ids; a line with a different number of features than `nfields`
+ * is rejected (pass 0 to accept any count up to maxkeys). */
+int data_parse_libfm(const char *line, size_t len, uint32_t nfields,
+                     uint32_t maxkeys, struct data_example *ex, char *why,
+                     size_t whylen);
 
 #endif

@@ -86,10 +86,52 @@ static void test_rejects_malformed(void **state) {
                    "integer");
 }
 
+static void test_libfm(void **state) {
+  (void)state;
+  uint64_t keys[16];
+  struct data_example ex = {.keys = keys};
+  char why[128] = "";
+  const char *l = "-1 451:1 4149:1 5041:1.0\n";
+  assert_int_equal(data_parse_libfm(l, strlen(l), 0, 16, &ex, why, sizeof(why)),
+                   0);
+  assert_true(ex.label == 0.0f);
+  assert_int_equal(ex.nkeys, 3);
+  assert_int_equal(keys[0], keys_feature_id(0, "451", 3));
+  assert_int_equal(keys[2], keys_feature_id(2, "5041", 4));
+  l = "+1 7:1 8:1 9:1";
+  assert_int_equal(data_parse_libfm(l, strlen(l), 3, 16, &ex, why, sizeof(why)),
+                   0);
+  assert_true(ex.label == 1.0f);
+  const struct {
+    const char *line, *why;
+  } bad[] = {
+      {"2 1:1", "label '2' is not 0/1 or -1/+1"},
+      {"1 1:1 2:0.5 3:1", "feature 2: value '0.5' is not 1 (only binary "
+                          "features are supported)"},
+      {"1 1:1 2 3:1", "feature 2: '2' is not idx:value"},
+      {"1 1:1 :1 3:1", "feature 2: ':1' is not idx:value"},
+      {"1 1:1 2:1", "2 features (expected 3, as on the first line)"},
+      {"1", "no features"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+    uint32_t nf = strcmp(bad[i].line, "1") ? 3 : 0;
+    assert_int_equal(data_parse_libfm(bad[i].line, strlen(bad[i].line), nf, 16,
+                                      &ex, why, sizeof(why)),
+                     -1);
+    if (strcmp(why, bad[i].why))
+      fail_msg("'%s': got '%s', expected '%s'", bad[i].line, why, bad[i].why);
+  }
+  assert_int_equal(data_parse_libfm("1 1:1 2:1 3:1", 13, 0, 2, &ex, why,
+                                    sizeof(why)),
+                   -1);
+  assert_string_equal(why, "more than 2 features");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parses_good_line),
       cmocka_unit_test(test_rejects_malformed),
+      cmocka_unit_test(test_libfm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

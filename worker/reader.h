@@ -1,0 +1,63 @@
+/*
+ * reader: a worker's stream of examples from click-log files.
+ *
+ * Takes paths and globs (expanded and sorted, so every worker sees the same
+ * order), reads them line by line without loading a file, and hands out the
+ * share of lines that belongs to this worker: line i (counting from 0 across
+ * all files, bad lines included) goes to worker i mod nranks. The share is
+ * therefore deterministic and does not depend on timing.
+ *
+ * A malformed line is skipped and counted; the first `report_first` are
+ * reported as "file:line: what is wrong". When more than bad_line_fraction of
+ * the lines read so far are bad (checked once at least 100 lines were read,
+ * and at the end), reader_next fails with a message saying so: a file in the
+ * wrong format aborts the run instead of training on what survived.
+ */
+#ifndef MASKPS_READER_H
+#define MASKPS_READER_H
+
+#include "worker/data.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct logger;
+
+enum reader_format { READER_CRITEO, READER_LIBFM };
+
+struct reader_options {
+  enum reader_format format;
+  const char *const *paths; /* files or globs; borrowed */
+  size_t npaths;
+  uint32_t rank, nranks;    /* this worker's share of lines */
+  double bad_line_fraction; /* abort above this share of bad lines */
+  uint32_t report_first;    /* bad lines reported individually */
+  struct logger *log;       /* borrowed; NULL = stderr */
+};
+
+struct reader;
+
+/* Expands the globs and opens nothing yet. NULL with err set when a path or
+ * glob matches no readable file ("train.tsv: no such file"), or nothing was
+ * given. Caller owns the result; free with reader_free(). */
+struct reader *reader_open(const struct reader_options *o, char *err,
+                           size_t errlen);
+void reader_free(struct reader *r);
+
+/* Fields per example: 39 for Criteo; for libFM, the count on the first good
+ * line (reader_open reads ahead to learn it; 0 if there is none). */
+uint32_t reader_nfields(const struct reader *r);
+
+/* Next example of this worker's share into ex (ex->keys must hold
+ * reader_nfields() ids). Returns 1, 0 at the end of the data, or -1 on a
+ * fatal error (I/O, too many bad lines) with reader_error() set. */
+int reader_next(struct reader *r, struct data_example *ex);
+
+/* Starts again from the first line (the next epoch). Counters restart. */
+void reader_rewind(struct reader *r);
+
+const char *reader_error(const struct reader *r);
+uint64_t reader_lines(const struct reader *r);     /* lines of all shares */
+uint64_t reader_bad_lines(const struct reader *r); /* bad lines of ours */
+
+#endif
