@@ -1,0 +1,154 @@
+/* act: element-wise activations, softmax along an axis, dropout. */
+#include <math.h>
+#include <string.h>
+
+#include "common/check.h"
+#include "common/keys.h"
+#include "worker/nn/ops.h"
+
+void nn_relu_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void nn_relu_backward(const float *y, const float *dy, float *dx, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (y[i] > 0.0f)
+      dx[i] += dy[i];
+}
+
+/* exp of a non-positive number never overflows. */
+static inline float sigmoidf(float x) {
+  if (x >= 0.0f)
+    return 1.0f / (1.0f + expf(-x));
+  float e = expf(x);
+  return e / (1.0f + e);
+}
+
+void nn_sigmoid_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    y[i] = sigmoidf(x[i]);
+}
+
+void nn_sigmoid_backward(const float *y, const float *dy, float *dx,
+                         size_t n) {
+  for (size_t i = 0; i < n; i++)
+    dx[i] += dy[i] * y[i] * (1.0f - y[i]);
+}
+
+void nn_tanh_forward(const float *x, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    y[i] = tanhf(x[i]);
+}
+
+void nn_tanh_backward(const float *y, const float *dy, float *dx, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+}
+
+void nn_prelu_forward(const float *x, const float *a, float *y, int B, int H) {
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++) {
+      size_t i = (size_t)r * H + h;
+      y[i] = x[i] > 0.0f ? x[i] : a[h] * x[i];
+    }
+}
+
+void nn_prelu_backward(const float *x, const float *a, const float *dy,
+                       float *dx, float *da, int B, int H) {
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++) {
+      size_t i = (size_t)r * H + h;
+      int pos = x[i] > 0.0f;
+      if (dx)
+        dx[i] += pos ? dy[i] : a[h] * dy[i];
+      if (da && !pos)
+        da[h] += dy[i] * x[i];
+    }
+}
+
+void nn_softmax_forward(const float *x, float *y, int N0, int A, int N1,
+                        float T) {
+  CHECK(N0 >= 0 && A >= 1 && N1 >= 1 && T > 0.0f, "N0=%d A=%d N1=%d T=%g", N0,
+        A, N1, T);
+  float invT = 1.0f / T;
+  for (int o = 0; o < N0; o++)
+    for (int in = 0; in < N1; in++) {
+      const float *xv = x + (size_t)o * A * N1 + in; // stride N1 along A
+      float *yv = y + (size_t)o * A * N1 + in;
+      float mx = xv[0];
+      for (int a = 1; a < A; a++)
+        mx = fmaxf(mx, xv[(size_t)a * N1]);
+      /* exp((x - max) / T) <= 1: no overflow at any temperature; the max
+       * entry contributes exactly 1, so the sum is >= 1 (no 0/0). */
+      double s = 0.0;
+      for (int a = 0; a < A; a++) {
+        float e = expf((xv[(size_t)a * N1] - mx) * invT);
+        yv[(size_t)a * N1] = e;
+        s += e;
+      }
+      float inv = (float)(1.0 / s);
+      for (int a = 0; a < A; a++)
+        yv[(size_t)a * N1] *= inv;
+    }
+}
+
+void nn_softmax_backward(const float *y, const float *dy, float *dx, int N0,
+                         int A, int N1, float T) {
+  CHECK(N0 >= 0 && A >= 1 && N1 >= 1 && T > 0.0f, "N0=%d A=%d N1=%d T=%g", N0,
+        A, N1, T);
+  float invT = 1.0f / T;
+  for (int o = 0; o < N0; o++)
+    for (int in = 0; in < N1; in++) {
+      size_t base = (size_t)o * A * N1 + in;
+      float dot = 0.0f;
+      for (int a = 0; a < A; a++) {
+        size_t i = base + (size_t)a * N1;
+        dot += dy[i] * y[i];
+      }
+      for (int a = 0; a < A; a++) {
+        size_t i = base + (size_t)a * N1;
+        dx[i] += y[i] * (dy[i] - dot) * invT;
+      }
+    }
+}
+
+/* A counter-based draw: a 24-bit uniform from hashing (seed, step, i), so
+ * any element's mask bit is known without generating the others. */
+static uint64_t dropout_stream(uint64_t seed, uint64_t step) {
+  return keys_mix64(seed ^ keys_mix64(step + 0x5851f42d4c957f2dull));
+}
+
+static inline bool keep_at(uint64_t stream, size_t i, float p) {
+  uint64_t h = keys_mix64(stream + (uint64_t)i);
+  float u = (float)(h >> 40) * (1.0f / 16777216.0f); // [0, 1)
+  return u >= p;
+}
+
+bool nn_dropout_keep(uint64_t seed, uint64_t step, size_t i, float p) {
+  return keep_at(dropout_stream(seed, step), i, p);
+}
+
+void nn_dropout_forward(const float *x, float *y, size_t n, float p,
+                        uint64_t seed, uint64_t step) {
+  CHECK(p >= 0.0f && p < 1.0f, "p=%g", p);
+  if (p == 0.0f) {
+    if (y != x)
+      memmove(y, x, sizeof(float) * n);
+    return;
+  }
+  uint64_t st = dropout_stream(seed, step);
+  float scale = 1.0f / (1.0f - p);
+  for (size_t i = 0; i < n; i++)
+    y[i] = keep_at(st, i, p) ? x[i] * scale : 0.0f;
+}
+
+void nn_dropout_backward(const float *dy, float *dx, size_t n, float p,
+                         uint64_t seed, uint64_t step) {
+  CHECK(p >= 0.0f && p < 1.0f, "p=%g", p);
+  uint64_t st = dropout_stream(seed, step);
+  float scale = 1.0f / (1.0f - p);
+  for (size_t i = 0; i < n; i++)
+    if (p == 0.0f || keep_at(st, i, p))
+      dx[i] += dy[i] * scale;
+}

@@ -1,0 +1,289 @@
+/* norm: LayerNorm (whole row, per field), instance norm, BatchNorm and
+ * Dice, which is a BatchNorm without affine feeding a sigmoid gate.
+ *
+ * Every normalisation here has the same backward: with xhat = (x - mean) *
+ * rstd over a group of n entries and dxhat the gradient reaching xhat,
+ *   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+ * (the mean and biased variance depend on every x of the group). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "common/check.h"
+#include "worker/nn/ops.h"
+
+/* ---- row-wise: LayerNorm, per-field LayerNorm, instance norm ---- */
+
+/* Mean and rstd of one group of n floats at stride 1, in double. */
+static void group_stats(const float *x, int n, float eps, float *mean,
+                        float *rstd) {
+  double s = 0.0;
+  for (int i = 0; i < n; i++)
+    s += x[i];
+  double mu = s / n, v = 0.0;
+  for (int i = 0; i < n; i++)
+    v += ((double)x[i] - mu) * ((double)x[i] - mu);
+  v /= n; // biased, as torch normalises
+  *mean = (float)mu;
+  *rstd = (float)(1.0 / sqrt(v + eps));
+}
+
+void nn_layernorm_forward(const float *x, const float *gamma,
+                          const float *beta, float *y, float *mean,
+                          float *rstd, int N, int C, float eps) {
+  CHECK(N >= 0 && C >= 1 && eps >= 0.0f, "N=%d C=%d eps=%g", N, C, eps);
+  for (int r = 0; r < N; r++) {
+    const float *xr = x + (size_t)r * C; // (C)
+    float *yr = y + (size_t)r * C;
+    group_stats(xr, C, eps, &mean[r], &rstd[r]);
+    for (int c = 0; c < C; c++) {
+      float v = (xr[c] - mean[r]) * rstd[r];
+      yr[c] = v * (gamma ? gamma[c] : 1.0f) + (beta ? beta[c] : 0.0f);
+    }
+  }
+}
+
+void nn_layernorm_backward(const float *x, const float *gamma,
+                           const float *mean, const float *rstd,
+                           const float *dy, float *dx, float *dgamma,
+                           float *dbeta, int N, int C) {
+  for (int r = 0; r < N; r++) {
+    const float *xr = x + (size_t)r * C, *dr = dy + (size_t)r * C;
+    float mu = mean[r], rs = rstd[r];
+    double s1 = 0.0, s2 = 0.0; // sum dxhat, sum dxhat * xhat
+    for (int c = 0; c < C; c++) {
+      float xh = (xr[c] - mu) * rs;
+      float dxh = dr[c] * (gamma ? gamma[c] : 1.0f);
+      s1 += dxh;
+      s2 += (double)dxh * xh;
+      if (dgamma)
+        dgamma[c] += dr[c] * xh;
+      if (dbeta)
+        dbeta[c] += dr[c];
+    }
+    if (!dx)
+      continue;
+    float m1 = (float)(s1 / C), m2 = (float)(s2 / C);
+    float *dxr = dx + (size_t)r * C;
+    for (int c = 0; c < C; c++) {
+      float xh = (xr[c] - mu) * rs;
+      float dxh = dr[c] * (gamma ? gamma[c] : 1.0f);
+      dxr[c] += rs * (dxh - m1 - xh * m2);
+    }
+  }
+}
+
+void nn_field_layernorm_forward(const float *x, const float *gamma,
+                                const float *beta, float *y, float *mean,
+                                float *rstd, int B, int F, int D, float eps) {
+  // (B, F*D) is (B*F, D) in memory: one LayerNorm row per field embedding.
+  nn_layernorm_forward(x, gamma, beta, y, mean, rstd, B * F, D, eps);
+}
+
+void nn_field_layernorm_backward(const float *x, const float *gamma,
+                                 const float *mean, const float *rstd,
+                                 const float *dy, float *dx, float *dgamma,
+                                 float *dbeta, int B, int F, int D) {
+  nn_layernorm_backward(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, B * F, D);
+}
+
+void nn_instancenorm_forward(const float *x, const float *gamma,
+                             const float *beta, float *y, float *mean,
+                             float *rstd, int B, int F, int D, float eps) {
+  CHECK(B >= 0 && F >= 1 && D >= 1, "B=%d F=%d D=%d", B, F, D);
+  for (int r = 0; r < B * F; r++) {
+    int f = r % F;
+    const float *xr = x + (size_t)r * D; // e_f of one instance, (D)
+    float *yr = y + (size_t)r * D;
+    group_stats(xr, D, eps, &mean[r], &rstd[r]);
+    float g = gamma ? gamma[f] : 1.0f, b = beta ? beta[f] : 0.0f;
+    for (int d = 0; d < D; d++)
+      yr[d] = (xr[d] - mean[r]) * rstd[r] * g + b;
+  }
+}
+
+void nn_instancenorm_backward(const float *x, const float *gamma,
+                              const float *mean, const float *rstd,
+                              const float *dy, float *dx, float *dgamma,
+                              float *dbeta, int B, int F, int D) {
+  for (int r = 0; r < B * F; r++) {
+    int f = r % F;
+    const float *xr = x + (size_t)r * D, *dr = dy + (size_t)r * D;
+    float mu = mean[r], rs = rstd[r], g = gamma ? gamma[f] : 1.0f;
+    double s1 = 0.0, s2 = 0.0, sg = 0.0, sb = 0.0;
+    for (int d = 0; d < D; d++) {
+      float xh = (xr[d] - mu) * rs;
+      s1 += dr[d] * g;
+      s2 += (double)dr[d] * g * xh;
+      sg += (double)dr[d] * xh;
+      sb += dr[d];
+    }
+    if (dgamma)
+      dgamma[f] += (float)sg;
+    if (dbeta)
+      dbeta[f] += (float)sb;
+    if (!dx)
+      continue;
+    float m1 = (float)(s1 / D), m2 = (float)(s2 / D);
+    float *dxr = dx + (size_t)r * D;
+    for (int d = 0; d < D; d++) {
+      float xh = (xr[d] - mu) * rs;
+      dxr[d] += rs * (dr[d] * g - m1 - xh * m2);
+    }
+  }
+}
+
+/* ---- column-wise: BatchNorm and Dice ---- */
+
+void nn_bnstats_init(struct nn_bnstats *s) {
+  for (int h = 0; h < s->H; h++) {
+    s->run_mean[h] = 0.0f;
+    s->run_var[h] = 1.0f;
+  }
+}
+
+/* The statistics a batch-normalised forward uses: in training this batch's
+ * (cached, and folded into the running averages), else the running ones. */
+static void bn_stats(const float *x, struct nn_bnstats *s, int B, bool train,
+                     float *mean, float *rstd) {
+  int H = s->H;
+  CHECK(H >= 1 && B >= 1, "H=%d B=%d", H, B);
+  if (!train) {
+    for (int h = 0; h < H; h++) {
+      mean[h] = s->run_mean[h];
+      rstd[h] = 1.0f / sqrtf(s->run_var[h] + s->eps);
+    }
+    return;
+  }
+  CHECK(B >= 2, "batch statistics need B >= 2, got %d", B);
+  double *sum = xcalloc((size_t)H * 2, sizeof(double)), *sq = sum + H;
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++)
+      sum[h] += x[(size_t)r * H + h];
+  for (int h = 0; h < H; h++)
+    sum[h] /= B;
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++) {
+      double c = x[(size_t)r * H + h] - sum[h];
+      sq[h] += c * c;
+    }
+  float m = s->momentum;
+  for (int h = 0; h < H; h++) {
+    double var = sq[h] / B;
+    mean[h] = (float)sum[h];
+    rstd[h] = (float)(1.0 / sqrt(var + s->eps));
+    s->run_mean[h] = (1.0f - m) * s->run_mean[h] + m * (float)sum[h];
+    s->run_var[h] =
+        (1.0f - m) * s->run_var[h] + m * (float)(var * B / (B - 1));
+  }
+  free(sum);
+}
+
+/* dx (B,H) += rstd * (dxhat - mean_b(dxhat) - xhat * mean_b(dxhat * xhat)),
+ * given dxhat (B,H) and per column s1 = sum_b dxhat, s2 = sum_b dxhat*xhat. */
+static void bn_dx(const float *x, const float *mean, const float *rstd,
+                  const float *dxhat, const double *s1, const double *s2,
+                  float *dx, int B, int H) {
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++) {
+      size_t i = (size_t)r * H + h;
+      float xh = (x[i] - mean[h]) * rstd[h];
+      dx[i] += rstd[h] * (dxhat[i] - (float)(s1[h] / B) -
+                          xh * (float)(s2[h] / B));
+    }
+}
+
+void nn_batchnorm_forward(const float *x, const float *gamma,
+                          const float *beta, float *y, float *mean,
+                          float *rstd, struct nn_bnstats *s, int B,
+                          bool train) {
+  int H = s->H;
+  float *mu = mean, *rs = rstd, *tmp = NULL;
+  if (!train) { // evaluation leaves the training cache alone
+    tmp = xmalloc(sizeof(float) * 2 * H);
+    mu = tmp;
+    rs = tmp + H;
+  }
+  bn_stats(x, s, B, train, mu, rs);
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++) {
+      size_t i = (size_t)r * H + h;
+      float v = (x[i] - mu[h]) * rs[h];
+      y[i] = v * (gamma ? gamma[h] : 1.0f) + (beta ? beta[h] : 0.0f);
+    }
+  free(tmp);
+}
+
+void nn_batchnorm_backward(const float *x, const float *gamma,
+                           const float *mean, const float *rstd,
+                           const float *dy, float *dx, float *dgamma,
+                           float *dbeta, int B, int H) {
+  double *s1 = xcalloc((size_t)H * 2, sizeof(double)), *s2 = s1 + H;
+  float *dxhat = xmalloc(sizeof(float) * (size_t)B * H);
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++) {
+      size_t i = (size_t)r * H + h;
+      float xh = (x[i] - mean[h]) * rstd[h];
+      dxhat[i] = dy[i] * (gamma ? gamma[h] : 1.0f);
+      s1[h] += dxhat[i];
+      s2[h] += (double)dxhat[i] * xh;
+      if (dgamma)
+        dgamma[h] += dy[i] * xh;
+      if (dbeta)
+        dbeta[h] += dy[i];
+    }
+  if (dx)
+    bn_dx(x, mean, rstd, dxhat, s1, s2, dx, B, H);
+  free(dxhat);
+  free(s1);
+}
+
+static inline float sigmoidf(float x) {
+  if (x >= 0.0f)
+    return 1.0f / (1.0f + expf(-x));
+  float e = expf(x);
+  return e / (1.0f + e);
+}
+
+void nn_dice_forward(const float *x, const float *alpha, float *y, float *mean,
+                     float *rstd, struct nn_bnstats *s, int B, bool train) {
+  int H = s->H;
+  float *mu = mean, *rs = rstd, *tmp = NULL;
+  if (!train) {
+    tmp = xmalloc(sizeof(float) * 2 * H);
+    mu = tmp;
+    rs = tmp + H;
+  }
+  bn_stats(x, s, B, train, mu, rs);
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++) {
+      size_t i = (size_t)r * H + h;
+      float p = sigmoidf((x[i] - mu[h]) * rs[h]);
+      y[i] = x[i] * (alpha[h] + p * (1.0f - alpha[h])); // p*x + (1-p)*a*x
+    }
+  free(tmp);
+}
+
+void nn_dice_backward(const float *x, const float *alpha, const float *mean,
+                      const float *rstd, const float *dy, float *dx,
+                      float *dalpha, int B, int H) {
+  double *s1 = xcalloc((size_t)H * 2, sizeof(double)), *s2 = s1 + H;
+  float *dxhat = xmalloc(sizeof(float) * (size_t)B * H);
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++) {
+      size_t i = (size_t)r * H + h;
+      float xh = (x[i] - mean[h]) * rstd[h];
+      float p = sigmoidf(xh);
+      // y = x * (a + p (1 - a)): through x directly and through p(xhat(x))
+      dxhat[i] = dy[i] * x[i] * (1.0f - alpha[h]) * p * (1.0f - p);
+      s1[h] += dxhat[i];
+      s2[h] += (double)dxhat[i] * xh;
+      if (dx)
+        dx[i] += dy[i] * (alpha[h] + p * (1.0f - alpha[h]));
+      if (dalpha)
+        dalpha[h] += dy[i] * x[i] * (1.0f - p);
+    }
+  if (dx)
+    bn_dx(x, mean, rstd, dxhat, s1, s2, dx, B, H);
+  free(dxhat);
+  free(s1);
+}
