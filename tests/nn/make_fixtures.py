@@ -151,6 +151,7 @@ def mlp(ctx, P, prefix, x, n_hidden, out_layer):
     out_layer, a plain Linear prefix.{n} (FuxiCTR's MLP_Block)."""
     for i in range(n_hidden):
         x = relu(ctx, linear(P, "%s.%d" % (prefix, i), x))
+        ctx.aux["%s.%d.out" % (prefix, i)] = x
     if out_layer:
         x = linear(P, "%s.%d" % (prefix, n_hidden), x)
     return x
@@ -196,7 +197,8 @@ def fwd_lr(ctx, P, I, cfg):
 
 
 def fwd_fm(ctx, P, I, cfg):
-    return lr_logit(P, I) + fm_term(I["E"])
+    ctx.aux["fm"] = fm_term(I["E"])
+    return lr_logit(P, I) + ctx.aux["fm"]
 
 
 def fwd_dnn(ctx, P, I, cfg):
@@ -214,6 +216,7 @@ def fwd_dcn(ctx, P, I, cfg):
     for l in range(cfg["cross_layers"]):
         s = x @ P["cross.%d.weight" % l]                 # (B)
         x = x0 * s.unsqueeze(1) + P["cross.%d.bias" % l] + x
+    ctx.aux["cross.out"] = x
     h = mlp(ctx, P, "mlp", x0, len(cfg["hidden"]), False)
     return linear(P, "fc", torch.cat([x, h], dim=1)).squeeze(1)
 
@@ -240,6 +243,7 @@ def crossnet_v2(ctx, P, x0, cfg):
 def fwd_dcnv2(ctx, P, I, cfg):
     x0 = I["E"].flatten(1)
     c = crossnet_v2(ctx, P, x0, cfg)
+    ctx.aux["cross.out"] = c
     st = cfg["structure"]
     n = len(cfg["hidden"])
     if st == "crossnet_only":
@@ -279,6 +283,8 @@ def fwd_edcn(ctx, P, I, cfg):
             f = relu(ctx, linear(P, "bridge.%d" % l, torch.cat([c, h], 1)))
         else:
             raise ValueError(cfg["bridge"])
+        ctx.aux.update({"layer.%d.cross" % l: c, "layer.%d.deep" % l: h,
+                        "layer.%d.bridge" % l: f})
         if l + 1 < L:
             c, h = regulate(P, l + 1, f, cfg["tau"], D)
     return linear(P, "fc", torch.cat([c, h, f], dim=1)).squeeze(1)
@@ -287,11 +293,14 @@ def fwd_edcn(ctx, P, I, cfg):
 def mask_block(ctx, P, name, v_emb, v_in, net_ln):
     m = linear(P, name + ".mask.1",
                relu(ctx, linear(P, name + ".mask.0", v_emb)))
+    ctx.aux[name + ".mask"] = m
     z = Fn.linear(m * v_in, P[name + ".hidden.weight"])
     if net_ln:
         z = Fn.layer_norm(z, (z.shape[1],), P[name + ".ln.weight"],
                           P[name + ".ln.bias"], eps=1e-5)
-    return relu(ctx, z)
+    out = relu(ctx, z)
+    ctx.aux[name + ".out"] = out
+    return out
 
 
 def masknet_inputs(P, I, cfg):
@@ -304,6 +313,8 @@ def masknet_inputs(P, I, cfg):
 
 def fwd_sermasknet(ctx, P, I, cfg):
     v_emb, v = masknet_inputs(P, I, cfg)
+    if cfg["emb_ln"]:
+        ctx.aux["emb_ln.out"] = v
     for i in range(len(cfg["hidden"])):
         v = mask_block(ctx, P, "block.%d" % i, v_emb, v, cfg["net_ln"])
     return linear(P, "fc", v).squeeze(1)
@@ -311,6 +322,8 @@ def fwd_sermasknet(ctx, P, I, cfg):
 
 def fwd_paramasknet(ctx, P, I, cfg):
     v_emb, v_hid = masknet_inputs(P, I, cfg)
+    if cfg["emb_ln"]:
+        ctx.aux["emb_ln.out"] = v_hid
     outs = [mask_block(ctx, P, "block.%d" % i, v_emb, v_hid, cfg["net_ln"])
             for i in range(cfg["blocks"])]
     return mlp(ctx, P, "mlp", torch.cat(outs, 1), len(cfg["hidden"]),
@@ -327,6 +340,7 @@ def fwd_maskfusion(ctx, P, I, cfg):
     m = torch.softmax(alpha, dim=0)
     ctx.aux["mask"] = m
     e_in = instance_norm(P, "inorm", E)                     # (B,F,D)
+    ctx.aux["inorm.out"] = e_in
     h = v_emb
     for t in range(L):
         ht = relu(ctx, linear(P, "mlp.%d" % t, h))

@@ -498,7 +498,8 @@ static void test_dnn_names_and_shapes(void **state) {
       {"grad/input/E", 3, 8, 5, 4},     {"grad/mlp.0.weight", 2, 16, 20, 0},
       {"grad/mlp.0.bias", 1, 16, 0, 0}, {"grad/mlp.1.weight", 2, 8, 16, 0},
       {"grad/mlp.1.bias", 1, 8, 0, 0},  {"grad/mlp.2.weight", 2, 1, 8, 0},
-      {"grad/mlp.2.bias", 1, 1, 0, 0},
+      {"grad/mlp.2.bias", 1, 1, 0, 0},  {"aux/mlp.0.out", 2, 8, 16, 0},
+      {"aux/mlp.1.out", 2, 8, 8, 0},
   };
   struct fixture *fx = open_model("dnn");
   size_t nmeta = 0;
