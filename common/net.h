@@ -1,0 +1,160 @@
+/*
+ * net: the small layer over ZeroMQ that carries maskps messages between
+ * processes (and between threads, over inproc://). It moves frames; what the
+ * frames mean is common/msg.h. It is the only module that includes zmq.h.
+ *
+ * Sockets:
+ *   - a server is a ROUTER bound to one endpoint (a pserver). Every received
+ *     message comes with the sender's routing id (struct net_peer), which a
+ *     reply must name; replies to a peer that has gone fail with an error
+ *     instead of vanishing (ZMQ_ROUTER_MANDATORY).
+ *   - a client is a DEALER connected to one or several endpoints. With
+ *     several, ZeroMQ deals requests round-robin among the connected ones,
+ *     which suits interchangeable replicas only: a worker that must reach a
+ *     given shard uses one client per pserver.
+ *   No delimiter frame is used: a client sends [frames...], the server sees
+ *   [routing id][frames...] and net hides the routing id.
+ *
+ * Settings, and why:
+ *   - linger 0: closing a socket drops what it has not sent. Requests are
+ *     retried by their client, and a close that hangs on a dead peer would
+ *     hang a shutdown.
+ *   - send and receive high-water marks of NET_DEFAULT_HWM messages, and a
+ *     send timeout (NET_DEFAULT_SEND_TIMEOUT_MS), so a peer that stops
+ *     reading is reported instead of blocking a worker forever.
+ *   - clients set ZMQ_IMMEDIATE: a request is only queued on a connection
+ *     that is up, so "pserver not there" turns into a send timeout rather
+ *     than a message parked for a peer that may never come.
+ *   - ZMQ_MAXMSGSIZE bounds each received frame at NET_MAX_FRAME_BYTES (the
+ *     largest frame the protocol allows): a peer sending more is
+ *     disconnected before its bytes are buffered.
+ *   - ZMTP heartbeats every 10 s and TCP keepalive detect dead peers on
+ *     links that carry no traffic.
+ *
+ * Security (config security.curve): CURVE encryption when struct net_opts
+ * names keys. The server proves its identity (clients know its public key)
+ * and all traffic is encrypted; clients are not authenticated (that needs a
+ * ZAP handler: TODO(curve-zap), see net_server_new).
+ *
+ * Threads: the context is thread-safe; a socket must stay with the thread
+ * that created it (STYLE.md rule 11). Errors are returned as -1 (or NULL)
+ * with a message naming the endpoint and translating ZeroMQ's errno.
+ */
+#ifndef MASKPS_NET_H
+#define MASKPS_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/msg.h"
+
+#define NET_TIMEOUT (-2)                  /* net_recv/net_send: timed out */
+#define NET_DEFAULT_HWM 1000              /* messages queued per peer */
+#define NET_DEFAULT_SEND_TIMEOUT_MS 30000 /* before net_send gives up */
+#define NET_MAX_FRAMES 16 /* frames a received message may have */
+#define NET_MAX_FRAME_BYTES ((int64_t)4 * MSG_MAX_FLOATS + 4096)
+#define NET_KEY_LEN 40 /* a CURVE key in Z85 text, without the NUL */
+
+struct net;      /* a ZeroMQ context */
+struct net_sock; /* a ROUTER server or a DEALER client */
+struct net_msg;  /* a received multipart message */
+
+/* The routing id of a client as a server sees it. Plain data: copy it to
+ * reply later. */
+struct net_peer {
+  uint8_t id[255];
+  uint8_t len;
+};
+
+/* A CURVE keypair as Z85 text (NUL-terminated). */
+struct net_keypair {
+  char pub[NET_KEY_LEN + 1];
+  char sec[NET_KEY_LEN + 1];
+};
+
+/* Socket options; pass NULL for the defaults. Zeroed fields mean default. */
+struct net_opts {
+  int hwm;             /* messages; 0 = NET_DEFAULT_HWM */
+  int send_timeout_ms; /* 0 = NET_DEFAULT_SEND_TIMEOUT_MS, -1 = forever */
+  /* CURVE: both NULL = plaintext. A server sets curve_self (its keypair);
+   * a client sets curve_server_pub and may set curve_self (a keypair is
+   * generated when it does not). */
+  const struct net_keypair *curve_self;
+  const char *curve_server_pub;
+};
+
+/* A new context. Returns NULL with err set if ZeroMQ cannot start one.
+ * Caller owns the result; free with net_free() after closing every socket
+ * (zmq_ctx_term waits for them). */
+struct net *net_new(char *err, size_t errlen);
+void net_free(struct net *n);
+
+/* A ROUTER bound to endpoint ("tcp://127.0.0.1:5555", "tcp://0.0.0.0:*" for any
+ * port, "inproc://name", "ipc:///path"). Returns NULL with err naming the
+ * endpoint and the cause: address already in use, invalid endpoint,
+ * unsupported transport, address not on this host, no CURVE support.
+ * Caller owns the result; free with net_sock_free(). */
+struct net_sock *net_server_new(struct net *n, const char *endpoint,
+                                const struct net_opts *opts, char *err,
+                                size_t errlen);
+
+/* A DEALER connected to each of the nendpoints endpoints (>= 1). Connecting
+ * does not wait for the peer; a bad endpoint string fails here, an absent
+ * peer shows up as a send timeout. Returns NULL with err set. Caller owns the
+ * result; free with net_sock_free(). */
+struct net_sock *net_client_new(struct net *n, const char *const *endpoints,
+                                size_t nendpoints, const struct net_opts *opts,
+                                char *err, size_t errlen);
+
+/* Closes the socket (unsent messages are dropped: linger 0). NULL is fine. */
+void net_sock_free(struct net_sock *s);
+
+/* The endpoint as bound, with a wildcard port resolved
+ * ("tcp://127.0.0.1:41234"); for a client, the first endpoint. Borrowed,
+ * valid until net_sock_free. */
+const char *net_sock_endpoint(const struct net_sock *s);
+
+/* Sends frames[0..n) as one multipart message (n >= 1). A server must name
+ * the peer `to` (from net_msg_peer); a client passes NULL. The bytes are
+ * copied: frames may be reused as soon as this returns. Returns 0;
+ * NET_TIMEOUT if the send timeout passed (peer not reading, or no connection
+ * up); -1 with err set otherwise (peer gone, context terminated). */
+int net_send(struct net_sock *s, const struct net_peer *to,
+             const struct msg_frame *frames, size_t n, char *err,
+             size_t errlen);
+
+/* msg_encode(m, enc) then net_send of the frames: enc is scratch space that
+ * the caller keeps to reuse its header buffer. */
+int net_send_msg(struct net_sock *s, const struct net_peer *to,
+                 const struct msg *m, struct msg_enc *enc, char *err,
+                 size_t errlen);
+
+/* A reusable holder for received messages. Caller owns the result; free
+ * with net_msg_free() (NULL is fine). */
+struct net_msg *net_msg_new(void);
+void net_msg_free(struct net_msg *m);
+
+/* Waits up to timeout_ms (-1: forever, 0: only what is there) for one
+ * message and stores it in `into`, replacing what it held (pointers from
+ * before become invalid). Returns 0; NET_TIMEOUT with err "timed out after N
+ * ms"; -1 with err set: interrupted by a signal, context terminated, or a
+ * message of more than NET_MAX_FRAMES frames (discarded whole; for a server
+ * the peer is still recorded, so it can answer with an ERROR). */
+int net_recv(struct net_sock *s, struct net_msg *into, int timeout_ms,
+             char *err, size_t errlen);
+
+/* The frames of the last received message, without the routing id, as
+ * msg_decode wants them. Borrowed from `m` until its next net_recv. */
+const struct msg_frame *net_msg_frames(const struct net_msg *m);
+size_t net_msg_nframes(const struct net_msg *m);
+/* Who sent it (server sockets only; len 0 on a client). Borrowed. */
+const struct net_peer *net_msg_peer(const struct net_msg *m);
+
+/* A fresh CURVE keypair (the launcher makes one per pserver). Returns 0, or
+ * -1 with err set if this libzmq was built without CURVE. */
+int net_keypair_new(struct net_keypair *kp, char *err, size_t errlen);
+/* Fills kp->pub from kp->sec. Returns 0, or -1 if sec is not a valid Z85
+ * key or CURVE is unavailable. */
+int net_keypair_from_secret(struct net_keypair *kp, char *err, size_t errlen);
+
+#endif
