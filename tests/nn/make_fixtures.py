@@ -733,8 +733,10 @@ def make(name, spec, fwd, cfg):
     worst = max(errs.values())
 
     meta = dict(cfg)
+    # kink_margin: the smallest |pre-activation| at a ReLU/PReLU kink or
+    # AMTL argmax gap in this draw (null: the model has none).
     meta.update({"model": name, "B": B, "F": F, "seed": seed,
-                 "kink_margin": margin})
+                 "kink_margin": margin if math.isfinite(margin) else None})
     entries = [text_entry("meta/config", json.dumps(meta, sort_keys=True)),
                text_entry("meta/param_names", "\n".join(P0.keys())),
                text_entry("meta/f32_vs_f64",

@@ -673,7 +673,7 @@ static void test_amtl_mask(void **state) {
   int nd = 0;
   for (int j = 0; j < D; j++)
     nd += distinct[j];
-  assert_true(nd >= 3);
+  assert_true(nd >= 5);
   fixture_free(fx);
 }
 
