@@ -1,0 +1,135 @@
+/*
+ * params: a model's dense parameters as one flat buffer with named views
+ * (STYLE.md rule 9), their initialisation, and the dense optimizers.
+ *
+ * A model registers each tensor by name and shape (params_add), then calls
+ * params_alloc once: values, gradients and the Adam state are then each ONE
+ * allocation of params_len() floats (Adam's m and v one block of 2x), and a
+ * tensor is a view at a fixed offset in all of them. So the whole dense model
+ * is pushed, pulled, checkpointed, clipped and stepped as one vector, while
+ * layers still say params_value(p, id) with the id params_add returned.
+ *
+ * Each view starts at a multiple of 16 floats (64 bytes, for SIMD); the few
+ * padding floats between views stay 0 forever (their gradient is 0, so no
+ * optimizer moves them) and are part of the flat vector.
+ *
+ * Initial values depend only on (seed, tensor name, element index): adding a
+ * tensor or reordering registrations leaves the others' values unchanged,
+ * and every worker of a run computes the same start.
+ *
+ * The optimizers follow PyTorch exactly (torch.optim.Adam without amsgrad,
+ * torch.optim.SGD without momentum, torch.nn.utils.clip_grad_norm_), so a
+ * PyTorch run is a reference. Tensors registered as state (params_add_state:
+ * BatchNorm running statistics) live in the buffer for checkpoints but are
+ * skipped by the optimizers and the gradient norm.
+ *
+ * Not here: embeddings (rows live on the pserver), checkpoint files,
+ * learning-rate schedules (the caller passes lr every step).
+ */
+#ifndef MASKPS_NN_PARAMS_H
+#define MASKPS_NN_PARAMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum params_init {
+  PARAMS_ZEROS,          /* 0 (biases) */
+  PARAMS_ONES,           /* 1 (LayerNorm gamma) */
+  PARAMS_CONST,          /* scale (e.g. Dice alpha, EDCN's gate gamma = 1) */
+  PARAMS_NORMAL,         /* N(0, scale^2): scale is the std */
+  PARAMS_XAVIER_NORMAL,  /* N(0, std^2), std = scale*sqrt(2/(fan_in+fan_out)) */
+  PARAMS_XAVIER_UNIFORM, /* U(-a, a), a = scale*sqrt(6/(fan_in+fan_out)) */
+};
+
+#define PARAMS_NAME_MAX 63
+
+/* One named tensor: count stacked matrices of (rows, cols). */
+struct params_view {
+  char name[PARAMS_NAME_MAX + 1];
+  int count, rows, cols;  /* shape (count, rows, cols); a vector is (1,1,n) */
+  size_t off;             /* offset in the flat buffers (floats) */
+  size_t n;               /* elements: count * rows * cols */
+  enum params_init init;
+  float scale;            /* std, gain or constant, per init */
+  bool state;             /* not trained (running statistics) */
+};
+
+struct params {
+  int count, cap;            /* registered views */
+  struct params_view *views; /* [count] */
+  size_t len;                /* floats in each flat buffer, padding included */
+  float *values;             /* [len], after params_alloc */
+  float *grads;              /* [len] */
+  float *adam;               /* [2*len]: m then v */
+  uint64_t step;             /* Adam steps taken (bias correction) */
+};
+
+/* An empty set. Caller owns it; free with params_free(). */
+struct params *params_new(void);
+/* Frees the set and its buffers; NULL is fine. */
+void params_free(struct params *p);
+
+/* Registers a trained tensor of shape (count, rows, cols) and returns its id
+ * (0, 1, ... in order). Xavier treats each of the count matrices as one
+ * linear layer's weight with fan_in = cols, fan_out = rows (torch's
+ * convention for an (O, I) weight; DCN-Mix initialises its expert stacks
+ * matrix by matrix the same way). CHECKs: before params_alloc, a new name of
+ * at most PARAMS_NAME_MAX chars, positive shape, no Xavier on rows = 1
+ * vectors (torch refuses 1-D tensors). */
+int params_add(struct params *p, const char *name, int count, int rows,
+               int cols, enum params_init init, float scale);
+/* The same for a tensor the optimizers must not touch (running stats). */
+int params_add_state(struct params *p, const char *name, int count, int rows,
+                     int cols, enum params_init init, float scale);
+
+/* Allocates the flat buffers and initialises every value from seed; grads
+ * and Adam state start at 0, step at 0. Call once, after the last add. */
+void params_alloc(struct params *p, uint64_t seed);
+
+/* Re-runs the initialisation of every tensor (values only) from seed. */
+void params_init_values(struct params *p, uint64_t seed);
+
+/* The id of the tensor called name, or -1 if there is none. */
+int params_find(const struct params *p, const char *name);
+/* The view of tensor id; borrowed, valid while p lives. CHECKs the id. */
+const struct params_view *params_view(const struct params *p, int id);
+/* Its values / gradients inside the flat buffers (after params_alloc). */
+float *params_value(const struct params *p, int id);
+float *params_grad(const struct params *p, int id);
+
+/* Sets every gradient to 0 (before each step's backward passes). */
+void params_zero_grad(struct params *p);
+
+/* Global L2 norm of the trained gradients, computed in double; if it exceeds
+ * max_norm, scales those gradients by max_norm / (norm + 1e-6), as
+ * torch.nn.utils.clip_grad_norm_. Returns the norm BEFORE clipping; a
+ * non-finite return means a NaN/Inf gradient (the gradients are then left
+ * unscaled: check and stop). max_norm <= 0 only measures. */
+double params_clip_grad_norm(struct params *p, double max_norm);
+
+/* Adam hyper-parameters (torch defaults: 0.9, 0.999, 1e-8, 0). */
+struct params_adam {
+  float lr;           /* learning rate for this step */
+  float beta1, beta2; /* decay of the first and second moment */
+  float eps;          /* added to sqrt(v_hat) */
+  float weight_decay; /* L2 added to the gradient (torch Adam, not AdamW) */
+};
+/* {lr, 0.9, 0.999, 1e-8, 0}. */
+struct params_adam params_adam_default(float lr);
+
+/* One Adam step over every trained tensor with the current gradients:
+ * step += 1, then with t = step,
+ *   g = grad + wd*w; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2
+ *   w -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
+void params_adam_step(struct params *p, const struct params_adam *cfg);
+
+/* The same update on raw arrays (n floats each) at step t >= 1: for a dense
+ * shard that holds its own slice of the flat vector. */
+void params_adam_kernel(float *w, const float *g, float *m, float *v, size_t n,
+                        uint64_t t, const struct params_adam *cfg);
+
+/* Plain SGD over every trained tensor: w -= lr * grad. */
+void params_sgd_step(struct params *p, float lr);
+
+#endif
