@@ -79,8 +79,7 @@ static int parse_record(const uint8_t *b, size_t end, size_t *off, size_t idx,
                         struct fixture_tensor *t, char *err, size_t errlen) {
   size_t o = *off;
   if (end - o < 2) {
-    snprintf(err, errlen, "tensor %zu: truncated before its name length",
-             idx);
+    snprintf(err, errlen, "tensor %zu: truncated before its name length", idx);
     return -1;
   }
   size_t nlen = get16(b + o);
@@ -271,8 +270,8 @@ struct fixture *fixture_open_named(const char *model, char *err,
     return NULL;
   }
   char path[4096];
-  int n = snprintf(path, sizeof(path), "%s/tests/nn/fixtures/%s.bin", root,
-                   model);
+  int n =
+      snprintf(path, sizeof(path), "%s/tests/nn/fixtures/%s.bin", root, model);
   if (n < 0 || (size_t)n >= sizeof(path)) {
     snprintf(err, errlen, "fixture path for '%s' is too long", model);
     return NULL;
@@ -280,7 +279,9 @@ struct fixture *fixture_open_named(const char *model, char *err,
   return fixture_open(path, err, errlen);
 }
 
-size_t fixture_count(const struct fixture *fx) { return fx->n; }
+size_t fixture_count(const struct fixture *fx) {
+  return fx->n;
+}
 
 const struct fixture_tensor *fixture_at(const struct fixture *fx, size_t i) {
   return i < fx->n ? &fx->tensors[i] : NULL;

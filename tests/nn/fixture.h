@@ -70,8 +70,7 @@ struct fixture *fixture_open(const char *path, char *err, size_t errlen);
 
 /* fixture_open on $MASKPS_SOURCE_DIR/tests/nn/fixtures/<model>.bin, the
  * place CTest points tests at. NULL with err when the variable is unset. */
-struct fixture *fixture_open_named(const char *model, char *err,
-                                   size_t errlen);
+struct fixture *fixture_open_named(const char *model, char *err, size_t errlen);
 
 /* Frees fx and every tensor it holds; NULL is fine. */
 void fixture_free(struct fixture *fx);

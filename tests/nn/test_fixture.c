@@ -16,15 +16,24 @@
 #include <cmocka.h>
 
 static const char *const models[] = {
-    "lr",           "fm",
-    "dnn",          "deepfm",
-    "dcn",          "dcnv2_crossnet",
-    "dcnv2_stacked", "dcnv2_parallel",
-    "dcnv2_mix_parallel", "dcnv2_mix_stacked",
-    "edcn_hadamard", "edcn_add",
-    "edcn_concat",  "sermasknet",
-    "sermasknet_noln", "paramasknet",
-    "maskfusion",   "amtl_dnn",
+    "lr",
+    "fm",
+    "dnn",
+    "deepfm",
+    "dcn",
+    "dcnv2_crossnet",
+    "dcnv2_stacked",
+    "dcnv2_parallel",
+    "dcnv2_mix_parallel",
+    "dcnv2_mix_stacked",
+    "edcn_hadamard",
+    "edcn_add",
+    "edcn_concat",
+    "sermasknet",
+    "sermasknet_noln",
+    "paramasknet",
+    "maskfusion",
+    "amtl_dnn",
 };
 static const char *const ops[] = {"op_layernorm", "op_batchnorm", "op_dice",
                                   "op_prelu", "op_softmax"};
@@ -284,8 +293,7 @@ static void test_truncated_and_corrupt_files(void **state) {
       err[0] = '\0';
       fx = fixture_parse(b, len, err, sizeof(err));
       if (fx)
-        fail_msg("%s: byte %zu flipped and the file still parsed", names[m],
-                 i);
+        fail_msg("%s: byte %zu flipped and the file still parsed", names[m], i);
       assert_true(err[0] != '\0');
       b[i] ^= 0x5a;
     }
@@ -468,8 +476,8 @@ static void check_common(const char *model, int is_op) {
       if (t)
         check_same_shape(&fixture_find(fx, b)->shape, &t->shape, b);
     }
-    assert_non_null(fixture_find(fx, strcmp(model, "lr") ? "input/E"
-                                                          : "input/w"));
+    assert_non_null(
+        fixture_find(fx, strcmp(model, "lr") ? "input/E" : "input/w"));
   }
   fixture_free(fx);
 }
@@ -490,15 +498,24 @@ static void test_dnn_names_and_shapes(void **state) {
     int ndim;
     uint32_t d0, d1, d2;
   } want[] = {
-      {"input/E", 3, 8, 5, 4},          {"input/y", 1, 8, 0, 0},
-      {"param/mlp.0.weight", 2, 16, 20, 0}, {"param/mlp.0.bias", 1, 16, 0, 0},
-      {"param/mlp.1.weight", 2, 8, 16, 0},  {"param/mlp.1.bias", 1, 8, 0, 0},
-      {"param/mlp.2.weight", 2, 1, 8, 0},   {"param/mlp.2.bias", 1, 1, 0, 0},
-      {"output/logits", 1, 8, 0, 0},    {"output/loss", 0, 0, 0, 0},
-      {"grad/input/E", 3, 8, 5, 4},     {"grad/mlp.0.weight", 2, 16, 20, 0},
-      {"grad/mlp.0.bias", 1, 16, 0, 0}, {"grad/mlp.1.weight", 2, 8, 16, 0},
-      {"grad/mlp.1.bias", 1, 8, 0, 0},  {"grad/mlp.2.weight", 2, 1, 8, 0},
-      {"grad/mlp.2.bias", 1, 1, 0, 0},  {"aux/mlp.0.out", 2, 8, 16, 0},
+      {"input/E", 3, 8, 5, 4},
+      {"input/y", 1, 8, 0, 0},
+      {"param/mlp.0.weight", 2, 16, 20, 0},
+      {"param/mlp.0.bias", 1, 16, 0, 0},
+      {"param/mlp.1.weight", 2, 8, 16, 0},
+      {"param/mlp.1.bias", 1, 8, 0, 0},
+      {"param/mlp.2.weight", 2, 1, 8, 0},
+      {"param/mlp.2.bias", 1, 1, 0, 0},
+      {"output/logits", 1, 8, 0, 0},
+      {"output/loss", 0, 0, 0, 0},
+      {"grad/input/E", 3, 8, 5, 4},
+      {"grad/mlp.0.weight", 2, 16, 20, 0},
+      {"grad/mlp.0.bias", 1, 16, 0, 0},
+      {"grad/mlp.1.weight", 2, 8, 16, 0},
+      {"grad/mlp.1.bias", 1, 8, 0, 0},
+      {"grad/mlp.2.weight", 2, 1, 8, 0},
+      {"grad/mlp.2.bias", 1, 1, 0, 0},
+      {"aux/mlp.0.out", 2, 8, 16, 0},
       {"aux/mlp.1.out", 2, 8, 8, 0},
   };
   struct fixture *fx = open_model("dnn");
@@ -518,7 +535,9 @@ static void test_dnn_names_and_shapes(void **state) {
   fixture_free(fx);
 }
 
-static double sigmoid(double z) { return 1 / (1 + exp(-z)); }
+static double sigmoid(double z) {
+  return 1 / (1 + exp(-z));
+}
 
 /* LR: logit = b + sum_f w_f; every gradient in closed form. */
 static void test_lr_closed_form(void **state) {
