@@ -242,16 +242,20 @@ static void run_mul_add(struct gcase *c, float *out, const float *dout) {
   size_t n = (size_t)B_ * H_;
   float *p = xmalloc(sizeof(float) * n);
   float *dp = xcalloc(n, sizeof(float));
-  nn_mul_forward(T(c, 0).f, T(c, 1).f, p, n); /* out = a*b + a */
+  nn_mul_forward(T(c, 0).f, T(c, 1).f, p, n); /* out = (a*b + a) - b */
   nn_add_forward(p, T(c, 0).f, out, n);
-  nn_add_backward(dout, dp, T(c, 0).g, n);
+  nn_sub_forward(out, T(c, 1).f, out, n);
+  nn_sub_backward(dout, dp, T(c, 1).g, n); /* d(a*b + a) is dp for now */
+  memcpy(p, dp, sizeof(float) * n);
+  memset(dp, 0, sizeof(float) * n);
+  nn_add_backward(p, dp, T(c, 0).g, n);
   nn_mul_backward(T(c, 0).f, T(c, 1).f, dp, T(c, 0).g, T(c, 1).g, n);
   free(p);
   free(dp);
 }
 static void ref_mul_add(struct gcase *c, double *out) {
   for (int i = 0; i < B_ * H_; i++)
-    out[i] = T(c, 0).v[i] * T(c, 1).v[i] + T(c, 0).v[i];
+    out[i] = T(c, 0).v[i] * T(c, 1).v[i] + T(c, 0).v[i] - T(c, 1).v[i];
 }
 
 static void test_bias_mul_add(void **state) {
@@ -262,7 +266,7 @@ static void test_bias_mul_add(void **state) {
   add(&c, "y", B_ * H_, 1, -1, 1, 0);
   add(&c, "b", H_, 1, -1, 1, 0);
   gradcheck(&c);
-  struct gcase m = {.name = "mul+add", .nout = (size_t)B_ * H_,
+  struct gcase m = {.name = "mul+add-sub", .nout = (size_t)B_ * H_,
                     .run = run_mul_add, .ref = ref_mul_add};
   add(&m, "a", B_ * H_, 1, -1, 1, 0);
   add(&m, "b", B_ * H_, 1, -1, 1, 0);
@@ -768,7 +772,8 @@ static void test_embed_gather_scatter(void **state) {
 static int mean_;
 static void run_pool(struct gcase *c, float *out, const float *dout) {
   nn_masked_pool_forward(T(c, 0).f, T(c, 1).f, out, B_, L_, D_, mean_);
-  nn_masked_pool_backward(T(c, 1).f, dout, T(c, 0).g, B_, L_, D_, mean_);
+  nn_masked_pool_backward(T(c, 0).f, T(c, 1).f, dout, T(c, 0).g, T(c, 1).g,
+                          B_, L_, D_, mean_);
 }
 static void ref_pool(struct gcase *c, double *out) {
   for (int r = 0; r < B_; r++) {
@@ -797,7 +802,89 @@ static void test_masked_pool(void **state) {
     for (int i = 0; i < B_ * L_; i++)
       set(m, i, mk[i]);
     gradcheck(&c);
+    /* attention weights as the mask (DIN): their gradient too; positive so
+     * that no row's weight sum crosses 0 under +-h */
+    struct gcase w = {.name = mean_ ? "weighted mean pool" : "weighted pool",
+                      .nout = (size_t)B_ * D_, .run = run_pool,
+                      .ref = ref_pool};
+    add(&w, "x", B_ * L_ * D_, 1, -1, 1, 0);
+    add(&w, "weights", B_ * L_, 1, 0.1f, 1, 0);
+    gradcheck(&w);
   }
+}
+
+static void run_msoftmax(struct gcase *c, float *out, const float *dout) {
+  nn_masked_softmax_forward(T(c, 0).f, T(c, 1).f, out, B_, L_, T_);
+  nn_softmax_backward(out, dout, T(c, 0).g, B_, L_, 1, T_);
+}
+static void ref_msoftmax(struct gcase *c, double *out) {
+  for (int r = 0; r < B_; r++) {
+    double s = 0;
+    for (int l = 0; l < L_; l++)
+      if (T(c, 1).v[r * L_ + l] != 0)
+        s += exp(T(c, 0).v[r * L_ + l] / T_);
+    for (int l = 0; l < L_; l++)
+      out[r * L_ + l] = T(c, 1).v[r * L_ + l] != 0
+                            ? exp(T(c, 0).v[r * L_ + l] / T_) / s
+                            : 0;
+  }
+}
+
+static void test_masked_softmax(void **state) {
+  (void)state;
+  B_ = 3, L_ = 4, T_ = 0.7f;
+  struct gcase c = {.name = "masked softmax", .nout = (size_t)B_ * L_,
+                    .run = run_msoftmax, .ref = ref_msoftmax};
+  add(&c, "x", B_ * L_, 1, -2, 2, 0);
+  struct gt *m = add(&c, "mask", B_ * L_, 0, 0, 1, 0);
+  const float mk[] = {1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0}; /* row 2 empty */
+  for (int i = 0; i < B_ * L_; i++)
+    set(m, i, mk[i]);
+  gradcheck(&c);
+}
+
+static void run_fm(struct gcase *c, float *out, const float *dout) {
+  nn_fm_forward(T(c, 0).f, out, B_, F_, D_);
+  nn_fm_backward(T(c, 0).f, dout, T(c, 0).g, B_, F_, D_);
+}
+static void ref_fm(struct gcase *c, double *out) {
+  for (int r = 0; r < B_; r++) { /* the pairwise definition */
+    double s = 0;
+    for (int f = 0; f < F_; f++)
+      for (int g = f + 1; g < F_; g++)
+        for (int d = 0; d < D_; d++)
+          s += T(c, 0).v[(r * F_ + f) * D_ + d] *
+               T(c, 0).v[(r * F_ + g) * D_ + d];
+    out[r] = s;
+  }
+}
+
+static void run_prefix(struct gcase *c, float *out, const float *dout) {
+  nn_prefix_mask_forward(T(c, 0).f, out, B_, D_);
+  nn_prefix_mask_backward(dout, T(c, 0).g, B_, D_);
+}
+static void ref_prefix(struct gcase *c, double *out) {
+  for (int r = 0; r < B_; r++) /* m = t M, M[i][j] = 1 if j <= i */
+    for (int j = 0; j < D_; j++) {
+      double s = 0;
+      for (int i = 0; i < D_; i++)
+        s += T(c, 0).v[r * D_ + i] * (j <= i ? 1.0 : 0.0);
+      out[r * D_ + j] = s;
+    }
+}
+
+static void test_fm_and_prefix_mask(void **state) {
+  (void)state;
+  B_ = 3, F_ = 4, D_ = 3;
+  struct gcase c = {.name = "fm", .nout = (size_t)B_, .run = run_fm,
+                    .ref = ref_fm};
+  add(&c, "e", B_ * F_ * D_, 1, -1, 1, 0);
+  gradcheck(&c);
+  B_ = 3, D_ = 5;
+  struct gcase p = {.name = "prefix mask", .nout = (size_t)B_ * D_,
+                    .run = run_prefix, .ref = ref_prefix};
+  add(&p, "t", B_ * D_, 1, 0, 1, 0);
+  gradcheck(&p);
 }
 
 int main(void) {
@@ -819,6 +906,8 @@ int main(void) {
       cmocka_unit_test(test_logloss_grad),
       cmocka_unit_test(test_embed_gather_scatter),
       cmocka_unit_test(test_masked_pool),
+      cmocka_unit_test(test_masked_softmax),
+      cmocka_unit_test(test_fm_and_prefix_mask),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -208,6 +208,27 @@ static void test_embed_prefix_and_missing(void **state) {
   assert_float_equal(out[2], 99.0f, 0.0f);
 }
 
+static void test_amtl_onehot_prefix(void **state) {
+  (void)state;
+  /* rows: arg max at 1; a tie between 0 and 3 (the shorter prefix wins);
+   * arg max at the last index (the full row) */
+  const float t[3 * 4] = {0.1f, 0.6f, 0.2f, 0.1f, 0.4f, 0.1f, 0.1f, 0.4f,
+                          0.0f, 0.0f, 0.1f, 0.9f};
+  float y[12], m[12];
+  nn_onehot_argmax(t, y, 3, 4);
+  const float oh[12] = {0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1};
+  assert_memory_equal(y, oh, sizeof(oh));
+  nn_prefix_mask_forward(y, m, 3, 4);
+  const float mk[12] = {1, 1, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1};
+  assert_memory_equal(m, mk, sizeof(mk));
+  /* the gradient reaching index k is the sum of dm_j over j <= k */
+  const float dm[4] = {1, 2, 3, 4};
+  float dt[4] = {0};
+  nn_prefix_mask_backward(dm, dt, 1, 4);
+  const float want[4] = {1, 3, 6, 10};
+  assert_memory_equal(dt, want, sizeof(want));
+}
+
 static void test_find_nonfinite(void **state) {
   (void)state;
   float x[32];
@@ -299,6 +320,7 @@ int main(void) {
       cmocka_unit_test(test_dropout_deterministic_and_keep_rate),
       cmocka_unit_test(test_batchnorm_running_stats_and_eval),
       cmocka_unit_test(test_embed_prefix_and_missing),
+      cmocka_unit_test(test_amtl_onehot_prefix),
       cmocka_unit_test(test_find_nonfinite),
       cmocka_unit_test(test_shape_bugs_are_checked),
   };

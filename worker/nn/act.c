@@ -113,6 +113,29 @@ void nn_softmax_backward(const float *y, const float *dy, float *dx, int N0,
     }
 }
 
+void nn_masked_softmax_forward(const float *x, const float *mask, float *y,
+                               int B, int L, float T) {
+  CHECK(B >= 0 && L >= 1 && T > 0.0f, "B=%d L=%d T=%g", B, L, T);
+  for (int r = 0; r < B; r++) {
+    const float *xr = x + (size_t)r * L, *mr = mask + (size_t)r * L;
+    float *yr = y + (size_t)r * L;
+    float mx = -INFINITY;
+    for (int l = 0; l < L; l++)
+      if (mr[l] != 0.0f)
+        mx = fmaxf(mx, xr[l]);
+    double s = 0.0;
+    for (int l = 0; l < L; l++) {
+      yr[l] = mr[l] != 0.0f ? expf((xr[l] - mx) / T) : 0.0f;
+      s += yr[l];
+    }
+    if (s == 0.0) // no real entry: nothing to attend to
+      continue;
+    float inv = (float)(1.0 / s);
+    for (int l = 0; l < L; l++)
+      yr[l] *= inv;
+  }
+}
+
 /* A counter-based draw: a 24-bit uniform from hashing (seed, step, i), so
  * any element's mask bit is known without generating the others. */
 static uint64_t dropout_stream(uint64_t seed, uint64_t step) {

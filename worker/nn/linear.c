@@ -71,6 +71,20 @@ void nn_add_backward(const float *dy, float *da, float *db, size_t n) {
       db[i] += dy[i];
 }
 
+void nn_sub_forward(const float *a, const float *b, float *y, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    y[i] = a[i] - b[i];
+}
+
+void nn_sub_backward(const float *dy, float *da, float *db, size_t n) {
+  if (da)
+    for (size_t i = 0; i < n; i++)
+      da[i] += dy[i];
+  if (db)
+    for (size_t i = 0; i < n; i++)
+      db[i] -= dy[i];
+}
+
 void nn_field_scale_forward(const float *m, const float *e, float *y, int B,
                             int F, int D, int mB) {
   CHECK(mB == B || mB == 1, "mB=%d B=%d", mB, B);

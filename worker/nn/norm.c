@@ -178,18 +178,57 @@ static void bn_stats(const float *x, struct nn_bnstats *s, int B, bool train,
   free(sum);
 }
 
-/* dx (B,H) += rstd * (dxhat - mean_b(dxhat) - xhat * mean_b(dxhat * xhat)),
- * given dxhat (B,H) and per column s1 = sum_b dxhat, s2 = sum_b dxhat*xhat. */
+/* dx (B,H) += rstd * (dxhat - mean_b(dxhat) - xhat * mean_b(dxhat * xhat)).
+ * The per-column sums s1 = sum_b dxhat, s2 = sum_b dxhat * xhat come first;
+ * dxhat is then recomputed by dxhat_at rather than stored, to keep a
+ * (B,H) buffer out of every backward call. */
+typedef float (*dxhat_fn)(const float *x, const float *p, const float *dy,
+                          float xh, size_t i, int h);
+
+static float bn_dxhat(const float *x, const float *gamma, const float *dy,
+                      float xh, size_t i, int h) {
+  return dy[i] * (gamma ? gamma[h] : 1.0f);
+}
+
+static inline float sigmoidf(float x) {
+  if (x >= 0.0f)
+    return 1.0f / (1.0f + expf(-x));
+  float e = expf(x);
+  return e / (1.0f + e);
+}
+
+/* Dice: y = x * (a + p (1 - a)) with p = sigmoid(xhat), so the part of the
+ * gradient that flows through xhat is dy * x * (1 - a) * p * (1 - p). */
+static float dice_dxhat(const float *x, const float *alpha, const float *dy,
+                        float xh, size_t i, int h) {
+  float p = sigmoidf(xh);
+  return dy[i] * x[i] * (1.0f - alpha[h]) * p * (1.0f - p);
+}
+
 static void bn_dx(const float *x, const float *mean, const float *rstd,
-                  const float *dxhat, const double *s1, const double *s2,
+                  dxhat_fn dxhat_at, const float *prm, const float *dy,
                   float *dx, int B, int H) {
+  double *s1 = xcalloc((size_t)H * 2, sizeof(double)), *s2 = s1 + H;
   for (int r = 0; r < B; r++)
     for (int h = 0; h < H; h++) {
       size_t i = (size_t)r * H + h;
       float xh = (x[i] - mean[h]) * rstd[h];
-      dx[i] += rstd[h] * (dxhat[i] - (float)(s1[h] / B) -
-                          xh * (float)(s2[h] / B));
+      float d = dxhat_at(x, prm, dy, xh, i, h);
+      s1[h] += d;
+      s2[h] += (double)d * xh;
     }
+  for (int h = 0; h < H; h++) {
+    s1[h] /= B;
+    s2[h] /= B;
+  }
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++) {
+      size_t i = (size_t)r * H + h;
+      float xh = (x[i] - mean[h]) * rstd[h];
+      float d = dxhat_at(x, prm, dy, xh, i, h);
+      dx[i] += rstd[h] * (d - (float)s1[h] - xh * (float)s2[h]);
+    }
+  free(s1);
 }
 
 void nn_batchnorm_forward(const float *x, const float *gamma,
@@ -217,31 +256,17 @@ void nn_batchnorm_backward(const float *x, const float *gamma,
                            const float *mean, const float *rstd,
                            const float *dy, float *dx, float *dgamma,
                            float *dbeta, int B, int H) {
-  double *s1 = xcalloc((size_t)H * 2, sizeof(double)), *s2 = s1 + H;
-  float *dxhat = xmalloc(sizeof(float) * (size_t)B * H);
-  for (int r = 0; r < B; r++)
-    for (int h = 0; h < H; h++) {
-      size_t i = (size_t)r * H + h;
-      float xh = (x[i] - mean[h]) * rstd[h];
-      dxhat[i] = dy[i] * (gamma ? gamma[h] : 1.0f);
-      s1[h] += dxhat[i];
-      s2[h] += (double)dxhat[i] * xh;
-      if (dgamma)
-        dgamma[h] += dy[i] * xh;
-      if (dbeta)
-        dbeta[h] += dy[i];
-    }
+  if (dgamma || dbeta)
+    for (int r = 0; r < B; r++)
+      for (int h = 0; h < H; h++) {
+        size_t i = (size_t)r * H + h;
+        if (dgamma)
+          dgamma[h] += dy[i] * (x[i] - mean[h]) * rstd[h];
+        if (dbeta)
+          dbeta[h] += dy[i];
+      }
   if (dx)
-    bn_dx(x, mean, rstd, dxhat, s1, s2, dx, B, H);
-  free(dxhat);
-  free(s1);
-}
-
-static inline float sigmoidf(float x) {
-  if (x >= 0.0f)
-    return 1.0f / (1.0f + expf(-x));
-  float e = expf(x);
-  return e / (1.0f + e);
+    bn_dx(x, mean, rstd, bn_dxhat, gamma, dy, dx, B, H);
 }
 
 void nn_dice_forward(const float *x, const float *alpha, float *y, float *mean,
@@ -266,24 +291,15 @@ void nn_dice_forward(const float *x, const float *alpha, float *y, float *mean,
 void nn_dice_backward(const float *x, const float *alpha, const float *mean,
                       const float *rstd, const float *dy, float *dx,
                       float *dalpha, int B, int H) {
-  double *s1 = xcalloc((size_t)H * 2, sizeof(double)), *s2 = s1 + H;
-  float *dxhat = xmalloc(sizeof(float) * (size_t)B * H);
   for (int r = 0; r < B; r++)
     for (int h = 0; h < H; h++) {
       size_t i = (size_t)r * H + h;
-      float xh = (x[i] - mean[h]) * rstd[h];
-      float p = sigmoidf(xh);
-      // y = x * (a + p (1 - a)): through x directly and through p(xhat(x))
-      dxhat[i] = dy[i] * x[i] * (1.0f - alpha[h]) * p * (1.0f - p);
-      s1[h] += dxhat[i];
-      s2[h] += (double)dxhat[i] * xh;
-      if (dx)
+      float p = sigmoidf((x[i] - mean[h]) * rstd[h]);
+      if (dx) // the direct path; the path through p is in bn_dx
         dx[i] += dy[i] * (alpha[h] + p * (1.0f - alpha[h]));
       if (dalpha)
         dalpha[h] += dy[i] * x[i] * (1.0f - p);
     }
   if (dx)
-    bn_dx(x, mean, rstd, dxhat, s1, s2, dx, B, H);
-  free(dxhat);
-  free(s1);
+    bn_dx(x, mean, rstd, dice_dxhat, alpha, dy, dx, B, H);
 }

@@ -22,7 +22,7 @@
  *     the comment says in-place is fine.
  *   - backward ACCUMULATES (+=) into every gradient it is given, so a tensor
  *     that feeds two consumers gets both contributions and grads are zeroed
- *     once per step (param_zero_grad). A gradient pointer may be NULL when
+ *     once per step (params_zero_grad). A gradient pointer may be NULL when
  *     nobody needs it (an input that is data, a layer without bias); the
  *     comment says which may.
  *   - gradients are named with a d prefix: dy is dLoss/dy.
@@ -72,6 +72,11 @@ void nn_mul_backward(const float *a, const float *b, const float *dy,
 void nn_add_forward(const float *a, const float *b, float *y, size_t n);
 /* da += dy; db += dy. Either may be NULL. */
 void nn_add_backward(const float *dy, float *da, float *db, size_t n);
+
+/* y (N) = a (N) - b (N) (DIN's q - k). y may alias a or b. */
+void nn_sub_forward(const float *a, const float *b, float *y, size_t n);
+/* da += dy; db -= dy. Either may be NULL. */
+void nn_sub_backward(const float *dy, float *da, float *db, size_t n);
 
 /* Field scaling: y[b,f,:] = m[b,f] * e[b,f,:] with e, y (B,F,D) and m (mB,F),
  * mB = B for per-instance weights (MaskFusion's m_t) or mB = 1 for one
@@ -133,6 +138,13 @@ void nn_softmax_forward(const float *x, float *y, int N0, int A, int N1,
 /* dx += (y * (dy - sum_A(dy * y))) / T, from the output y. */
 void nn_softmax_backward(const float *y, const float *dy, float *dx, int N0,
                          int A, int N1, float T);
+
+/* Softmax over the last axis of x (B,L) / T restricted to the entries with
+ * mask (B,L) != 0 (padding gets y = 0; a row with no real entry is all 0),
+ * for attention over a padded sequence. Backward is nn_softmax_backward with
+ * (B, L, 1): the zeros of y already stop the gradient at the padding. */
+void nn_masked_softmax_forward(const float *x, const float *mask, float *y,
+                               int B, int L, float T);
 
 /* Inverted dropout with drop probability p in [0, 1): y = x * keep / (1 - p)
  * with keep a Bernoulli(1 - p) draw that depends only on (seed, step, i):
@@ -319,9 +331,36 @@ void nn_embed_scatter(const float *dout, const uint16_t *prefix,
  * zeros). */
 void nn_masked_pool_forward(const float *x, const float *mask, float *y,
                             int B, int L, int D, bool mean);
-/* dx (B,L,D) += mask * dy (/ sum mask when mean). */
-void nn_masked_pool_backward(const float *mask, const float *dy, float *dx,
-                             int B, int L, int D, bool mean);
+/* dx (B,L,D) += mask * dy (/ sum mask when mean). dmask (B,L) += the
+ * gradient of the weights (DIN's attention scores a_j): sum_d dy * x for
+ * sum pooling, sum_d dy * (x - y) / sum mask for mean pooling; x is read only
+ * for dmask and may be NULL when dmask is; its padding entries must be
+ * finite then (nn_embed_gather writes zeros there). dx or dmask may be
+ * NULL. */
+void nn_masked_pool_backward(const float *x, const float *mask,
+                             const float *dy, float *dx, float *dmask, int B,
+                             int L, int D, bool mean);
+
+/* FM's pairwise term per row of e (B,F,D):
+ * y (B) = 1/2 sum_d [(sum_f e_fd)^2 - sum_f e_fd^2]. */
+void nn_fm_forward(const float *e, float *y, int B, int F, int D);
+/* de (B,F,D) += dy_b * (sum_f' e_f'd - e_fd). */
+void nn_fm_backward(const float *e, const float *dy, float *de, int B, int F,
+                    int D);
+
+/* AMTL prefix masks (DESIGN.md "AMTL"). t (N,D) holds, per key, a weight for
+ * each prefix length 1..D (index k keeps dims 0..k).
+ * Hard choice: y (N,D) = one-hot of the arg max of each row of t (ties: the
+ * first, i.e. the shorter prefix). Used as a straight-through estimator: the
+ * backward of this step is the identity (add dy to dt), which the caller
+ * does with nn_add_backward. */
+void nn_onehot_argmax(const float *t, float *y, int N, int D);
+/* m (N,D) = t M with M[i][j] = 1 for j <= i: m_j = sum_{i >= j} t_i, so a
+ * one-hot at k gives a mask of k+1 leading ones. */
+void nn_prefix_mask_forward(const float *t, float *m, int N, int D);
+/* dt_i += sum_{j <= i} dm_j (a running sum): with dm = e * dL/de_hat this is
+ * DESIGN.md's M (e * dL/de_hat). */
+void nn_prefix_mask_backward(const float *dm, float *dt, int N, int D);
 
 /* ------------------------------------------------------------------------
  * Non-finite values (finite.c): outside faults, not bugs
