@@ -2,8 +2,11 @@
 """Writes the PyTorch reference fixtures the C models are checked against.
 
     /usr/bin/python3 tests/nn/make_fixtures.py [OUT_DIR]
+    /usr/bin/python3 tests/nn/make_fixtures.py --check
 
-OUT_DIR defaults to tests/nn/fixtures next to this script. Needs Debian's
+OUT_DIR defaults to tests/nn/fixtures next to this script. --check writes
+nothing and exits 1 if any committed file differs from what this script and
+this PyTorch produce (or a file is missing or extra). Needs Debian's
 python3-torch (1.13) and python3-numpy; CI never runs this: the files it
 writes are committed, and the C tests only read them (tests/nn/fixture.h).
 tests/nn/README.md is the contract: the file format, the naming of every
@@ -764,18 +767,40 @@ def make(name, spec, fwd, cfg):
 def main():
     torch.set_num_threads(1)  # one reduction order, run to run
     here = os.path.dirname(os.path.abspath(__file__))
-    out_dir = sys.argv[1] if len(sys.argv) > 1 else \
+    check = sys.argv[1:] == ["--check"]
+    out_dir = sys.argv[1] if len(sys.argv) > 1 and not check else \
         os.path.join(here, "fixtures")
-    os.makedirs(out_dir, exist_ok=True)
-    total = 0
+    if not check:
+        os.makedirs(out_dir, exist_ok=True)
+    total, bad = 0, []
     for name, spec, fwd, cfg in FIXTURES:
         data, worst, seed = make(name, spec, fwd, cfg)
-        with open(os.path.join(out_dir, name + ".bin"), "wb") as f:
-            f.write(data)
+        path = os.path.join(out_dir, name + ".bin")
+        if check:
+            try:
+                with open(path, "rb") as f:
+                    same = f.read() == data
+            except FileNotFoundError:
+                same = False
+            if not same:
+                bad.append(name + ".bin differs or is missing")
+        else:
+            with open(path, "wb") as f:
+                f.write(data)
         total += len(data)
         print("%-20s %7d bytes  seed %10d  f32 vs f64 %.2e" %
               (name, len(data), seed, worst))
     print("total %d bytes in %d files" % (total, len(FIXTURES)))
+    if check:
+        known = {n + ".bin" for n, _, _, _ in FIXTURES}
+        bad += ["%s is not made by this script" % f
+                for f in sorted(os.listdir(out_dir))
+                if f.endswith(".bin") and f not in known]
+        for b in bad:
+            print("check: " + b)
+        print("check: %s" % ("FAILED" if bad else "committed fixtures are "
+                             "reproduced byte for byte"))
+        sys.exit(1 if bad else 0)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
  * is simple enough to compute here: LR, FM, DNN forward, AMTL's mask). */
 #include "tests/nn/fixture.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -482,12 +483,46 @@ static void check_common(const char *model, int is_op) {
   fixture_free(fx);
 }
 
+static int listed(const char *file) {
+  char name[256];
+  for (size_t i = 0; i < sizeof(models) / sizeof(*models); i++) {
+    snprintf(name, sizeof(name), "%s.bin", models[i]);
+    if (strcmp(name, file) == 0)
+      return 1;
+  }
+  for (size_t i = 0; i < sizeof(ops) / sizeof(*ops); i++) {
+    snprintf(name, sizeof(name), "%s.bin", ops[i]);
+    if (strcmp(name, file) == 0)
+      return 1;
+  }
+  return 0;
+}
+
 static void test_committed_files(void **state) {
   (void)state;
   for (size_t i = 0; i < sizeof(models) / sizeof(*models); i++)
     check_common(models[i], 0);
   for (size_t i = 0; i < sizeof(ops) / sizeof(*ops); i++)
     check_common(ops[i], 1);
+  /* Every file in fixtures/ is one of the above: a new fixture gets these
+   * checks too, by being added to the lists. */
+  char dir[4096];
+  snprintf(dir, sizeof(dir), "%s/tests/nn/fixtures",
+           getenv("MASKPS_SOURCE_DIR"));
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  size_t n = 0;
+  for (struct dirent *e; (e = readdir(d));) {
+    size_t len = strlen(e->d_name);
+    if (len < 4 || strcmp(e->d_name + len - 4, ".bin") != 0)
+      continue;
+    if (!listed(e->d_name))
+      fail_msg("fixtures/%s is not in test_fixture.c's lists", e->d_name);
+    n++;
+  }
+  closedir(d);
+  assert_int_equal(n, sizeof(models) / sizeof(*models) +
+                          sizeof(ops) / sizeof(*ops));
 }
 
 /* The DNN file's full table of contents: pins the naming convention. */
