@@ -750,14 +750,11 @@ static void test_truncations_and_flips(void **state) {
   msg_enc_deinit(&e2);
 }
 
-/* Writes one seed file per kind of message into MASKPS_WRITE_SEEDS, in the
- * fuzz target's input format: a byte with the frame count, a u32 length per
- * frame, then the frames' bytes. */
-static void test_write_fuzz_seeds(void **state) {
-  (void)state;
-  const char *dir = getenv("MASKPS_WRITE_SEEDS");
-  if (!dir)
-    skip();
+/* With MASKPS_WRITE_SEEDS=<dir>, main writes one seed file per kind of
+ * message into dir instead of testing, in the fuzz target's input format: a
+ * byte with the frame count, a u32 length per frame, then the frames' bytes.
+ * Returns the exit code. */
+static int write_fuzz_seeds(const char *dir) {
   static struct content c;
   struct msg_enc e;
   msg_enc_init(&e);
@@ -771,7 +768,10 @@ static void test_write_fuzz_seeds(void **state) {
     snprintf(path, sizeof(path), "%s/%s-%s", dir, msg_op_name(m.op),
              m.reply ? "reply" : "request");
     FILE *fp = fopen(path, "wb");
-    assert_non_null(fp);
+    if (!fp) {
+      perror(path);
+      return 1;
+    }
     fputc((int)e.nframes, fp);
     for (size_t i = 0; i < e.nframes; i++) {
       uint32_t len = (uint32_t)e.frames[i].len;
@@ -780,12 +780,58 @@ static void test_write_fuzz_seeds(void **state) {
     for (size_t i = 0; i < e.nframes; i++)
       if (e.frames[i].len)
         fwrite(e.frames[i].data, 1, e.frames[i].len, fp);
-    assert_int_equal(fclose(fp), 0);
+    if (fclose(fp) != 0) {
+      perror(path);
+      return 1;
+    }
   }
   msg_enc_deinit(&e);
+  return 0;
+}
+
+/* The committed fuzz seeds are valid messages of every kind (if the format
+ * changes, regenerate them: MASKPS_WRITE_SEEDS=fuzz/corpus/fuzz_msg). */
+static void test_committed_seeds_decode(void **state) {
+  (void)state;
+  const char *root = getenv("MASKPS_SOURCE_DIR");
+  if (!root)
+    skip();
+  for (size_t k = 0; k < ARRAY_LEN(kinds); k++) {
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/fuzz/corpus/fuzz_msg/%s-%s", root,
+             msg_op_name(kinds[k].op), kinds[k].reply ? "reply" : "request");
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+      fail_msg("missing seed %s", path);
+    static uint8_t buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof(buf), fp);
+    fclose(fp);
+    assert_true(n >= 1 && buf[0] >= 1 && buf[0] <= MSG_MAX_FRAMES);
+    size_t nf = buf[0], pos = 1 + 4 * nf;
+    struct msg_frame f[MSG_MAX_FRAMES];
+    for (size_t i = 0; i < nf; i++) {
+      uint32_t len;
+      memcpy(&len, buf + 1 + 4 * i, 4);
+      assert_true(pos + len <= n);
+      f[i].data = buf + pos;
+      f[i].len = len;
+      pos += len;
+    }
+    assert_int_equal(pos, n);
+    struct msg m = {0};
+    char err[256];
+    if (msg_decode(f, nf, &m, err, sizeof(err)))
+      fail_msg("%s: %s", path, err);
+    assert_int_equal(m.op, kinds[k].op);
+    assert_int_equal(m.reply, kinds[k].reply);
+    msg_deinit(&m);
+  }
 }
 
 int main(void) {
+  const char *seeds = getenv("MASKPS_WRITE_SEEDS");
+  if (seeds)
+    return write_fuzz_seeds(seeds);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip_every_op),
       cmocka_unit_test(test_round_trip_limits),
@@ -798,7 +844,7 @@ int main(void) {
       cmocka_unit_test(test_huge_claimed_lengths),
       cmocka_unit_test(test_bad_lengths_in_frames),
       cmocka_unit_test(test_truncations_and_flips),
-      cmocka_unit_test(test_write_fuzz_seeds),
+      cmocka_unit_test(test_committed_seeds_decode),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
