@@ -276,7 +276,9 @@ def fwd_edcn(ctx, P, I, cfg):
     L = cfg["layers"]
     for l in range(L):
         s = c @ P["cross.%d.weight" % l]
-        c = c + c0 * s.unsqueeze(1) + P["cross.%d.bias" % l]
+        # MODELS.md keeps the cross residual; FuxiCTR's EDCN drops it.
+        c = (c if cfg.get("cross_residual", True) else 0) + \
+            c0 * s.unsqueeze(1) + P["cross.%d.bias" % l]
         h = relu(ctx, linear(P, "deep.%d" % l, h))
         if cfg["bridge"] == "hadamard":
             f = c * h
@@ -645,6 +647,9 @@ FIXTURES = [
      {"D": 4, "layers": 2, "bridge": "add", "tau": 0.5}),
     ("edcn_concat", spec_edcn, fwd_edcn,
      {"D": 4, "layers": 2, "bridge": "concat", "tau": 0.5}),
+    ("edcn_hadamard_nores", spec_edcn, fwd_edcn,
+     {"D": 4, "layers": 2, "bridge": "hadamard", "tau": 0.5,
+      "cross_residual": False}),
     ("sermasknet", spec_sermasknet, fwd_sermasknet,
      {"D": 4, "hidden": H2, "ratio": 2.0, "emb_ln": True, "net_ln": True}),
     ("sermasknet_noln", spec_sermasknet, fwd_sermasknet,

@@ -30,6 +30,7 @@ static const char *const models[] = {
     "edcn_hadamard",
     "edcn_add",
     "edcn_concat",
+    "edcn_hadamard_nores",
     "sermasknet",
     "sermasknet_noln",
     "paramasknet",
