@@ -190,12 +190,8 @@ static float bn_dxhat(const float *x, const float *gamma, const float *dy,
   return dy[i] * (gamma ? gamma[h] : 1.0f);
 }
 
-static inline float sigmoidf(float x) {
-  if (x >= 0.0f)
-    return 1.0f / (1.0f + expf(-x));
-  float e = expf(x);
-  return e / (1.0f + e);
-}
+/* Safe at any x: expf(-x) = inf gives exactly 0. */
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* Dice: y = x * (a + p (1 - a)) with p = sigmoid(xhat), so the part of the
  * gradient that flows through xhat is dy * x * (1 - a) * p * (1 - p). */
