@@ -70,7 +70,9 @@ static void check_shape(bool ta, bool tb, int M, int N, int K, float alpha,
 static void test_odd_shapes_all_transposes(void **state) {
   (void)state;
   const int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {7, 3, 5}, {129, 65, 33},
-                           {33, 129, 65}, {2, 1, 300}, {1, 17, 1}};
+                           {33, 129, 65}, {2, 1, 300}, {1, 17, 1},
+                           /* the sgemv paths: one column, one row */
+                           {300, 1, 129}, {1, 300, 129}, {1, 1, 77}};
   uint64_t seed = 1;
   for (size_t s = 0; s < ARRAY_LEN(shapes); s++)
     for (int t = 0; t < 4; t++) {
@@ -93,6 +95,15 @@ static void test_beta_zero_overwrites_nan(void **state) {
   const float want[4] = {1 + 3, 2 + 3, 4 + 6, 5 + 6};
   assert_memory_equal(C, want, sizeof(want));
   assert_memory_equal(R, want, sizeof(want));
+  /* the same through the sgemv paths (one column, one row) */
+  float c2[2] = {NAN, INFINITY};
+  gemm(false, false, 2, 1, 3, 1.0f, A, B, 0.0f, c2); /* (2,3) x (1,0,0)^T */
+  assert_float_equal(c2[0], 1, 0.0f);
+  assert_float_equal(c2[1], 4, 0.0f);
+  c2[0] = NAN, c2[1] = NAN;
+  gemm(false, false, 1, 2, 3, 1.0f, A, B, 0.0f, c2); /* (1,3) x (3,2) */
+  assert_float_equal(c2[0], 1 + 3, 0.0f);
+  assert_float_equal(c2[1], 2 + 3, 0.0f);
 }
 
 static void test_accumulate_and_k_zero(void **state) {
