@@ -210,22 +210,24 @@ static inline uint32_t alias_draw(const struct alias *a, uint64_t r) {
 
 /* ---- Zipf sampler -----------------------------------------------------------
  * P(rank k) = k^-s / sum_{j=1..n} j^-s. Slots of one alias table: ranks
- * 1..HEAD, then "buckets" [lo, hi] of consecutive ranks, each at most
- * ZIPF_BUCKET_RATIO times wider than its start, up to n. A bucket's mass is
- * its sum of k^-s (Euler-Maclaurin). Within a bucket a rank is drawn
- * uniformly and kept with probability (lo/k)^s (rejection: exact; keeps
- * ~99% of draws), tested first against the cheap lower bound
- * 1 - s(k-lo)/lo so that a transcendental call is rarely needed. */
+ * 1..head, then "buckets" [lo, hi] of consecutive ranks, each at most
+ * bucket_ratio times wider than its start, up to n. A bucket's mass is its
+ * sum of k^-s: summed directly for buckets of up to 1024 ranks, else by
+ * Euler-Maclaurin (then lo > 1024, where it is exact to ~1e-15). Within a
+ * bucket a rank is drawn uniformly and kept with probability (lo/k)^s
+ * (rejection: exact; keeps ~1 - s*ratio/2 of the draws), tested first
+ * against the cheap lower bound 1 - s(k-lo)/lo so that a transcendental
+ * call is rarely needed. */
 
 #define ZIPF_BUCKET_RATIO 0.02
 
-struct zipf {
+struct gen_zipf {
   uint64_t n;       /* vocabulary: ranks 1..n */
   double s;         /* exponent */
   uint32_t head;    /* slots 0..head-1 are ranks 1..head */
   struct alias tab; /* head ranks + buckets */
   uint64_t *lo;     /* [tab.n - head] first rank of each bucket */
-  uint32_t *width;  /* [tab.n - head] ranks in each bucket */
+  uint64_t *width;  /* [tab.n - head] ranks in each bucket, < 2^32 */
 };
 
 /* H(x) = integral of t^-s from 1 to x = (x^(1-s) - 1) / (1 - s), written so
@@ -235,54 +237,74 @@ static double zipf_H(double s, double x) {
   return (fabs(t) > 1e-8 ? expm1(t) / t : 1 + t / 2) * l;
 }
 
-/* Sum of k^-s for k = a..b (a > 1000), by Euler-Maclaurin: the integral
- * plus end corrections; the first omitted term is below s^3 a^(-s-5) / 30240,
- * far below 1e-12 of the sum here. */
-static double zipf_range_sum(double s, double a, double b) {
-  return zipf_H(s, b) - zipf_H(s, a) + (pow(a, -s) + pow(b, -s)) / 2 +
-         s / 12 * (pow(a, -s - 1) - pow(b, -s - 1)) -
-         s * (s + 1) * (s + 2) / 720 * (pow(a, -s - 3) - pow(b, -s - 3));
+/* Sum of k^-s for k = a..b. Directly for short ranges; otherwise by
+ * Euler-Maclaurin, the integral plus end corrections, whose first omitted
+ * term is below s^5 a^(-s-5) / 30240: < 1e-15 of the sum for a > 1000. */
+static double zipf_range_sum(double s, uint64_t a, uint64_t b) {
+  if (b - a < 1024) {
+    double sum = 0;
+    for (uint64_t k = b; k >= a; k--) /* smallest terms first */
+      sum += pow((double)k, -s);
+    return sum;
+  }
+  double x = (double)a, y = (double)b;
+  return zipf_H(s, y) - zipf_H(s, x) + (pow(x, -s) + pow(y, -s)) / 2 +
+         s / 12 * (pow(x, -s - 1) - pow(y, -s - 1)) -
+         s * (s + 1) * (s + 2) / 720 * (pow(x, -s - 3) - pow(y, -s - 3));
 }
 
-static void zipf_init(struct zipf *z, double s, uint64_t n) {
-  memset(z, 0, sizeof(*z));
+struct gen_zipf *gen_zipf_new(double s, uint64_t n, uint32_t head,
+                              double bucket_ratio) {
+  CHECK(s > 0 && s <= 10 && n >= 1 && n <= GEN_MAX_VOCAB && head >= 1 &&
+            bucket_ratio > 0 && bucket_ratio <= 1,
+        "s %g n %llu head %u ratio %g", s, (unsigned long long)n, head,
+        bucket_ratio);
+  struct gen_zipf *z = xcalloc(1, sizeof(*z));
   z->n = n;
   z->s = s;
-  z->head = n > GEN_ZIPF_HEAD ? GEN_ZIPF_HEAD : (uint32_t)n;
-  /* bucket count: ranks grow by >= 2% per bucket, so < 1200 up to 2^32 */
-  uint32_t cap = z->head + 1200, nslot = z->head;
+  z->head = n > head ? head : (uint32_t)n;
+  uint32_t cap = z->head + 64, nslot = z->head, nb = 0;
   double *w = xmalloc(sizeof(double) * cap);
-  z->lo = xmalloc(sizeof(uint64_t) * 1200);
-  z->width = xmalloc(sizeof(uint32_t) * 1200);
+  z->lo = xmalloc(sizeof(uint64_t) * (cap - z->head));
+  z->width = xmalloc(sizeof(uint64_t) * (cap - z->head));
   for (uint32_t k = 1; k <= z->head; k++)
     w[k - 1] = pow(k, -s);
-  for (uint64_t lo = (uint64_t)z->head + 1; lo <= n;) {
-    uint64_t hi = lo + (uint64_t)(ZIPF_BUCKET_RATIO * (double)lo);
+  for (uint64_t lo = (uint64_t)z->head + 1; lo <= n; nb++) {
+    uint64_t hi = lo + (uint64_t)(bucket_ratio * (double)lo);
     if (hi > n)
       hi = n;
-    CHECK(nslot < cap, "zipf n %llu: over %u slots", (unsigned long long)n, cap);
-    z->lo[nslot - z->head] = lo;
-    z->width[nslot - z->head] = (uint32_t)(hi - lo + 1);
-    w[nslot++] = zipf_range_sum(s, (double)lo, (double)hi);
+    if (nslot == cap) {
+      cap *= 2;
+      w = xrealloc(w, sizeof(double) * cap);
+      z->lo = xrealloc(z->lo, sizeof(uint64_t) * (cap - z->head));
+      z->width = xrealloc(z->width, sizeof(uint64_t) * (cap - z->head));
+    }
+    z->lo[nb] = lo;
+    z->width[nb] = hi - lo + 1;
+    w[nslot++] = zipf_range_sum(s, lo, hi);
     lo = hi + 1;
   }
   alias_init(&z->tab, w, nslot);
   free(w);
+  return z;
 }
 
-static void zipf_deinit(struct zipf *z) {
+void gen_zipf_free(struct gen_zipf *z) {
+  if (!z)
+    return;
   alias_deinit(&z->tab);
   free(z->lo);
   free(z->width);
+  free(z);
 }
 
 /* A rank 1..n with probability k^-s / sum. */
-static inline uint64_t zipf_sample(const struct zipf *z, uint64_t *rng) {
+static inline uint64_t zipf_sample(const struct gen_zipf *z, uint64_t *rng) {
   uint32_t slot = alias_draw(&z->tab, next64(rng));
   if (slot < z->head)
     return (uint64_t)slot + 1;
   uint64_t lo = z->lo[slot - z->head];
-  uint32_t width = z->width[slot - z->head];
+  uint64_t width = z->width[slot - z->head];
   for (;;) {
     uint64_t r = next64(rng);
     uint64_t k = lo + (((r >> 32) * width) >> 32);
@@ -292,6 +314,12 @@ static inline uint64_t zipf_sample(const struct zipf *z, uint64_t *rng) {
       return k;
   }
 }
+
+uint64_t gen_zipf_draw(const struct gen_zipf *z, uint64_t *state) {
+  return zipf_sample(z, state);
+}
+
+uint64_t gen_zipf_n(const struct gen_zipf *z) { return z->n; }
 
 /* ---- numeric fields -----------------------------------------------------------
  * value = floor(exp(mu + sigma z)), z ~ N(0,1). Values 0..NUM_TAB-1 come
@@ -341,7 +369,7 @@ struct gen {
   uint32_t perm_k1[GEN_CATEGORICAL], perm_k2[GEN_CATEGORICAL];
   uint64_t w_key[GEN_CATEGORICAL];        /* per-token weight hash keys */
   uint64_t pair_key[NPAIR][2];            /* factor hash keys */
-  struct zipf zipf[GEN_CATEGORICAL];
+  struct gen_zipf *zipf[GEN_CATEGORICAL];
   struct alias num_tab[GEN_NUMERIC];      /* values 0..NUM_TAB-1, tail */
   double num_z0[GEN_NUMERIC];             /* z where the tail starts */
   double num_term[GEN_NUMERIC][NUM_TAB];  /* logit term of small values */
@@ -397,7 +425,7 @@ static void draw_fields(const struct gen *g, uint64_t *rng, struct gen_row *r) {
       r->cat[c] = 0;
       continue;
     }
-    uint64_t k = zipf_sample(&g->zipf[c], rng);
+    uint64_t k = zipf_sample(g->zipf[c], rng);
     r->cat_missing[c] = 0;
     r->cat_rank[c] = k;
     r->cat[c] = perm32((uint32_t)(k - 1), g->perm_k1[c], g->perm_k2[c]);
@@ -509,7 +537,8 @@ struct gen *gen_new(uint64_t seed, double vocab_scale, char *err,
     g->perm_k1[c] = (uint32_t)k;
     g->perm_k2[c] = (uint32_t)(k >> 32);
     g->w_key[c] = next64(&ks);
-    zipf_init(&g->zipf[c], CAT[c].s, scaled_vocab(CAT[c].vocab, vocab_scale));
+    g->zipf[c] = gen_zipf_new(CAT[c].s, scaled_vocab(CAT[c].vocab, vocab_scale),
+                              GEN_ZIPF_HEAD, ZIPF_BUCKET_RATIO);
   }
   for (unsigned p = 0; p < NPAIR; p++) {
     g->pair_key[p][0] = next64(&ks);
@@ -523,7 +552,7 @@ void gen_free(struct gen *g) {
   if (!g)
     return;
   for (unsigned c = 0; c < GEN_CATEGORICAL; c++)
-    zipf_deinit(&g->zipf[c]);
+    gen_zipf_free(g->zipf[c]);
   for (unsigned j = 0; j < GEN_NUMERIC; j++)
     alias_deinit(&g->num_tab[j]);
   free(g);
@@ -540,7 +569,7 @@ struct gen_field_info gen_field(const struct gen *g, unsigned field) {
   } else {
     unsigned c = field - GEN_NUMERIC;
     fi.missing = CAT[c].missing;
-    fi.vocab = g->zipf[c].n;
+    fi.vocab = g->zipf[c]->n;
     fi.zipf_s = CAT[c].s;
   }
   return fi;
@@ -561,7 +590,7 @@ double gen_logit(const struct gen *g, const struct gen_row *r) {
 }
 
 uint32_t gen_token(const struct gen *g, unsigned c, uint64_t rank) {
-  CHECK(c < GEN_CATEGORICAL && rank >= 1 && rank <= g->zipf[c].n,
+  CHECK(c < GEN_CATEGORICAL && rank >= 1 && rank <= g->zipf[c]->n,
         "field %u rank %llu", c, (unsigned long long)rank);
   return perm32((uint32_t)(rank - 1), g->perm_k1[c], g->perm_k2[c]);
 }

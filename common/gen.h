@@ -162,6 +162,23 @@ double gen_stats_ctr(const struct gen_stats *st);
  * Bayes-optimal AUC of these rows. 0.5 when one class is absent. */
 double gen_stats_auc(const struct gen_stats *st);
 
+/* The Zipf sampler the C-fields use, on its own: ranks 1..n with
+ * P(k) = k^-s / sum_j j^-s, ranks 1..head each in its own alias slot, the
+ * rest in buckets at most bucket_ratio times wider than their first rank
+ * (the generator uses head GEN_ZIPF_HEAD, ratio 0.02). Memory O(head +
+ * log(n) / bucket_ratio). CHECKs s in (0, 10], n in 1..GEN_MAX_VOCAB,
+ * head >= 1, bucket_ratio in (0, 1]. Caller owns the result; free with
+ * gen_zipf_free(). Read-only after creation: draws may run in parallel. */
+struct gen_zipf;
+struct gen_zipf *gen_zipf_new(double s, uint64_t n, uint32_t head,
+                              double bucket_ratio);
+void gen_zipf_free(struct gen_zipf *z);
+/* One rank, advancing *state (a splitmix64 state: any 64-bit value is a
+ * valid seed; the same state gives the same draws). */
+uint64_t gen_zipf_draw(const struct gen_zipf *z, uint64_t *state);
+/* The vocabulary n. */
+uint64_t gen_zipf_n(const struct gen_zipf *z);
+
 /* One output of gen_write. */
 struct gen_out {
   FILE *f;                 /* borrowed; gen_write flushes, never closes */

@@ -27,8 +27,7 @@ static uint64_t MISS[GEN_FIELDS], NEG[GEN_NUMERIC], NEG_BAD;
 static uint64_t BAD_TOKEN, BAD_RANK;
 static struct gen_stats *ST, *ST_A, *ST_B; /* all rows; rows < 1000; rest */
 
-/* C2 (583 values, all in the alias head), C7 (12,500: head and buckets),
- * C3 (20M: mostly buckets). Indices into the C-fields. */
+/* C2, C7 and C3: indices into the C-fields (see test_zipf_fields). */
 static const unsigned ZIPF_FIELDS[3] = {1, 6, 2};
 
 static int setup(void **state) {
@@ -402,53 +401,44 @@ static int cmp_u64(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Zipf: the top token's share is 1/H(n,s), the rank-frequency slope over
- * the first 30 ranks is -s, and a chi-square test over rank bins (each
- * expecting >= 40 rows, all n ranks covered) passes. The pmf is summed
- * directly here, independently of the generator's tables. */
-static void test_zipf(void **state) {
-  (void)state;
-  uint64_t *rk = malloc(sizeof(*rk) * NROWS);
-  for (unsigned z = 0; z < 3; z++) {
-    struct gen_field_info fi = gen_field(G, GEN_NUMERIC + ZIPF_FIELDS[z]);
-    double s = fi.zipf_s;
-    uint64_t n = fi.vocab, m = 0;
-    for (uint64_t i = 0; i < NROWS; i++)
-      if (RANK[z * NROWS + i])
-        rk[m++] = RANK[z * NROWS + i];
-    qsort(rk, m, sizeof(*rk), cmp_u64);
-    /* One pass over all n ranks: bins of consecutive ranks whose mass is at
-     * least 40 rows' worth by a lower bound of H (the integral of x^-s from
-     * 1 to n+1), so each bin expects >= 40 rows; H itself is summed alongside
-     * and the bins are normalised afterwards. */
-    double Hlow = s == 1 ? log(n + 1.0) : (pow(n + 1.0, 1 - s) - 1) / (1 - s);
-    size_t nbin = 0, cap = m / 40 + 2;
-    double *bmass = calloc(cap, sizeof(double));
-    uint64_t *bobs = calloc(cap, sizeof(uint64_t));
-    uint64_t i = 0;
-    double H = 0;
-    for (uint64_t k = 1; k <= n; k++) {
-      double w = pow((double)k, -s);
-      H += w;
-      bmass[nbin] += w;
-      while (i < m && rk[i] == k) {
-        bobs[nbin]++;
-        i++;
-      }
-      if (bmass[nbin] / Hlow * (double)m >= 40 || k == n)
-        nbin++;
-      assert_true(nbin < cap);
+/* Checks m draws rk[] (sorted here) against Zipf(s, n): the top rank's
+ * share is 1/H(n,s); with `slope`, the rank-frequency slope over ranks
+ * 1..30 is -s within 0.06; and a chi-square test over bins of consecutive
+ * ranks (each expecting >= 40 draws, all n ranks covered) passes at 5 sd.
+ * The pmf is summed directly here, independently of the sampler's tables. */
+static void check_zipf(uint64_t *rk, uint64_t m, double s, uint64_t n,
+                       int slope) {
+  qsort(rk, m, sizeof(*rk), cmp_u64);
+  /* One pass over all n ranks: a bin closes when its mass is 40 draws'
+   * worth by a lower bound of H (the integral of x^-s from 1 to n+1); H
+   * itself is summed alongside and the bins are normalised afterwards. */
+  double Hlow = s == 1 ? log(n + 1.0) : (pow(n + 1.0, 1 - s) - 1) / (1 - s);
+  size_t nbin = 0, cap = m / 40 + 2;
+  double *bmass = calloc(cap, sizeof(double));
+  uint64_t *bobs = calloc(cap, sizeof(uint64_t));
+  uint64_t i = 0;
+  double H = 0;
+  for (uint64_t k = 1; k <= n; k++) {
+    double w = pow((double)k, -s);
+    H += w;
+    bmass[nbin] += w;
+    while (i < m && rk[i] == k) {
+      bobs[nbin]++;
+      i++;
     }
-    assert_int_equal(i, m);
+    if (bmass[nbin] / Hlow * (double)m >= 40 || k == n)
+      nbin++;
+    assert_true(nbin < cap);
+  }
+  assert_int_equal(i, m); /* no rank outside 1..n */
 
-    /* top share */
-    uint64_t top = 0;
-    while (top < m && rk[top] == 1)
-      top++;
-    double want = 1 / H, got = (double)top / (double)m;
-    assert_true(fabs(got - want) < 5 * sqrt(want * (1 - want) / (double)m));
+  uint64_t top = 0;
+  while (top < m && rk[top] == 1)
+    top++;
+  double want = 1 / H, got = (double)top / (double)m;
+  assert_true(fabs(got - want) < 5 * sqrt(want * (1 - want) / (double)m));
 
-    /* slope of log frequency against log rank, ranks 1..30 */
+  if (slope) { /* least squares of log count on log rank */
     double sx = 0, sy = 0, sxx = 0, sxy = 0;
     i = 0;
     for (uint64_t k = 1; k <= 30; k++) {
@@ -464,22 +454,76 @@ static void test_zipf(void **state) {
       sxx += x * x;
       sxy += x * y;
     }
-    double slope = (30 * sxy - sx * sy) / (30 * sxx - sx * sx);
-    assert_true(fabs(slope + s) < 0.06);
+    double b = (30 * sxy - sx * sy) / (30 * sxx - sx * sx);
+    assert_true(fabs(b + s) < 0.06);
+  }
 
-    /* chi-square over the bins */
-    double chi2 = 0;
-    unsigned df = (unsigned)nbin;
-    for (size_t b = 0; b < nbin; b++) {
-      double e = bmass[b] / H * (double)m;
-      chi2 += ((double)bobs[b] - e) * ((double)bobs[b] - e) / e;
-    }
-    free(bmass);
-    free(bobs);
-    /* mean df-1, sd sqrt(2(df-1)): 5 sd above fails */
-    assert_true(chi2 < df - 1 + 5 * sqrt(2.0 * (df - 1)));
+  double chi2 = 0;
+  for (size_t b = 0; b < nbin; b++) {
+    double e = bmass[b] / H * (double)m;
+    chi2 += ((double)bobs[b] - e) * ((double)bobs[b] - e) / e;
+  }
+  free(bmass);
+  free(bobs);
+  /* chi-square with nbin-1 degrees of freedom: mean nbin-1, sd
+   * sqrt(2(nbin-1)) */
+  double df = (double)nbin - 1;
+  assert_true(df >= 20);
+  assert_true(chi2 < df + 5 * sqrt(2 * df));
+}
+
+/* The C-fields of the shared pass follow their Zipf distributions: C2
+ * (583 values, all in the alias head), C7 (12,500: head and buckets), C3
+ * (20M: mostly buckets). */
+static void test_zipf_fields(void **state) {
+  (void)state;
+  uint64_t *rk = malloc(sizeof(*rk) * NROWS);
+  for (unsigned z = 0; z < 3; z++) {
+    struct gen_field_info fi = gen_field(G, GEN_NUMERIC + ZIPF_FIELDS[z]);
+    uint64_t m = 0;
+    for (uint64_t i = 0; i < NROWS; i++)
+      if (RANK[z * NROWS + i])
+        rk[m++] = RANK[z * NROWS + i];
+    check_zipf(rk, m, fi.zipf_s, fi.vocab, 1);
   }
   free(rk);
+}
+
+/* The sampler alone, with wide buckets where drawing uniformly inside a
+ * bucket (a missing or wrong rejection step) or a wrong bucket mass would
+ * be far off: 1M draws, per-rank bins where they expect >= 40. Also s < 1,
+ * s = 1 exactly, and the generator's own bucket shape. */
+static void test_zipf_sampler(void **state) {
+  (void)state;
+  const struct {
+    double s;
+    uint64_t n;
+    uint32_t head;
+    double ratio;
+  } cfg[] = {
+      {1.1, 3000, 10, 0.5},    /* buckets [11,16], [17,25], ... */
+      {0.8, 1000000, 1, 1.0},  /* doubling buckets; Euler-Maclaurin masses */
+      {1.0, 50000, GEN_ZIPF_HEAD, 0.02},
+      {2.5, 100, 4, 1.0},
+  };
+  const uint64_t m = 1000000;
+  uint64_t *rk = malloc(sizeof(*rk) * m);
+  for (size_t c = 0; c < sizeof(cfg) / sizeof(*cfg); c++) {
+    struct gen_zipf *z =
+        gen_zipf_new(cfg[c].s, cfg[c].n, cfg[c].head, cfg[c].ratio);
+    assert_int_equal(gen_zipf_n(z), cfg[c].n);
+    uint64_t st = 12345 + c;
+    for (uint64_t i = 0; i < m; i++)
+      rk[i] = gen_zipf_draw(z, &st);
+    check_zipf(rk, m, cfg[c].s, cfg[c].n, 0);
+    /* same state, same draws */
+    uint64_t a = 99, b = 99;
+    for (int i = 0; i < 100; i++)
+      assert_int_equal(gen_zipf_draw(z, &a), gen_zipf_draw(z, &b));
+    gen_zipf_free(z);
+  }
+  free(rk);
+  gen_zipf_free(NULL);
 }
 
 /* Each field is empty at its configured rate (within 5 binomial sd); fields
@@ -583,7 +627,8 @@ int main(void) {
       cmocka_unit_test(test_split_shares),
       cmocka_unit_test(test_ctr_calibrated),
       cmocka_unit_test(test_bayes_auc),
-      cmocka_unit_test(test_zipf),
+      cmocka_unit_test(test_zipf_fields),
+      cmocka_unit_test(test_zipf_sampler),
       cmocka_unit_test(test_missing_rates),
       cmocka_unit_test(test_vocab_scale),
       cmocka_unit_test(test_write_error_reported),
