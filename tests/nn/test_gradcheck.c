@@ -301,6 +301,35 @@ static void test_field_scale(void **state) {
   }
 }
 
+/* out (B, L*H + B) = [repeat(x) flattened; rowsum(x)] as two outputs */
+static void run_repeat(struct gcase *c, float *out, const float *dout) {
+  nn_repeat_forward(T(c, 0).f, out, B_, L_, H_);
+  nn_rowsum_forward(T(c, 0).f, out + (size_t)B_ * L_ * H_, B_, H_);
+  nn_repeat_backward(dout, T(c, 0).g, B_, L_, H_);
+  nn_rowsum_backward(dout + (size_t)B_ * L_ * H_, T(c, 0).g, B_, H_);
+}
+static void ref_repeat(struct gcase *c, double *out) {
+  for (int r = 0; r < B_; r++) {
+    double s = 0;
+    for (int h = 0; h < H_; h++) {
+      s += T(c, 0).v[r * H_ + h];
+      for (int l = 0; l < L_; l++)
+        out[(r * L_ + l) * H_ + h] = T(c, 0).v[r * H_ + h];
+    }
+    out[B_ * L_ * H_ + r] = s;
+  }
+}
+
+static void test_repeat_rowsum(void **state) {
+  (void)state;
+  B_ = 3, L_ = 4, H_ = 2;
+  struct gcase c = {.name = "repeat/rowsum",
+                    .nout = (size_t)B_ * L_ * H_ + B_, .run = run_repeat,
+                    .ref = ref_repeat};
+  add(&c, "x", B_ * H_, 1, -1, 1, 0);
+  gradcheck(&c);
+}
+
 /* concat [a (B,2); b (B,3); c (B,1)], then split it back into (B,4),(B,2)
  * and output split_1 * 2 ++ split_0 (so both directions carry gradient). */
 static void run_concat(struct gcase *c, float *out, const float *dout) {
@@ -893,6 +922,7 @@ int main(void) {
       cmocka_unit_test(test_bias_mul_add),
       cmocka_unit_test(test_field_scale),
       cmocka_unit_test(test_concat_split),
+      cmocka_unit_test(test_repeat_rowsum),
       cmocka_unit_test(test_relu_sigmoid_tanh),
       cmocka_unit_test(test_prelu),
       cmocka_unit_test(test_softmax_axes_and_temperatures),

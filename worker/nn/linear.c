@@ -119,6 +119,40 @@ void nn_field_scale_backward(const float *m, const float *e, const float *dy,
   }
 }
 
+void nn_repeat_forward(const float *x, float *y, int B, int L, int H) {
+  CHECK(B >= 0 && L >= 1 && H >= 1, "B=%d L=%d H=%d", B, L, H);
+  for (int r = 0; r < B; r++)
+    for (int l = 0; l < L; l++)
+      memcpy(y + ((size_t)r * L + l) * H, x + (size_t)r * H,
+             sizeof(float) * H);
+}
+
+void nn_repeat_backward(const float *dy, float *dx, int B, int L, int H) {
+  for (int r = 0; r < B; r++)
+    for (int l = 0; l < L; l++) {
+      const float *d = dy + ((size_t)r * L + l) * H;
+      float *o = dx + (size_t)r * H;
+      for (int h = 0; h < H; h++)
+        o[h] += d[h];
+    }
+}
+
+void nn_rowsum_forward(const float *x, float *y, int B, int H) {
+  CHECK(B >= 0 && H >= 1, "B=%d H=%d", B, H);
+  for (int r = 0; r < B; r++) {
+    float s = 0.0f;
+    for (int h = 0; h < H; h++)
+      s += x[(size_t)r * H + h];
+    y[r] = s;
+  }
+}
+
+void nn_rowsum_backward(const float *dy, float *dx, int B, int H) {
+  for (int r = 0; r < B; r++)
+    for (int h = 0; h < H; h++)
+      dx[(size_t)r * H + h] += dy[r];
+}
+
 static int total_width(int n, const int *w) {
   CHECK(n >= 1, "n=%d", n);
   int t = 0;

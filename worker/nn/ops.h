@@ -80,13 +80,26 @@ void nn_sub_backward(const float *dy, float *da, float *db, size_t n);
 
 /* Field scaling: y[b,f,:] = m[b,f] * e[b,f,:] with e, y (B,F,D) and m (mB,F),
  * mB = B for per-instance weights (MaskFusion's m_t) or mB = 1 for one
- * weight per field shared by the batch (EDCN's regulation gate). */
+ * weight per field shared by the batch (EDCN's regulation gate). With
+ * F = 1 it scales whole rows: y[n,:] = m[n] * e[n,:] (AMTL's alpha mix). */
 void nn_field_scale_forward(const float *m, const float *e, float *y, int B,
                             int F, int D, int mB);
 /* dm (mB,F) += sum_d dy*e; de (B,F,D) += m*dy. Either may be NULL. */
 void nn_field_scale_backward(const float *m, const float *e, const float *dy,
                              float *dm, float *de, int B, int F, int D,
                              int mB);
+
+/* Repeat each row L times: y (B,L,H)[b,l,:] = x (B,H)[b,:] (DIN's target
+ * item next to each history item). */
+void nn_repeat_forward(const float *x, float *y, int B, int L, int H);
+/* dx (B,H) += sum over l of dy (B,L,H). */
+void nn_repeat_backward(const float *dy, float *dx, int B, int L, int H);
+
+/* Sum of each row: y (B) = sum_h x (B,H) (LR's sum of 1-dim embeddings,
+ * scores over a list). */
+void nn_rowsum_forward(const float *x, float *y, int B, int H);
+/* dx (B,H) += dy (B) on every entry of the row. */
+void nn_rowsum_backward(const float *dy, float *dx, int B, int H);
 
 /* Concatenation along the feature axis: y (B, sum w) = [x_0; ...; x_{n-1}],
  * x_i (B, w_i). */
