@@ -612,12 +612,19 @@ static char *put_int(char *p, int64_t v) {
   return p;
 }
 
+/* 8 lowercase hex digits without a loop or table: spread the nibbles into
+ * the bytes of a 64-bit word (most significant first in memory), then add
+ * '0', and 39 more ('a' - '0' - 10) where the nibble is >= 10. Checked
+ * digit by digit against the row in tests/common/test_gen.c. */
 static char *put_hex8(char *p, uint32_t v) {
-  static const char hex[] = "0123456789abcdef";
-  for (int i = 7; i >= 0; i--) {
-    p[i] = hex[v & 15];
-    v >>= 4;
-  }
+  uint64_t x = v;
+  x = ((x & 0xffff0000ull) << 16) | (x & 0xffffull);
+  x = ((x & 0x0000ff000000ff00ull) << 8) | (x & 0x000000ff000000ffull);
+  x = ((x & 0x00f000f000f000f0ull) << 4) | (x & 0x000f000f000f000full);
+  x = __builtin_bswap64(x);
+  uint64_t ge10 = ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+  x += 0x3030303030303030ull + ge10 * 39;
+  memcpy(p, &x, 8);
   return p + 8;
 }
 
