@@ -520,8 +520,10 @@ static void run_fln(struct gcase *c, float *out, const float *dout) {
 }
 static void ref_fln(struct gcase *c, double *out) {
   d_norm(T(c, 0).v, out, B_ * F_, D_, D_, 1, EPS_);
-  for (int i = 0; i < B_ * F_ * D_; i++)
-    out[i] = out[i] * T(c, 1).v[i % D_] + T(c, 2).v[i % D_];
+  for (int i = 0; i < B_ * F_ * D_; i++) { /* field f's own (D) affine */
+    int fd = i % (F_ * D_);
+    out[i] = out[i] * T(c, 1).v[fd] + T(c, 2).v[fd];
+  }
 }
 
 static void run_inorm(struct gcase *c, float *out, const float *dout) {
@@ -545,8 +547,8 @@ static void test_field_layernorm_and_instancenorm(void **state) {
   struct gcase c = {.name = "field_layernorm", .nout = (size_t)B_ * F_ * D_,
                     .run = run_fln, .ref = ref_fln};
   add(&c, "x", c.nout, 1, -2, 2, 0);
-  add(&c, "gamma", D_, 1, 0.5f, 1.5f, 0);
-  add(&c, "beta", D_, 1, -1, 1, 0);
+  add(&c, "gamma", F_ * D_, 1, 0.5f, 1.5f, 0);
+  add(&c, "beta", F_ * D_, 1, -1, 1, 0);
   gradcheck(&c);
   struct gcase n = {.name = "instancenorm", .nout = (size_t)B_ * F_ * D_,
                     .run = run_inorm, .ref = ref_inorm};

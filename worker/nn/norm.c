@@ -27,63 +27,85 @@ static void group_stats(const float *x, int n, float eps, float *mean,
   *rstd = (float)(1.0 / sqrt(v + eps));
 }
 
+/* One LayerNorm row: xr, yr (C), affine g, b (C) or NULL. */
+static void ln_row_forward(const float *xr, const float *g, const float *b,
+                           float *yr, float *mean, float *rstd, int C,
+                           float eps) {
+  group_stats(xr, C, eps, mean, rstd);
+  for (int c = 0; c < C; c++) {
+    float v = (xr[c] - *mean) * *rstd;
+    yr[c] = v * (g ? g[c] : 1.0f) + (b ? b[c] : 0.0f);
+  }
+}
+
+static void ln_row_backward(const float *xr, const float *g, float mu,
+                            float rs, const float *dr, float *dxr, float *dg,
+                            float *db, int C) {
+  double s1 = 0.0, s2 = 0.0; // sum dxhat, sum dxhat * xhat
+  for (int c = 0; c < C; c++) {
+    float xh = (xr[c] - mu) * rs;
+    float dxh = dr[c] * (g ? g[c] : 1.0f);
+    s1 += dxh;
+    s2 += (double)dxh * xh;
+    if (dg)
+      dg[c] += dr[c] * xh;
+    if (db)
+      db[c] += dr[c];
+  }
+  if (!dxr)
+    return;
+  float m1 = (float)(s1 / C), m2 = (float)(s2 / C);
+  for (int c = 0; c < C; c++) {
+    float xh = (xr[c] - mu) * rs;
+    float dxh = dr[c] * (g ? g[c] : 1.0f);
+    dxr[c] += rs * (dxh - m1 - xh * m2);
+  }
+}
+
 void nn_layernorm_forward(const float *x, const float *gamma,
                           const float *beta, float *y, float *mean,
                           float *rstd, int N, int C, float eps) {
   CHECK(N >= 0 && C >= 1 && eps >= 0.0f, "N=%d C=%d eps=%g", N, C, eps);
-  for (int r = 0; r < N; r++) {
-    const float *xr = x + (size_t)r * C; // (C)
-    float *yr = y + (size_t)r * C;
-    group_stats(xr, C, eps, &mean[r], &rstd[r]);
-    for (int c = 0; c < C; c++) {
-      float v = (xr[c] - mean[r]) * rstd[r];
-      yr[c] = v * (gamma ? gamma[c] : 1.0f) + (beta ? beta[c] : 0.0f);
-    }
-  }
+  for (int r = 0; r < N; r++)
+    ln_row_forward(x + (size_t)r * C, gamma, beta, y + (size_t)r * C,
+                   &mean[r], &rstd[r], C, eps);
 }
 
 void nn_layernorm_backward(const float *x, const float *gamma,
                            const float *mean, const float *rstd,
                            const float *dy, float *dx, float *dgamma,
                            float *dbeta, int N, int C) {
-  for (int r = 0; r < N; r++) {
-    const float *xr = x + (size_t)r * C, *dr = dy + (size_t)r * C;
-    float mu = mean[r], rs = rstd[r];
-    double s1 = 0.0, s2 = 0.0; // sum dxhat, sum dxhat * xhat
-    for (int c = 0; c < C; c++) {
-      float xh = (xr[c] - mu) * rs;
-      float dxh = dr[c] * (gamma ? gamma[c] : 1.0f);
-      s1 += dxh;
-      s2 += (double)dxh * xh;
-      if (dgamma)
-        dgamma[c] += dr[c] * xh;
-      if (dbeta)
-        dbeta[c] += dr[c];
-    }
-    if (!dx)
-      continue;
-    float m1 = (float)(s1 / C), m2 = (float)(s2 / C);
-    float *dxr = dx + (size_t)r * C;
-    for (int c = 0; c < C; c++) {
-      float xh = (xr[c] - mu) * rs;
-      float dxh = dr[c] * (gamma ? gamma[c] : 1.0f);
-      dxr[c] += rs * (dxh - m1 - xh * m2);
-    }
-  }
+  for (int r = 0; r < N; r++)
+    ln_row_backward(x + (size_t)r * C, gamma, mean[r], rstd[r],
+                    dy + (size_t)r * C, dx ? dx + (size_t)r * C : NULL,
+                    dgamma, dbeta, C);
 }
 
+/* (B, F*D) is (B*F, D) in memory: row r = b*F + f is field f's embedding,
+ * normalised with field f's affine, gamma + f*D. */
 void nn_field_layernorm_forward(const float *x, const float *gamma,
                                 const float *beta, float *y, float *mean,
                                 float *rstd, int B, int F, int D, float eps) {
-  // (B, F*D) is (B*F, D) in memory: one LayerNorm row per field embedding.
-  nn_layernorm_forward(x, gamma, beta, y, mean, rstd, B * F, D, eps);
+  CHECK(B >= 0 && F >= 1 && D >= 1 && eps >= 0.0f, "B=%d F=%d D=%d eps=%g", B,
+        F, D, eps);
+  for (int r = 0; r < B * F; r++) {
+    size_t f = (size_t)(r % F) * D;
+    ln_row_forward(x + (size_t)r * D, gamma ? gamma + f : NULL,
+                   beta ? beta + f : NULL, y + (size_t)r * D, &mean[r],
+                   &rstd[r], D, eps);
+  }
 }
 
 void nn_field_layernorm_backward(const float *x, const float *gamma,
                                  const float *mean, const float *rstd,
                                  const float *dy, float *dx, float *dgamma,
                                  float *dbeta, int B, int F, int D) {
-  nn_layernorm_backward(x, gamma, mean, rstd, dy, dx, dgamma, dbeta, B * F, D);
+  for (int r = 0; r < B * F; r++) {
+    size_t f = (size_t)(r % F) * D, o = (size_t)r * D;
+    ln_row_backward(x + o, gamma ? gamma + f : NULL, mean[r], rstd[r], dy + o,
+                    dx ? dx + o : NULL, dgamma ? dgamma + f : NULL,
+                    dbeta ? dbeta + f : NULL, D);
+  }
 }
 
 void nn_instancenorm_forward(const float *x, const float *gamma,

@@ -183,16 +183,17 @@ bool nn_dropout_keep(uint64_t seed, uint64_t step, size_t i, float p);
 void nn_layernorm_forward(const float *x, const float *gamma,
                           const float *beta, float *y, float *mean,
                           float *rstd, int N, int C, float eps);
-/* dx (N,C) += ...; dgamma, dbeta (C) += .... dx/dgamma/dbeta may be NULL. */
+/* dx (N,C), dgamma, dbeta (C) accumulate; each may be NULL. */
 void nn_layernorm_backward(const float *x, const float *gamma,
                            const float *mean, const float *rstd,
                            const float *dy, float *dx, float *dgamma,
                            float *dbeta, int N, int C);
 
-/* Per-field LayerNorm (MaskNet's LN_EMB): each field's D entries of x
- * (B, F*D) normalised on their own, with one gamma, beta (D) shared by all
- * fields (torch.nn.LayerNorm(D) applied to (B, F, D)). Cache: mean, rstd
- * (B*F). It is nn_layernorm over B*F rows of D, named for readability. */
+/* Per-field LayerNorm (MaskNet's LN_EMB, as FuxiCTR: one LayerNorm(D) per
+ * field): each field's D entries of x (B, F*D) normalised on their own, with
+ * field f's own affine gamma, beta (F, D) at row f (each NULL for none).
+ * Cache: mean, rstd (B*F). (One gamma (D) shared by all fields instead is
+ * nn_layernorm over N = B*F rows of C = D.) */
 void nn_field_layernorm_forward(const float *x, const float *gamma,
                                 const float *beta, float *y, float *mean,
                                 float *rstd, int B, int F, int D, float eps);
