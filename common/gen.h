@@ -49,7 +49,7 @@
  * with probability (lo/k)^s, which is exact rejection sampling (~99% kept;
  * a cheap lower bound avoids the pow() nearly always). So the draws follow
  * k^-s exactly up to the 2^-32 resolution of the alias thresholds and the
- * double rounding of the masses; memory is ~16 KB per field whatever the
+ * double rounding of the masses; memory is < 40 KB per field whatever the
  * vocabulary. The numeric fields use the same trick: an alias table of the
  * exact probabilities of the values 0..1023, and an exact normal-tail
  * sampler for larger values.

@@ -53,7 +53,8 @@ static const char HELP[] =
     "                    chosen by a hash of (seed, row): SPEC is\n"
     "                    NAME=FRACTION,... e.g. train=0.8,valid=0.1,test=0.1;\n"
     "                    fractions must sum to 1; at most %d parts\n"
-    "  --out-dir DIR     with --split: write DIR/NAME.tsv (DIR is created)\n"
+    "  --out-dir DIR     with --split: write DIR/NAME.tsv (DIR and its parents\n"
+    "                    are created)\n"
     "  --report          at the end, print to stderr: rows, CTR, Bayes-optimal\n"
     "                    AUC, bytes, seconds and rows/s (and the same per\n"
     "                    split file) as key=value pairs\n"
@@ -142,6 +143,35 @@ static void parse_split(const char *spec, struct split *sp) {
     usage_error("--split: '%s' names no part", spec);
   if (fabs(sum - 1) > 1e-6)
     usage_error("--split: fractions sum to %g, not 1 (in '%s')", sum, spec);
+}
+
+/* mkdir -p: creates dir and its missing parents. Returns 0, or -1 with the
+ * directory that failed and why in err. */
+static int mkdir_p(const char *dir, char *err, size_t errlen) {
+  char path[4096];
+  size_t n = strlen(dir);
+  if (n >= sizeof(path)) {
+    snprintf(err, errlen, "--out-dir: path longer than %zu bytes",
+             sizeof(path) - 1);
+    return -1;
+  }
+  memcpy(path, dir, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (path[i] != '/' && path[i] != 0)
+      continue;
+    char c = path[i];
+    path[i] = 0;
+    struct stat sb;
+    if (mkdir(path, 0777) != 0 &&
+        !(errno == EEXIST && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+      snprintf(err, errlen, "cannot create directory '%s': %s", path,
+               errno == EEXIST ? "a file of that name exists"
+                               : strerror(errno));
+      return -1;
+    }
+    path[i] = c;
+  }
+  return 0;
 }
 
 struct progress {
@@ -266,9 +296,8 @@ int main(int argc, char **argv) {
   int rc = 0;
   memset(outs, 0, sizeof(outs));
   if (split_spec) {
-    if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
-      fprintf(stderr, "maskps-gen: cannot create directory '%s': %s\n",
-              out_dir, strerror(errno));
+    if (mkdir_p(out_dir, err, sizeof(err)) != 0) {
+      fprintf(stderr, "maskps-gen: %s\n", err);
       gen_free(g);
       return 1;
     }
@@ -300,9 +329,12 @@ int main(int argc, char **argv) {
 
   double t0 = clock_sec(), sec = 0;
   struct progress pr = {.total = rows, .t0 = t0, .last = t0};
+  /* a progress line on a terminal, unless the rows go to that terminal too */
+  int show = isatty(STDERR_FILENO) &&
+             !(outs[0].f == stdout && isatty(STDOUT_FILENO));
   if (rc == 0) {
     if (gen_write(g, start, rows, outs, sp.n,
-                  isatty(STDERR_FILENO) ? show_progress : NULL, &pr, err,
+                  show ? show_progress : NULL, &pr, err,
                   sizeof(err)) != 0) {
       if (pr.shown)
         fputc('\n', stderr);
