@@ -19,19 +19,19 @@ struct num_spec {
 };
 
 static const struct num_spec NUM[GEN_NUMERIC] = {
-    {0.45, 0.4, 1.2, 0.00, 0.30, 0.00},    /* I1 */
-    {0.00, 1.5, 2.0, 0.04, -0.15, 0.00},   /* I2: sometimes -1..-3 */
-    {0.21, 2.0, 1.5, 0.00, 0.10, 0.00},    /* I3 */
-    {0.22, 1.8, 1.0, 0.00, 0.10, -0.10},   /* I4 */
-    {0.03, 7.5, 2.0, 0.00, -0.25, 0.00},   /* I5: thousands */
-    {0.22, 3.4, 1.6, 0.00, 0.10, 0.00},    /* I6 */
-    {0.04, 1.3, 1.5, 0.00, 0.30, 0.10},    /* I7 */
-    {0.0005, 2.3, 1.0, 0.00, 0.00, 0.00},  /* I8 */
-    {0.04, 3.7, 1.4, 0.00, 0.10, 0.00},    /* I9 */
-    {0.45, 0.0, 0.7, 0.00, 0.20, 0.00},    /* I10 */
-    {0.04, 0.7, 1.2, 0.00, 0.25, 0.00},    /* I11 */
-    {0.77, -0.5, 1.2, 0.00, 0.10, 0.00},   /* I12: mostly empty */
-    {0.22, 1.5, 1.3, 0.00, 0.10, -0.05},   /* I13 */
+    {0.45, 0.4, 1.2, 0.00, 0.30, 0.00},   /* I1 */
+    {0.00, 1.5, 2.0, 0.04, -0.15, 0.00},  /* I2: sometimes -1..-3 */
+    {0.21, 2.0, 1.5, 0.00, 0.10, 0.00},   /* I3 */
+    {0.22, 1.8, 1.0, 0.00, 0.10, -0.10},  /* I4 */
+    {0.03, 7.5, 2.0, 0.00, -0.25, 0.00},  /* I5: thousands */
+    {0.22, 3.4, 1.6, 0.00, 0.10, 0.00},   /* I6 */
+    {0.04, 1.3, 1.5, 0.00, 0.30, 0.10},   /* I7 */
+    {0.0005, 2.3, 1.0, 0.00, 0.00, 0.00}, /* I8 */
+    {0.04, 3.7, 1.4, 0.00, 0.10, 0.00},   /* I9 */
+    {0.45, 0.0, 0.7, 0.00, 0.20, 0.00},   /* I10 */
+    {0.04, 0.7, 1.2, 0.00, 0.25, 0.00},   /* I11 */
+    {0.77, -0.5, 1.2, 0.00, 0.10, 0.00},  /* I12: mostly empty */
+    {0.22, 1.5, 1.3, 0.00, 0.10, -0.05},  /* I13 */
 };
 
 struct cat_spec {
@@ -75,7 +75,7 @@ static const struct cat_spec CAT[GEN_CATEGORICAL] = {
 static const struct {
   unsigned a, b;
   double g;
-} PAIR[NPAIR] = {{0, 1, 0.5},  {4, 5, 0.5},  {6, 10, 0.5},
+} PAIR[NPAIR] = {{0, 1, 0.5},   {4, 5, 0.5},  {6, 10, 0.5},
                  {13, 16, 0.5}, {9, 12, 0.5}, {22, 19, 0.5}};
 
 static const char *const FIELD_NAME[GEN_FIELDS] = {
@@ -154,8 +154,8 @@ struct alias_slot {
 };
 
 struct alias {
-  uint32_t n;               /* slots */
-  struct alias_slot *slot;  /* [n]; one cache line access per draw */
+  uint32_t n;              /* slots */
+  struct alias_slot *slot; /* [n]; one cache line access per draw */
 };
 
 /* Builds the table for weights w[0..n-1] (not normalised; w is clobbered). */
@@ -200,7 +200,9 @@ static void alias_init(struct alias *a, double *w, uint32_t n) {
   free(large);
 }
 
-static void alias_deinit(struct alias *a) { free(a->slot); }
+static void alias_deinit(struct alias *a) {
+  free(a->slot);
+}
 
 static inline uint32_t alias_draw(const struct alias *a, uint64_t r) {
   uint32_t i = (uint32_t)(((r >> 32) * a->n) >> 32);
@@ -319,19 +321,24 @@ uint64_t gen_zipf_draw(const struct gen_zipf *z, uint64_t *state) {
   return zipf_sample(z, state);
 }
 
-uint64_t gen_zipf_n(const struct gen_zipf *z) { return z->n; }
+uint64_t gen_zipf_n(const struct gen_zipf *z) {
+  return z->n;
+}
 
-/* ---- numeric fields -----------------------------------------------------------
- * value = floor(exp(mu + sigma z)), z ~ N(0,1). Values 0..NUM_TAB-1 come
- * from an alias table of their exact probabilities
- * Phi((ln(v+1) - mu)/sigma) - Phi((ln v - mu)/sigma); one more slot stands
- * for "NUM_TAB or more", where z is drawn from the normal tail beyond
- * z0 = (ln(NUM_TAB) - mu)/sigma (Marsaglia's exponential-tail method when
- * z0 >= 0.5, plain rejection below): exact in both parts. */
+/* ---- numeric fields
+ * ----------------------------------------------------------- value =
+ * floor(exp(mu + sigma z)), z ~ N(0,1). Values 0..NUM_TAB-1 come from an alias
+ * table of their exact probabilities Phi((ln(v+1) - mu)/sigma) - Phi((ln v -
+ * mu)/sigma); one more slot stands for "NUM_TAB or more", where z is drawn from
+ * the normal tail beyond z0 = (ln(NUM_TAB) - mu)/sigma (Marsaglia's
+ * exponential-tail method when z0 >= 0.5, plain rejection below): exact in both
+ * parts. */
 
 #define NUM_TAB 1024
 
-static double std_normal_cdf(double x) { return 0.5 * erfc(-x / M_SQRT2); }
+static double std_normal_cdf(double x) {
+  return 0.5 * erfc(-x / M_SQRT2);
+}
 
 /* N(0,1) by Box-Muller (one of the pair is dropped: the path is rare). */
 static double std_normal(uint64_t *rng) {
@@ -355,24 +362,25 @@ static double normal_tail(double z0, uint64_t *rng) {
   }
 }
 
-/* ---- the generator -------------------------------------------------------- */
+/* ---- the generator --------------------------------------------------------
+ */
 
 struct gen {
   uint64_t seed;
   double vocab_scale;
   double bias;
-  uint64_t row_key;                       /* keys the per-row streams */
-  uint64_t split_key;                     /* keys gen_split_index */
-  uint64_t num_miss[GEN_NUMERIC];         /* thresholds on a 64-bit draw */
+  uint64_t row_key;               /* keys the per-row streams */
+  uint64_t split_key;             /* keys gen_split_index */
+  uint64_t num_miss[GEN_NUMERIC]; /* thresholds on a 64-bit draw */
   uint64_t num_neg[GEN_NUMERIC];
   uint64_t cat_miss[GEN_CATEGORICAL];
   uint32_t perm_k1[GEN_CATEGORICAL], perm_k2[GEN_CATEGORICAL];
-  uint64_t w_key[GEN_CATEGORICAL];        /* per-token weight hash keys */
-  uint64_t pair_key[NPAIR][2];            /* factor hash keys */
+  uint64_t w_key[GEN_CATEGORICAL]; /* per-token weight hash keys */
+  uint64_t pair_key[NPAIR][2];     /* factor hash keys */
   struct gen_zipf *zipf[GEN_CATEGORICAL];
-  struct alias num_tab[GEN_NUMERIC];      /* values 0..NUM_TAB-1, tail */
-  double num_z0[GEN_NUMERIC];             /* z where the tail starts */
-  double num_term[GEN_NUMERIC][NUM_TAB];  /* logit term of small values */
+  struct alias num_tab[GEN_NUMERIC];     /* values 0..NUM_TAB-1, tail */
+  double num_z0[GEN_NUMERIC];            /* z where the tail starts */
+  double num_term[GEN_NUMERIC][NUM_TAB]; /* logit term of small values */
 };
 
 /* The logit term of numeric field j with value x (missing and negative
@@ -575,7 +583,9 @@ struct gen_field_info gen_field(const struct gen *g, unsigned field) {
   return fi;
 }
 
-double gen_bias(const struct gen *g) { return g->bias; }
+double gen_bias(const struct gen *g) {
+  return g->bias;
+}
 
 void gen_row(const struct gen *g, uint64_t i, struct gen_row *r) {
   uint64_t rng = row_stream(g->row_key, i);
@@ -595,7 +605,8 @@ uint32_t gen_token(const struct gen *g, unsigned c, uint64_t rank) {
   return perm32((uint32_t)(rank - 1), g->perm_k1[c], g->perm_k2[c]);
 }
 
-/* ---- formatting ------------------------------------------------------------ */
+/* ---- formatting ------------------------------------------------------------
+ */
 
 static char *put_int(char *p, int64_t v) {
   char tmp[24];
@@ -659,13 +670,16 @@ unsigned gen_split_index(const struct gen *g, uint64_t i, const double *frac,
   return n - 1;
 }
 
-/* ---- stats ----------------------------------------------------------------- */
+/* ---- stats -----------------------------------------------------------------
+ */
 
 struct gen_stats *gen_stats_new(void) {
   return xcalloc(1, sizeof(struct gen_stats));
 }
 
-void gen_stats_free(struct gen_stats *st) { free(st); }
+void gen_stats_free(struct gen_stats *st) {
+  free(st);
+}
 
 void gen_stats_add(struct gen_stats *st, const struct gen_row *r,
                    size_t bytes) {
@@ -707,7 +721,8 @@ double gen_stats_auc(const struct gen_stats *st) {
   return (double)(num / (npos * nneg));
 }
 
-/* ---- writing --------------------------------------------------------------- */
+/* ---- writing ---------------------------------------------------------------
+ */
 
 #define WBUF (1u << 20)
 

@@ -67,37 +67,37 @@
 #define GEN_NUMERIC 13
 #define GEN_CATEGORICAL 26
 #define GEN_FIELDS 39
-#define GEN_LINE_MAX 512       /* bytes; a formatted line never exceeds it */
-#define GEN_PROB_LEVELS 65536  /* p is a multiple of 1/GEN_PROB_LEVELS */
-#define GEN_TARGET_CTR 0.225   /* what the bias is calibrated to */
-#define GEN_ZIPF_HEAD 1024     /* ranks served by the alias table */
-#define GEN_MAX_SPLITS 8       /* outputs gen_write can split rows over */
+#define GEN_LINE_MAX 512      /* bytes; a formatted line never exceeds it */
+#define GEN_PROB_LEVELS 65536 /* p is a multiple of 1/GEN_PROB_LEVELS */
+#define GEN_TARGET_CTR 0.225  /* what the bias is calibrated to */
+#define GEN_ZIPF_HEAD 1024    /* ranks served by the alias table */
+#define GEN_MAX_SPLITS 8      /* outputs gen_write can split rows over */
 #define GEN_MAX_VOCAB 4000000000ull /* tokens are 32-bit */
 
 struct gen;
 
 /* One generated row, before formatting. */
 struct gen_row {
-  uint8_t label;                          /* 0 or 1 */
-  uint32_t prob_q;                        /* p * GEN_PROB_LEVELS, 1..65535 */
-  uint8_t num_missing[GEN_NUMERIC];       /* 1: the I-field is empty */
-  int64_t num[GEN_NUMERIC];               /* value (0 when missing) */
-  uint8_t cat_missing[GEN_CATEGORICAL];   /* 1: the C-field is empty */
-  uint32_t cat[GEN_CATEGORICAL];          /* token, printed as %08x */
-  uint64_t cat_rank[GEN_CATEGORICAL];     /* Zipf rank 1..vocab; 0 if empty */
+  uint8_t label;                        /* 0 or 1 */
+  uint32_t prob_q;                      /* p * GEN_PROB_LEVELS, 1..65535 */
+  uint8_t num_missing[GEN_NUMERIC];     /* 1: the I-field is empty */
+  int64_t num[GEN_NUMERIC];             /* value (0 when missing) */
+  uint8_t cat_missing[GEN_CATEGORICAL]; /* 1: the C-field is empty */
+  uint32_t cat[GEN_CATEGORICAL];        /* token, printed as %08x */
+  uint64_t cat_rank[GEN_CATEGORICAL];   /* Zipf rank 1..vocab; 0 if empty */
 };
 
 /* A field's configuration after vocab_scale. Fields 0..12 are I1..I13,
  * 13..38 are C1..C26 (the order of worker/data.h). */
 struct gen_field_info {
-  const char *name;  /* "I1".."I13", "C1".."C26" */
-  double missing;    /* probability that the field is empty */
+  const char *name; /* "I1".."I13", "C1".."C26" */
+  double missing;   /* probability that the field is empty */
   /* numeric fields (0 for categorical ones): */
-  double mu, sigma;  /* value = floor(exp(mu + sigma * z)), z ~ N(0,1) */
-  double negative;   /* probability of a negative value -1..-3 */
+  double mu, sigma; /* value = floor(exp(mu + sigma * z)), z ~ N(0,1) */
+  double negative;  /* probability of a negative value -1..-3 */
   /* categorical fields (0 for numeric ones): */
-  uint64_t vocab;    /* number of distinct tokens */
-  double zipf_s;     /* Zipf exponent: P(rank k) ~ k^-zipf_s */
+  uint64_t vocab; /* number of distinct tokens */
+  double zipf_s;  /* Zipf exponent: P(rank k) ~ k^-zipf_s */
 };
 
 /* A generator for (seed, vocab_scale). vocab_scale multiplies every
@@ -141,19 +141,18 @@ unsigned gen_split_index(const struct gen *g, uint64_t i, const double *frac,
  * quantised probabilities of positive and negative rows (for the exact
  * Bayes AUC). 1 MiB; mergeable, so parallel parts can be combined. */
 struct gen_stats {
-  uint64_t rows;                  /* rows counted */
-  uint64_t clicks;                /* rows with label 1 */
-  uint64_t bytes;                 /* formatted bytes, '\n' included */
-  uint64_t pos[GEN_PROB_LEVELS];  /* label-1 rows by prob_q */
-  uint64_t neg[GEN_PROB_LEVELS];  /* label-0 rows by prob_q */
+  uint64_t rows;                 /* rows counted */
+  uint64_t clicks;               /* rows with label 1 */
+  uint64_t bytes;                /* formatted bytes, '\n' included */
+  uint64_t pos[GEN_PROB_LEVELS]; /* label-1 rows by prob_q */
+  uint64_t neg[GEN_PROB_LEVELS]; /* label-0 rows by prob_q */
 };
 
 /* Zeroed stats. Caller owns the result; free with gen_stats_free(). */
 struct gen_stats *gen_stats_new(void);
 void gen_stats_free(struct gen_stats *st);
 /* Counts one row of `bytes` formatted bytes. */
-void gen_stats_add(struct gen_stats *st, const struct gen_row *r,
-                   size_t bytes);
+void gen_stats_add(struct gen_stats *st, const struct gen_row *r, size_t bytes);
 /* dst += src. */
 void gen_stats_merge(struct gen_stats *dst, const struct gen_stats *src);
 /* Clicks / rows; 0 when there are no rows. */

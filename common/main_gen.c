@@ -53,9 +53,11 @@ static const char HELP[] =
     "                    chosen by a hash of (seed, row): SPEC is\n"
     "                    NAME=FRACTION,... e.g. train=0.8,valid=0.1,test=0.1;\n"
     "                    fractions must sum to 1; at most %d parts\n"
-    "  --out-dir DIR     with --split: write DIR/NAME.tsv (DIR and its parents\n"
+    "  --out-dir DIR     with --split: write DIR/NAME.tsv (DIR and its "
+    "parents\n"
     "                    are created)\n"
-    "  --report          at the end, print to stderr: rows, CTR, Bayes-optimal\n"
+    "  --report          at the end, print to stderr: rows, CTR, "
+    "Bayes-optimal\n"
     "                    AUC, bytes, seconds and rows/s (and the same per\n"
     "                    split file) as key=value pairs\n"
     "  --help            this text\n"
@@ -111,30 +113,30 @@ static void parse_split(const char *spec, struct split *sp) {
   sp->n = 0;
   while (*p) {
     if (sp->n == GEN_MAX_SPLITS)
-      usage_error("--split: more than %d parts in '%s'", GEN_MAX_SPLITS,
-                  spec);
+      usage_error("--split: more than %d parts in '%s'", GEN_MAX_SPLITS, spec);
     size_t nl = strcspn(p, "=,");
     if (p[nl] != '=' || nl == 0 || nl >= sizeof(sp->name[0]))
-      usage_error("--split: expected NAME=FRACTION at '%s' (in '%s')", p,
-                  spec);
+      usage_error("--split: expected NAME=FRACTION at '%s' (in '%s')", p, spec);
     for (size_t i = 0; i < nl; i++)
       if (!(p[i] == '_' || p[i] == '-' || (p[i] >= '0' && p[i] <= '9') ||
             (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')))
         usage_error("--split: name at '%s' may only use letters, digits, "
-                    "'_' and '-' (in '%s')", p, spec);
+                    "'_' and '-' (in '%s')",
+                    p, spec);
     memcpy(sp->name[sp->n], p, nl);
     sp->name[sp->n][nl] = 0;
     for (unsigned k = 0; k < sp->n; k++)
       if (!strcmp(sp->name[k], sp->name[sp->n]))
-        usage_error("--split: name '%s' appears twice in '%s'",
-                    sp->name[sp->n], spec);
+        usage_error("--split: name '%s' appears twice in '%s'", sp->name[sp->n],
+                    spec);
     p += nl + 1;
     char *end;
     errno = 0;
     double f = strtod(p, &end);
     if (end == p || (*end && *end != ',') || errno || !(f > 0 && f <= 1))
       usage_error("--split: fraction at '%s' is not a number in (0, 1] "
-                  "(in '%s')", p, spec);
+                  "(in '%s')",
+                  p, spec);
     sp->frac[sp->n++] = f;
     sum += f;
     p = *end ? end + 1 : end;
@@ -223,7 +225,7 @@ int main(int argc, char **argv) {
       continue;
     }
     static const char *const with_value[] = {
-        "--rows", "--seed", "--vocab-scale", "--start-row",
+        "--rows", "--seed",  "--vocab-scale", "--start-row",
         "--out",  "--split", "--out-dir"};
     const char *opt = NULL;
     char optbuf[32];
@@ -311,8 +313,7 @@ int main(int argc, char **argv) {
       outs[k].name = "standard output";
     } else {
       if (split_spec)
-        snprintf(paths[k], sizeof(paths[k]), "%s/%s.tsv", out_dir,
-                 sp.name[k]);
+        snprintf(paths[k], sizeof(paths[k]), "%s/%s.tsv", out_dir, sp.name[k]);
       else
         snprintf(paths[k], sizeof(paths[k]), "%s", out);
       outs[k].name = paths[k];
@@ -330,12 +331,11 @@ int main(int argc, char **argv) {
   double t0 = clock_sec(), sec = 0;
   struct progress pr = {.total = rows, .t0 = t0, .last = t0};
   /* a progress line on a terminal, unless the rows go to that terminal too */
-  int show = isatty(STDERR_FILENO) &&
-             !(outs[0].f == stdout && isatty(STDOUT_FILENO));
+  int show =
+      isatty(STDERR_FILENO) && !(outs[0].f == stdout && isatty(STDOUT_FILENO));
   if (rc == 0) {
-    if (gen_write(g, start, rows, outs, sp.n,
-                  show ? show_progress : NULL, &pr, err,
-                  sizeof(err)) != 0) {
+    if (gen_write(g, start, rows, outs, sp.n, show ? show_progress : NULL, &pr,
+                  err, sizeof(err)) != 0) {
       if (pr.shown)
         fputc('\n', stderr);
       fprintf(stderr, "maskps-gen: %s\n", err);
@@ -362,9 +362,8 @@ int main(int argc, char **argv) {
     fprintf(stderr,
             "maskps-gen: rows %llu..%llu, seed %llu, vocab-scale %g, "
             "bias %.4f\n",
-            (unsigned long long)start,
-            (unsigned long long)(start + rows - 1), (unsigned long long)seed,
-            scale, gen_bias(g));
+            (unsigned long long)start, (unsigned long long)(start + rows - 1),
+            (unsigned long long)seed, scale, gen_bias(g));
     report("all", all, sec);
     if (split_spec)
       for (unsigned k = 0; k < sp.n; k++) {

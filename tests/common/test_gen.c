@@ -20,9 +20,9 @@
 /* ---- one pass over NROWS rows, shared by the shape tests ---------------- */
 
 static struct gen *G;
-static uint16_t *Q;     /* [NROWS] prob_q */
-static uint8_t *LAB;    /* [NROWS] label */
-static uint64_t *RANK;  /* [3][NROWS] ranks of the ZIPF_FIELDS (0: empty) */
+static uint16_t *Q;    /* [NROWS] prob_q */
+static uint8_t *LAB;   /* [NROWS] label */
+static uint64_t *RANK; /* [3][NROWS] ranks of the ZIPF_FIELDS (0: empty) */
 static uint64_t MISS[GEN_FIELDS], NEG[GEN_NUMERIC], NEG_BAD;
 static uint64_t BAD_TOKEN, BAD_RANK;
 static struct gen_stats *ST, *ST_A, *ST_B; /* all rows; rows < 1000; rest */
@@ -216,9 +216,8 @@ static void write_rows(const struct gen *g, uint64_t start, uint64_t n,
     outs[k].stats = NULL;
   }
   char err[256];
-  assert_int_equal(gen_write(g, start, n, outs, nout, NULL, NULL, err,
-                             sizeof(err)),
-                   0);
+  assert_int_equal(
+      gen_write(g, start, n, outs, nout, NULL, NULL, err, sizeof(err)), 0);
   for (unsigned k = 0; k < nout; k++)
     assert_int_equal(fclose(outs[k].f), 0);
 }
@@ -501,8 +500,8 @@ static void test_zipf_sampler(void **state) {
     uint32_t head;
     double ratio;
   } cfg[] = {
-      {1.1, 3000, 10, 0.5},    /* buckets [11,16], [17,25], ... */
-      {0.8, 1000000, 1, 1.0},  /* doubling buckets; Euler-Maclaurin masses */
+      {1.1, 3000, 10, 0.5},   /* buckets [11,16], [17,25], ... */
+      {0.8, 1000000, 1, 1.0}, /* doubling buckets; Euler-Maclaurin masses */
       {1.0, 50000, GEN_ZIPF_HEAD, 0.02},
       {2.5, 100, 4, 1.0},
   };
@@ -540,7 +539,7 @@ static void test_missing_rates(void **state) {
     assert_true(fabs(got - p) < 5 * sqrt(p * (1 - p) / NROWS));
   }
   /* the shape the header promises: several often-empty fields */
-  assert_true(gen_field(G, 11).missing > 0.5); /* I12 */
+  assert_true(gen_field(G, 11).missing > 0.5);               /* I12 */
   assert_true(gen_field(G, GEN_NUMERIC + 21).missing > 0.5); /* C22 */
 }
 
@@ -584,8 +583,7 @@ static void test_write_error_reported(void **state) {
   }
   struct gen_out out = {.f = f, .name = "/dev/full", .frac = 1};
   char err[256] = "";
-  assert_int_equal(gen_write(G, 0, 100, &out, 1, NULL, NULL, err,
-                             sizeof(err)),
+  assert_int_equal(gen_write(G, 0, 100, &out, 1, NULL, NULL, err, sizeof(err)),
                    -1);
   assert_non_null(strstr(err, "/dev/full: write failed"));
   assert_non_null(strstr(err, "No space left"));
@@ -607,8 +605,8 @@ static void test_write_stats_and_progress(void **state) {
   out.f = open_memstream(&buf, &len);
   uint64_t calls = 0;
   char err[128];
-  assert_int_equal(gen_write(G, 10, 70000, &out, 1, count_progress, &calls,
-                             err, sizeof(err)),
+  assert_int_equal(gen_write(G, 10, 70000, &out, 1, count_progress, &calls, err,
+                             sizeof(err)),
                    0);
   fclose(out.f);
   assert_int_equal(calls, 1);
