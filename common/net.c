@@ -77,7 +77,8 @@ struct net *net_new(char *err, size_t errlen) {
     zfail(err, errlen, "cannot create a ZeroMQ context", NULL);
     return NULL;
   }
-  /* Sockets linger 0 anyway; this makes zmq_ctx_term not wait on any. */
+  /* Every socket sets a bounded linger; this only guards one that did not
+   * get configured (zmq_ctx_term would wait for it forever). */
   zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
   struct net *n = xcalloc(1, sizeof(*n));
   n->ctx = ctx;
@@ -121,7 +122,7 @@ static int configure(struct net_sock *s, const struct net_opts *o, char *err,
   if (o && o->send_timeout_ms)
     sndtimeo = o->send_timeout_ms < 0 ? -1 : o->send_timeout_ms;
   int64_t maxmsg = NET_MAX_FRAME_BYTES;
-  if (setopt_int(s, ZMQ_LINGER, 0, "ZMQ_LINGER", err, errlen) ||
+  if (setopt_int(s, ZMQ_LINGER, NET_LINGER_MS, "ZMQ_LINGER", err, errlen) ||
       setopt_int(s, ZMQ_SNDHWM, hwm, "ZMQ_SNDHWM", err, errlen) ||
       setopt_int(s, ZMQ_RCVHWM, hwm, "ZMQ_RCVHWM", err, errlen) ||
       setopt_int(s, ZMQ_SNDTIMEO, sndtimeo, "ZMQ_SNDTIMEO", err, errlen) ||
@@ -138,9 +139,6 @@ static int configure(struct net_sock *s, const struct net_opts *o, char *err,
   if (s->server) {
     if (setopt_int(s, ZMQ_ROUTER_MANDATORY, 1, "ZMQ_ROUTER_MANDATORY", err,
                    errlen))
-      return -1;
-  } else {
-    if (setopt_int(s, ZMQ_IMMEDIATE, 1, "ZMQ_IMMEDIATE", err, errlen))
       return -1;
   }
   bool curve = o && (o->curve_self || o->curve_server_pub);
@@ -273,8 +271,8 @@ static int send_part(struct net_sock *s, const void *data, size_t len,
     if (e == EAGAIN) {
       if (err && errlen)
         snprintf(err, errlen,
-                 "net: send on %s timed out (peer not reading, or not "
-                 "connected)",
+                 "net: send on %s timed out (queue full: peer not reading, "
+                 "or not connected)",
                  s->endpoint);
       return NET_TIMEOUT;
     }

@@ -16,15 +16,20 @@
  *   [routing id][frames...] and net hides the routing id.
  *
  * Settings, and why:
- *   - linger 0: closing a socket drops what it has not sent. Requests are
- *     retried by their client, and a close that hangs on a dead peer would
- *     hang a shutdown.
+ *   - linger NET_LINGER_MS (bounded): a socket closed right after its last
+ *     send (a pserver answering SHUTDOWN) still gets that reply out, but a
+ *     dead peer cannot make a close or net_free hang for longer than that;
+ *     what is still unsent then is dropped (clients retry requests).
  *   - send and receive high-water marks of NET_DEFAULT_HWM messages, and a
  *     send timeout (NET_DEFAULT_SEND_TIMEOUT_MS), so a peer that stops
  *     reading is reported instead of blocking a worker forever.
- *   - clients set ZMQ_IMMEDIATE: a request is only queued on a connection
- *     that is up, so "pserver not there" turns into a send timeout rather
- *     than a message parked for a peer that may never come.
+ *   - clients do NOT set ZMQ_IMMEDIATE: a request sent before its pserver
+ *     is up waits in the queue and leaves when the connection comes up (a
+ *     worker may start first), so an absent pserver shows up as a receive
+ *     timeout. IMMEDIATE would turn it into a send timeout, but it also
+ *     makes ZeroMQ discard replies already received from a peer that
+ *     disconnects right after sending them (measured: ~1 in 10 SHUTDOWN
+ *     replies lost), which is worse.
  *   - ZMQ_MAXMSGSIZE bounds each received frame at NET_MAX_FRAME_BYTES (the
  *     largest frame the protocol allows): a peer sending more is
  *     disconnected before its bytes are buffered.
@@ -49,6 +54,7 @@
 #include "common/msg.h"
 
 #define NET_TIMEOUT (-2)                  /* net_recv/net_send: timed out */
+#define NET_LINGER_MS 1000                /* unsent data kept after close */
 #define NET_DEFAULT_HWM 1000              /* messages queued per peer */
 #define NET_DEFAULT_SEND_TIMEOUT_MS 30000 /* before net_send gives up */
 #define NET_MAX_FRAMES 16 /* frames a received message may have */
@@ -85,7 +91,7 @@ struct net_opts {
 
 /* A new context. Returns NULL with err set if ZeroMQ cannot start one.
  * Caller owns the result; free with net_free() after closing every socket
- * (zmq_ctx_term waits for them). */
+ * (it waits for them, and up to NET_LINGER_MS for their unsent messages). */
 struct net *net_new(char *err, size_t errlen);
 void net_free(struct net *n);
 
@@ -100,13 +106,15 @@ struct net_sock *net_server_new(struct net *n, const char *endpoint,
 
 /* A DEALER connected to each of the nendpoints endpoints (>= 1). Connecting
  * does not wait for the peer; a bad endpoint string fails here, an absent
- * peer shows up as a send timeout. Returns NULL with err set. Caller owns the
- * result; free with net_sock_free(). */
+ * peer shows up as a receive timeout (requests wait for it, up to the
+ * high-water mark; then net_send times out). Returns NULL with err set. Caller
+ * owns the result; free with net_sock_free(). */
 struct net_sock *net_client_new(struct net *n, const char *const *endpoints,
                                 size_t nendpoints, const struct net_opts *opts,
                                 char *err, size_t errlen);
 
-/* Closes the socket (unsent messages are dropped: linger 0). NULL is fine. */
+/* Closes the socket. Unsent messages get NET_LINGER_MS to leave (net_free
+ * waits for them that long at most), then are dropped. NULL is fine. */
 void net_sock_free(struct net_sock *s);
 
 /* The endpoint as bound, with a wildcard port resolved
@@ -116,9 +124,10 @@ const char *net_sock_endpoint(const struct net_sock *s);
 
 /* Sends frames[0..n) as one multipart message (n >= 1). A server must name
  * the peer `to` (from net_msg_peer); a client passes NULL. The bytes are
- * copied: frames may be reused as soon as this returns. Returns 0;
- * NET_TIMEOUT if the send timeout passed (peer not reading, or no connection
- * up); -1 with err set otherwise (peer gone, context terminated). */
+ * copied: frames may be reused as soon as this returns. Returns 0 once the
+ * message is queued (not delivered: only a reply proves that); NET_TIMEOUT
+ * if the send timeout passed with the queue full (peer not reading); -1 with
+ * err set otherwise (a server's peer gone, context terminated). */
 int net_send(struct net_sock *s, const struct net_peer *to,
              const struct msg_frame *frames, size_t n, char *err,
              size_t errlen);

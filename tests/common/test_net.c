@@ -287,8 +287,8 @@ static void test_curve(void **state) {
 }
 
 /* A client that trusts the wrong server key never completes the handshake:
- * its request is not delivered, so it times out instead of talking in
- * clear. */
+ * its request is never delivered (no plaintext fallback), and it gets no
+ * reply. */
 static void test_curve_wrong_key(void **state) {
   (void)state;
   struct net_keypair skp, other;
@@ -301,24 +301,28 @@ static void test_curve_wrong_key(void **state) {
       net_server_new(net, "tcp://127.0.0.1:*", &so, err, sizeof(err));
   assert_non_null(s);
   const char *eps[] = {net_sock_endpoint(s)};
-  struct net_opts co = {.curve_server_pub = other.pub, .send_timeout_ms = 300};
+  struct net_opts co = {.curve_server_pub = other.pub};
   struct net_sock *c = net_client_new(net, eps, 1, &co, err, sizeof(err));
   assert_non_null(c);
+  struct net_opts plain = {0};
+  struct net_sock *p = net_client_new(net, eps, 1, &plain, err, sizeof(err));
+  assert_non_null(p);
   static const uint8_t b[] = {0x80};
   struct msg_frame f = {b, 1};
-  assert_int_equal(net_send(c, NULL, &f, 1, err, sizeof(err)), NET_TIMEOUT);
-  assert_non_null(strstr(err, "timed out"));
+  /* Both requests are queued; neither may arrive. */
+  assert_int_equal(net_send(c, NULL, &f, 1, err, sizeof(err)), 0);
+  assert_int_equal(net_send(p, NULL, &f, 1, err, sizeof(err)), 0);
   struct net_msg *in = net_msg_new();
-  assert_int_equal(net_recv(s, in, 200, err, sizeof(err)), NET_TIMEOUT);
-  /* Plaintext client against a CURVE server: same. */
-  struct net_opts plain = {.send_timeout_ms = 300};
-  struct net_sock *p = net_client_new(net, eps, 1, &plain, err, sizeof(err));
-  assert_int_equal(net_send(p, NULL, &f, 1, err, sizeof(err)), NET_TIMEOUT);
-  assert_int_equal(net_recv(s, in, 200, err, sizeof(err)), NET_TIMEOUT);
+  assert_int_equal(net_recv(s, in, 500, err, sizeof(err)), NET_TIMEOUT);
+  assert_non_null(strstr(err, "timed out"));
   /* CURVE options that are incomplete are refused up front. */
   struct net_opts half = {.curve_server_pub = "tooshort"};
   assert_null(net_client_new(net, eps, 1, &half, err, sizeof(err)));
   assert_non_null(strstr(err, "Z85"));
+  assert_null(net_server_new(net, "tcp://127.0.0.1:*",
+                             &(struct net_opts){.curve_server_pub = skp.pub},
+                             err, sizeof(err)));
+  assert_non_null(strstr(err, "needs its own keypair"));
   net_msg_free(in);
   net_sock_free(p);
   net_sock_free(c);
@@ -358,25 +362,59 @@ static void test_receive_timeout(void **state) {
   net_free(net);
 }
 
-/* A client with no server at all: the send times out (ZMQ_IMMEDIATE). */
-static void test_send_without_server(void **state) {
+/* A client whose server is not there: requests queue up to the high-water
+ * mark, then net_send times out with a message saying why. Port 1 on the
+ * loopback has no listener. */
+static void test_send_queue_full(void **state) {
   (void)state;
   char err[256];
   struct net *net = net_new(err, sizeof(err));
-  /* Find a free port, then close it so nothing listens there. */
-  struct net_sock *s =
-      net_server_new(net, "tcp://127.0.0.1:*", NULL, err, sizeof(err));
-  char ep[256];
-  snprintf(ep, sizeof(ep), "%s", net_sock_endpoint(s));
-  net_sock_free(s);
-  const char *eps[] = {ep};
-  struct net_opts o = {.send_timeout_ms = 200};
+  const char *eps[] = {"tcp://127.0.0.1:1"};
+  struct net_opts o = {.send_timeout_ms = 100, .hwm = 2};
   struct net_sock *c = net_client_new(net, eps, 1, &o, err, sizeof(err));
   assert_non_null(c);
   static const uint8_t b[] = {0x80};
   struct msg_frame f = {b, 1};
-  assert_int_equal(net_send(c, NULL, &f, 1, err, sizeof(err)), NET_TIMEOUT);
-  assert_non_null(strstr(err, "not connected"));
+  int rc = 0, sent = 0;
+  while (sent < 50 && (rc = net_send(c, NULL, &f, 1, err, sizeof(err))) == 0)
+    sent++;
+  assert_int_equal(rc, NET_TIMEOUT);
+  assert_true(sent >= 1 && sent < 50);
+  assert_non_null(strstr(err, "queue full"));
+  assert_non_null(strstr(err, eps[0]));
+  net_sock_free(c);
+  net_free(net);
+}
+
+/* A worker may start before its pserver: a request sent before the bind is
+ * delivered once the server is up. */
+static void test_server_starts_late(void **state) {
+  (void)state;
+  char err[256];
+  struct net *net = net_new(err, sizeof(err));
+  const char *eps[] = {"inproc://maskps-late"};
+  struct net_sock *c = net_client_new(net, eps, 1, NULL, err, sizeof(err));
+  assert_non_null(c);
+  struct msg req = {.op = MSG_BARRIER, .id = 9, .step = 4};
+  struct msg_enc enc;
+  msg_enc_init(&enc);
+  assert_int_equal(net_send_msg(c, NULL, &req, &enc, err, sizeof(err)), 0);
+  msg_enc_deinit(&enc);
+  struct server sv;
+  server_start(&sv, net, eps[0], NULL);
+  struct net_msg *in = net_msg_new();
+  assert_int_equal(net_recv(c, in, WAIT_MS, err, sizeof(err)), 0);
+  struct msg rep = {0};
+  assert_int_equal(msg_decode(net_msg_frames(in), net_msg_nframes(in), &rep,
+                              err, sizeof(err)),
+                   0);
+  assert_int_equal(rep.op, MSG_BARRIER);
+  assert_int_equal(rep.id, 9);
+  msg_deinit(&rep);
+  simple(c, in, MSG_SHUTDOWN, 10);
+  server_join(&sv);
+  assert_int_equal(sv.served, 2);
+  net_msg_free(in);
   net_sock_free(c);
   net_free(net);
 }
@@ -426,7 +464,8 @@ int main(void) {
       cmocka_unit_test(test_curve),
       cmocka_unit_test(test_curve_wrong_key),
       cmocka_unit_test(test_receive_timeout),
-      cmocka_unit_test(test_send_without_server),
+      cmocka_unit_test(test_send_queue_full),
+      cmocka_unit_test(test_server_starts_late),
       cmocka_unit_test(test_bind_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
