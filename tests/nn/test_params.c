@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -230,6 +232,135 @@ static void test_clip_grad_norm(void **state) {
   params_free(p);
 }
 
+/* A model-like set; extra names the variants. */
+static struct params *model(uint64_t seed, int fc_in, bool extra) {
+  struct params *p = params_new();
+  params_add(p, "mlp.0.weight", 1, 16, 20, PARAMS_XAVIER_NORMAL, 1.0f);
+  params_add(p, "mlp.0.bias", 1, 1, 16, PARAMS_NORMAL, 0.1f);
+  params_add(p, "fc.weight", 1, 1, fc_in, PARAMS_XAVIER_UNIFORM, 1.0f);
+  if (extra)
+    params_add(p, "ln.bias", 1, 1, 16, PARAMS_NORMAL, 0.1f);
+  params_add_state(p, "bn.run_mean", 1, 1, 4, PARAMS_NORMAL, 1.0f);
+  params_alloc(p, seed);
+  return p;
+}
+
+static void tmp_path(char *buf, size_t n, const char *tag) {
+  snprintf(buf, n, "/tmp/maskps_test_params_%d_%s.bin", (int)getpid(), tag);
+}
+
+static void test_save_load_round_trip(void **state) {
+  (void)state;
+  char path[128], err[256] = "", report[512] = "";
+  tmp_path(path, sizeof(path), "rt");
+  struct params *a = model(1, 16, false);
+  for (int s = 0; s < 3; s++) { /* some Adam state */
+    for (size_t i = 0; i < a->len; i++)
+      a->grads[i] = (float)i * 1e-3f;
+    struct params_adam cfg = params_adam_default(1e-2f);
+    params_adam_step(a, &cfg);
+  }
+  assert_int_equal(params_save(a, path, true, err, sizeof(err)), 0);
+  struct params *b = model(99, 16, false); /* other init values */
+  assert_memory_not_equal(a->values, b->values, sizeof(float) * a->len);
+  assert_int_equal(params_load(b, path, true, report, sizeof(report), err,
+                               sizeof(err)),
+                   4);
+  assert_string_equal(report, "loaded 4 of 4");
+  assert_memory_equal(a->values, b->values, sizeof(float) * a->len);
+  assert_memory_equal(a->adam, b->adam, sizeof(float) * 2 * a->len);
+  assert_int_equal(b->step, 3);
+  /* without state: values only */
+  struct params *c = model(5, 16, false);
+  assert_int_equal(params_load(c, path, false, NULL, 0, err, sizeof(err)), 4);
+  assert_memory_equal(a->values, c->values, sizeof(float) * a->len);
+  assert_int_equal(c->step, 0);
+  assert_float_equal(c->adam[0], 0.0f, 0.0f);
+  /* warm start into a different model: matches by name and shape */
+  struct params *d = model(7, 24, true);
+  float keep_fc[24];
+  memcpy(keep_fc, params_value(d, params_find(d, "fc.weight")), sizeof(keep_fc));
+  assert_int_equal(params_load(d, path, false, report, sizeof(report), err,
+                               sizeof(err)),
+                   3);
+  assert_string_equal(report,
+                      "loaded 3 of 5; shape differs: fc.weight (file 1x1x16, "
+                      "model 1x1x24); not in file: ln.bias");
+  assert_memory_equal(params_value(d, 0), params_value(a, 0), 4 * 16 * 20);
+  assert_memory_equal(params_value(d, params_find(d, "fc.weight")), keep_fc,
+                      sizeof(keep_fc));
+  unlink(path);
+  params_free(a);
+  params_free(b);
+  params_free(c);
+  params_free(d);
+}
+
+static void write_file(const char *path, const void *b, size_t n) {
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(b, 1, n, f), n);
+  fclose(f);
+}
+
+static void expect_load_error(const char *path, const char *want) {
+  struct params *p = model(3, 16, false);
+  float *before = xmalloc(sizeof(float) * p->len);
+  memcpy(before, p->values, sizeof(float) * p->len);
+  char err[256] = "";
+  assert_int_equal(params_load(p, path, true, NULL, 0, err, sizeof(err)), -1);
+  if (!strstr(err, want))
+    fail_msg("error '%s' does not mention '%s'", err, want);
+  /* a bad file changes nothing */
+  assert_memory_equal(p->values, before, sizeof(float) * p->len);
+  free(before);
+  params_free(p);
+}
+
+static void test_load_rejects_bad_files(void **state) {
+  (void)state;
+  char path[128], bad[128], err[256];
+  tmp_path(path, sizeof(path), "good");
+  tmp_path(bad, sizeof(bad), "bad");
+  struct params *a = model(1, 16, false);
+  assert_int_equal(params_save(a, path, true, err, sizeof(err)), 0);
+  FILE *f = fopen(path, "rb");
+  static uint8_t buf[1 << 16];
+  size_t n = fread(buf, 1, sizeof(buf), f);
+  fclose(f);
+  assert_true(n > 100 && n < sizeof(buf));
+
+  expect_load_error("/nonexistent/dir/p.bin", "cannot open /nonexistent");
+  write_file(bad, buf, 5);
+  expect_load_error(bad, "too short");
+  write_file(bad, "NOTMASKPS-PARAMS-FILE-AT-ALL-0123456789", 39);
+  expect_load_error(bad, "wrong magic");
+  for (size_t cut = 40; cut < n; cut += 97) { /* truncated anywhere */
+    write_file(bad, buf, cut);
+    expect_load_error(bad, bad);
+  }
+  buf[n / 2] ^= 0x10; /* one flipped bit */
+  write_file(bad, buf, n);
+  expect_load_error(bad, "checksum mismatch");
+  buf[n / 2] ^= 0x10;
+  buf[8] = 2; /* a newer version */
+  write_file(bad, buf, n);
+  expect_load_error(bad, "params file version 2, this build reads version 1");
+  buf[8] = 1;
+  write_file(bad, buf, n); /* restored: loads again */
+  struct params *b = model(3, 16, false);
+  assert_int_equal(params_load(b, bad, true, NULL, 0, err, sizeof(err)), 4);
+  /* saving where nothing can be written */
+  assert_int_equal(params_save(a, "/nonexistent/dir/p.bin", false, err,
+                               sizeof(err)),
+                   -1);
+  assert_non_null(strstr(err, "cannot create /nonexistent/dir/p.bin.tmp"));
+  unlink(path);
+  unlink(bad);
+  params_free(a);
+  params_free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_views_are_flat_aligned_and_named),
@@ -239,6 +370,8 @@ int main(void) {
       cmocka_unit_test(test_adam_matches_torch_formula_with_varying_gradients),
       cmocka_unit_test(test_sgd_closed_form),
       cmocka_unit_test(test_clip_grad_norm),
+      cmocka_unit_test(test_save_load_round_trip),
+      cmocka_unit_test(test_load_rejects_bad_files),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

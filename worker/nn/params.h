@@ -23,8 +23,12 @@
  * BatchNorm running statistics) live in the buffer for checkpoints but are
  * skipped by the optimizers and the gradient norm.
  *
- * Not here: embeddings (rows live on the pserver), checkpoint files,
- * learning-rate schedules (the caller passes lr every step).
+ * A set can be written to a file and read back by name (params_save,
+ * params_load): a dense checkpoint for embedded mode and a warm start from
+ * another model's file, with a report of what matched.
+ *
+ * Not here: embeddings (rows live on the pserver), learning-rate schedules
+ * (the caller passes lr every step).
  */
 #ifndef MASKPS_NN_PARAMS_H
 #define MASKPS_NN_PARAMS_H
@@ -74,9 +78,9 @@ void params_free(struct params *p);
  * (0, 1, ... in order). Xavier treats each of the count matrices as one
  * linear layer's weight with fan_in = cols, fan_out = rows (torch's
  * convention for an (O, I) weight; DCN-Mix initialises its expert stacks
- * matrix by matrix the same way). CHECKs: before params_alloc, a new name of
- * at most PARAMS_NAME_MAX chars, positive shape, no Xavier on rows = 1
- * vectors (torch refuses 1-D tensors). */
+ * matrix by matrix the same way); a logit layer's (1, I) weight is rows = 1.
+ * CHECKs: before params_alloc, a new name of at most PARAMS_NAME_MAX chars,
+ * positive shape. */
 int params_add(struct params *p, const char *name, int count, int rows,
                int cols, enum params_init init, float scale);
 /* The same for a tensor the optimizers must not touch (running stats). */
@@ -131,5 +135,37 @@ void params_adam_kernel(float *w, const float *g, float *m, float *v, size_t n,
 
 /* Plain SGD over every trained tensor: w -= lr * grad. */
 void params_sgd_step(struct params *p, float lr);
+
+/* ---- files ----
+ * Layout (version 1, little-endian):
+ *   magic   8 bytes  "MPSDENS" + NUL
+ *   version u32      PARAMS_FILE_VERSION
+ *   count   u32      tensors
+ *   flags   u32      bit 0: Adam state follows each tensor's values
+ *   step    u64      Adam steps taken
+ *   count times:
+ *     name_len u16, name (no NUL), count u32, rows u32, cols u32,
+ *     values f32[n] (then m f32[n], v f32[n] with bit 0)
+ *   checksum u64     FNV-1a 64 of every byte before it
+ */
+#define PARAMS_FILE_VERSION 1
+
+/* Writes every tensor (and the Adam state and step when with_state) to path,
+ * through path.tmp and a rename so a crash never leaves half a file.
+ * Returns 0, or -1 with err naming the path and the system's reason. */
+int params_save(const struct params *p, const char *path, bool with_state,
+                char *err, size_t errlen);
+
+/* Reads path and copies each tensor whose name and shape match into p's
+ * values (and the Adam state and step when with_state and the file has
+ * them); every other tensor of p keeps its current values. report receives
+ * what happened, e.g. "loaded 3 of 4; shape differs: fc.weight (file
+ * 1x1x28, model 1x1x36); not in file: ln.bias; not in model: old.w"
+ * (truncated to replen). Returns the number of tensors loaded (0 is not an
+ * error: the caller decides), or -1 with err for a file that cannot be read
+ * or is not a valid params file (wrong magic, other version, truncated,
+ * checksum mismatch, malformed entry). Trusts no byte of the file. */
+int params_load(struct params *p, const char *path, bool with_state,
+                char *report, size_t replen, char *err, size_t errlen);
 
 #endif
