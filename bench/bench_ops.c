@@ -121,17 +121,17 @@ int main(int argc, char **argv) {
   double roof[2][4] = {{0}}; // forward sgemm GFLOP/s per threads, shape
 
   printf("# 1. sgemm, batch %d (GFLOP/s; 2*M*N*K per call)\n", Bt);
-  printf("%-10s %-6s %-26s %8s %8s\n", "I->O", "op", "gemm(M,N,K)",
-         "1 thr", "2 thr");
+  printf("%-10s %-6s %-26s %8s %8s\n", "I->O", "op", "gemm(M,N,K)", "1 thr",
+         "2 thr");
   for (size_t s = 0; s < ARRAY_LEN(shapes); s++) {
     int I = shapes[s][0], O = shapes[s][1];
     float *x = randbuf((size_t)Bt * I, 1), *W = randbuf((size_t)O * I, 2);
     float *y = randbuf((size_t)Bt * O, 3), *dx = randbuf((size_t)Bt * I, 4);
     float *dW = randbuf((size_t)O * I, 5);
     struct gemm_case cs[3] = {
-        {false, true, Bt, O, I, "fwd", x, W, y},   // y = x W^T
-        {false, false, Bt, I, O, "dx", y, W, dx},  // dx += dy W
-        {true, false, O, I, Bt, "dW", y, x, dW},   // dW += dy^T x
+        {false, true, Bt, O, I, "fwd", x, W, y},  // y = x W^T
+        {false, false, Bt, I, O, "dx", y, W, dx}, // dx += dy W
+        {true, false, O, I, Bt, "dW", y, x, dW},  // dW += dy^T x
     };
     for (int k = 0; k < 3; k++) {
       double gf[2];
@@ -153,7 +153,8 @@ int main(int argc, char **argv) {
   }
 
   printf("\n# 2. linear+ReLU, batch %d: GFLOP/s of the products inside "
-         "(fwd 2BIO, bwd 4BIO), %% of the fwd sgemm\n", Bt);
+         "(fwd 2BIO, bwd 4BIO), %% of the fwd sgemm\n",
+         Bt);
   printf("%-10s %-4s %10s %10s %7s %12s\n", "I->O", "thr", "fwd GF/s",
          "bwd GF/s", "fwd %", "samples/s");
   for (size_t s = 0; s < 3; s++) {
@@ -169,18 +170,19 @@ int main(int argc, char **argv) {
       double flop = 2.0 * Bt * l.I * l.O;
       char io[16];
       snprintf(io, sizeof(io), "%d->%d", l.I, l.O);
-      printf("%-10s %-4d %10.1f %10.1f %6.0f%% %12.0f\n", io, t,
-             flop / f / 1e9, 2 * flop / b / 1e9,
-             100.0 * flop / f / 1e9 / roof[t - 1][s], Bt / (f + b));
+      printf("%-10s %-4d %10.1f %10.1f %6.0f%% %12.0f\n", io, t, flop / f / 1e9,
+             2 * flop / b / 1e9, 100.0 * flop / f / 1e9 / roof[t - 1][s],
+             Bt / (f + b));
     }
     free(l.x), free(l.W), free(l.b), free(l.y), free(l.dy), free(l.dx);
     free(l.dW), free(l.db);
   }
 
   printf("\n# 3. memory-bound ops on (%d, 400), 1 thread (Gfloat/s "
-         "processed)\n", Bt);
+         "processed)\n",
+         Bt);
   const char *names[] = {"layernorm fwd", "layernorm bwd", "dropout fwd",
-                         "relu fwd", "sigmoid fwd", "mul fwd"};
+                         "relu fwd",      "sigmoid fwd",   "mul fwd"};
   struct ew e = {.B = Bt, .H = 400};
   size_t n = (size_t)Bt * 400;
   e.x = randbuf(n, 21), e.y = randbuf(n, 22), e.dy = randbuf(n, 23);

@@ -69,17 +69,24 @@ static void check_shape(bool ta, bool tb, int M, int N, int K, float alpha,
 
 static void test_odd_shapes_all_transposes(void **state) {
   (void)state;
-  const int shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {7, 3, 5}, {129, 65, 33},
-                           {33, 129, 65}, {2, 1, 300}, {1, 17, 1},
+  const int shapes[][3] = {{1, 1, 1},
+                           {3, 5, 7},
+                           {7, 3, 5},
+                           {129, 65, 33},
+                           {33, 129, 65},
+                           {2, 1, 300},
+                           {1, 17, 1},
                            /* the sgemv paths: one column, one row */
-                           {300, 1, 129}, {1, 300, 129}, {1, 1, 77}};
+                           {300, 1, 129},
+                           {1, 300, 129},
+                           {1, 1, 77}};
   uint64_t seed = 1;
   for (size_t s = 0; s < ARRAY_LEN(shapes); s++)
     for (int t = 0; t < 4; t++) {
       check_shape(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f,
                   0.0f, seed++);
-      check_shape(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2],
-                  -0.5f, 1.0f, seed++);
+      check_shape(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], -0.5f,
+                  1.0f, seed++);
       check_shape(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 2.0f,
                   0.25f, seed++);
     }
@@ -90,7 +97,7 @@ static void test_beta_zero_overwrites_nan(void **state) {
   float A[6] = {1, 2, 3, 4, 5, 6}, B[6] = {1, 0, 0, 1, 1, 1};
   float C[4] = {NAN, INFINITY, NAN, -INFINITY}, R[4];
   memcpy(R, C, sizeof(C));
-  gemm(false, false, 2, 2, 3, 1.0f, A, B, 0.0f, C);    /* (2,3) x (3,2) */
+  gemm(false, false, 2, 2, 3, 1.0f, A, B, 0.0f, C); /* (2,3) x (3,2) */
   gemm_naive(false, false, 2, 2, 3, 1.0f, A, B, 0.0f, R);
   const float want[4] = {1 + 3, 2 + 3, 4 + 6, 5 + 6};
   assert_memory_equal(C, want, sizeof(want));

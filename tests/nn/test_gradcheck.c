@@ -102,7 +102,8 @@ static double ref_loss(struct gcase *c, const double *R, double *out) {
 
 static void gradcheck(struct gcase *c) {
   size_t no = c->nout;
-  double *R = xmalloc(sizeof(double) * no), *dout = xmalloc(sizeof(double) * no);
+  double *R = xmalloc(sizeof(double) * no),
+         *dout = xmalloc(sizeof(double) * no);
   float *Rf = xmalloc(sizeof(float) * no), *out = xmalloc(sizeof(float) * no);
   for (size_t i = 0; i < no; i++) {
     Rf[i] = urand();
@@ -182,7 +183,9 @@ static void d_linear(const double *x, const double *W, const double *b,
     }
 }
 
-static double d_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+static double d_sigmoid(double x) {
+  return 1.0 / (1.0 + exp(-x));
+}
 
 /* Normalise groups: element (g, j) at x[g*gs + j*js] for j < n. */
 static void d_norm(const double *x, double *y, int ngroups, int n, size_t gs,
@@ -219,8 +222,10 @@ static void ref_linear(struct gcase *c, double *out) {
 static void test_linear(void **state) {
   (void)state;
   B_ = 5, I_ = 7, O_ = 3;
-  struct gcase c = {.name = "linear", .nout = (size_t)B_ * O_,
-                    .run = run_linear, .ref = ref_linear};
+  struct gcase c = {.name = "linear",
+                    .nout = (size_t)B_ * O_,
+                    .run = run_linear,
+                    .ref = ref_linear};
   add(&c, "x", B_ * I_, 1, -1, 1, 0);
   add(&c, "W", O_ * I_, 1, -1, 1, 0);
   add(&c, "b", O_, 1, -1, 1, 0);
@@ -261,13 +266,17 @@ static void ref_mul_add(struct gcase *c, double *out) {
 static void test_bias_mul_add(void **state) {
   (void)state;
   B_ = 4, H_ = 6;
-  struct gcase c = {.name = "bias", .nout = (size_t)B_ * H_, .run = run_bias,
+  struct gcase c = {.name = "bias",
+                    .nout = (size_t)B_ * H_,
+                    .run = run_bias,
                     .ref = ref_bias};
   add(&c, "y", B_ * H_, 1, -1, 1, 0);
   add(&c, "b", H_, 1, -1, 1, 0);
   gradcheck(&c);
-  struct gcase m = {.name = "mul+add-sub", .nout = (size_t)B_ * H_,
-                    .run = run_mul_add, .ref = ref_mul_add};
+  struct gcase m = {.name = "mul+add-sub",
+                    .nout = (size_t)B_ * H_,
+                    .run = run_mul_add,
+                    .ref = ref_mul_add};
   add(&m, "a", B_ * H_, 1, -1, 1, 0);
   add(&m, "b", B_ * H_, 1, -1, 1, 0);
   gradcheck(&m);
@@ -276,8 +285,8 @@ static void test_bias_mul_add(void **state) {
 static int mB_;
 static void run_fscale(struct gcase *c, float *out, const float *dout) {
   nn_field_scale_forward(T(c, 0).f, T(c, 1).f, out, B_, F_, D_, mB_);
-  nn_field_scale_backward(T(c, 0).f, T(c, 1).f, dout, T(c, 0).g, T(c, 1).g,
-                          B_, F_, D_, mB_);
+  nn_field_scale_backward(T(c, 0).f, T(c, 1).f, dout, T(c, 0).g, T(c, 1).g, B_,
+                          F_, D_, mB_);
 }
 static void ref_fscale(struct gcase *c, double *out) {
   for (int r = 0; r < B_; r++)
@@ -293,7 +302,8 @@ static void test_field_scale(void **state) {
   B_ = 3, F_ = 4, D_ = 5;
   for (mB_ = 1; mB_ <= B_; mB_ += B_ - 1) {
     struct gcase c = {.name = mB_ == 1 ? "field_scale shared" : "field_scale",
-                      .nout = (size_t)B_ * F_ * D_, .run = run_fscale,
+                      .nout = (size_t)B_ * F_ * D_,
+                      .run = run_fscale,
                       .ref = ref_fscale};
     add(&c, "m", mB_ * F_, 1, -1, 1, 0);
     add(&c, "e", B_ * F_ * D_, 1, -1, 1, 0);
@@ -324,7 +334,8 @@ static void test_repeat_rowsum(void **state) {
   (void)state;
   B_ = 3, L_ = 4, H_ = 2;
   struct gcase c = {.name = "repeat/rowsum",
-                    .nout = (size_t)B_ * L_ * H_ + B_, .run = run_repeat,
+                    .nout = (size_t)B_ * L_ * H_ + B_,
+                    .run = run_repeat,
                     .ref = ref_repeat};
   add(&c, "x", B_ * H_, 1, -1, 1, 0);
   gradcheck(&c);
@@ -354,8 +365,8 @@ static void run_concat(struct gcase *c, float *out, const float *dout) {
 }
 static void ref_concat(struct gcase *c, double *out) {
   for (int r = 0; r < B_; r++) {
-    double cat[6] = {T(c, 0).v[r * 2], T(c, 0).v[r * 2 + 1],
-                     T(c, 1).v[r * 3], T(c, 1).v[r * 3 + 1],
+    double cat[6] = {T(c, 0).v[r * 2],     T(c, 0).v[r * 2 + 1],
+                     T(c, 1).v[r * 3],     T(c, 1).v[r * 3 + 1],
                      T(c, 1).v[r * 3 + 2], T(c, 2).v[r]};
     double o[6] = {cat[4], cat[5], cat[0], cat[1], cat[2], cat[3]};
     memcpy(out + r * 6, o, sizeof(o));
@@ -365,8 +376,10 @@ static void ref_concat(struct gcase *c, double *out) {
 static void test_concat_split(void **state) {
   (void)state;
   B_ = 3;
-  struct gcase c = {.name = "concat/split", .nout = (size_t)B_ * 6,
-                    .run = run_concat, .ref = ref_concat};
+  struct gcase c = {.name = "concat/split",
+                    .nout = (size_t)B_ * 6,
+                    .run = run_concat,
+                    .ref = ref_concat};
   add(&c, "a", B_ * 2, 1, -1, 1, 0);
   add(&c, "b", B_ * 3, 1, -1, 1, 0);
   add(&c, "c", B_ * 1, 1, -1, 1, 0);
@@ -388,7 +401,7 @@ static void run_act(struct gcase *c, float *out, const float *dout) {
 static void ref_act(struct gcase *c, double *out) {
   for (size_t i = 0; i < T(c, 0).n; i++) {
     double x = T(c, 0).v[i];
-    out[i] = act_kind_ == 0 ? (x > 0 ? x : 0)
+    out[i] = act_kind_ == 0   ? (x > 0 ? x : 0)
              : act_kind_ == 1 ? d_sigmoid(x)
                               : tanh(x);
   }
@@ -398,8 +411,8 @@ static void test_relu_sigmoid_tanh(void **state) {
   (void)state;
   const char *names[3] = {"relu", "sigmoid", "tanh"};
   for (act_kind_ = 0; act_kind_ < 3; act_kind_++) {
-    struct gcase c = {.name = names[act_kind_], .nout = 40, .run = run_act,
-                      .ref = ref_act};
+    struct gcase c = {
+        .name = names[act_kind_], .nout = 40, .run = run_act, .ref = ref_act};
     add(&c, "x", 40, 1, -4, 4, 0.05f);
     gradcheck(&c);
   }
@@ -419,8 +432,10 @@ static void ref_prelu(struct gcase *c, double *out) {
 static void test_prelu(void **state) {
   (void)state;
   B_ = 6, H_ = 4;
-  struct gcase c = {.name = "prelu", .nout = (size_t)B_ * H_,
-                    .run = run_prelu, .ref = ref_prelu};
+  struct gcase c = {.name = "prelu",
+                    .nout = (size_t)B_ * H_,
+                    .run = run_prelu,
+                    .ref = ref_prelu};
   add(&c, "x", B_ * H_, 1, -2, 2, 0.05f);
   add(&c, "a", H_, 1, 0, 0.5f, 0);
   gradcheck(&c);
@@ -449,8 +464,10 @@ static void test_softmax_axes_and_temperatures(void **state) {
   const float temps[] = {1.0f, 0.5f, 3.0f};
   for (size_t s = 0; s < ARRAY_LEN(shapes); s++) {
     N0_ = shapes[s][0], A_ = shapes[s][1], N1_ = shapes[s][2], T_ = temps[s];
-    struct gcase c = {.name = "softmax", .nout = (size_t)N0_ * A_ * N1_,
-                      .run = run_softmax, .ref = ref_softmax};
+    struct gcase c = {.name = "softmax",
+                      .nout = (size_t)N0_ * A_ * N1_,
+                      .run = run_softmax,
+                      .ref = ref_softmax};
     add(&c, "x", c.nout, 1, -2, 2, 0);
     gradcheck(&c);
   }
@@ -463,16 +480,15 @@ static void run_dropout(struct gcase *c, float *out, const float *dout) {
 }
 static void ref_dropout(struct gcase *c, double *out) {
   for (size_t i = 0; i < T(c, 0).n; i++)
-    out[i] = nn_dropout_keep(DSEED_, DSTEP_, i, P_)
-                 ? T(c, 0).v[i] / (1.0 - P_)
-                 : 0.0;
+    out[i] = nn_dropout_keep(DSEED_, DSTEP_, i, P_) ? T(c, 0).v[i] / (1.0 - P_)
+                                                    : 0.0;
 }
 
 static void test_dropout_grad(void **state) {
   (void)state;
   for (P_ = 0.0f; P_ < 0.7f; P_ += 0.3f) {
-    struct gcase c = {.name = "dropout", .nout = 50, .run = run_dropout,
-                      .ref = ref_dropout};
+    struct gcase c = {
+        .name = "dropout", .nout = 50, .run = run_dropout, .ref = ref_dropout};
     add(&c, "x", 50, 1, -1, 1, 0);
     gradcheck(&c);
   }
@@ -483,7 +499,8 @@ static void test_dropout_grad(void **state) {
 static int gamma_on_;
 static void run_layernorm(struct gcase *c, float *out, const float *dout) {
   float mean[64], rstd[64];
-  const float *g = gamma_on_ ? T(c, 1).f : NULL, *b = gamma_on_ ? T(c, 2).f : NULL;
+  const float *g = gamma_on_ ? T(c, 1).f : NULL,
+              *b = gamma_on_ ? T(c, 2).f : NULL;
   nn_layernorm_forward(T(c, 0).f, g, b, out, mean, rstd, B_, H_, EPS_);
   nn_layernorm_backward(T(c, 0).f, g, mean, rstd, dout, T(c, 0).g,
                         gamma_on_ ? T(c, 1).g : NULL,
@@ -500,8 +517,10 @@ static void test_layernorm(void **state) {
   (void)state;
   B_ = 4, H_ = 7, EPS_ = 1e-5f;
   for (gamma_on_ = 0; gamma_on_ < 2; gamma_on_++) {
-    struct gcase c = {.name = "layernorm", .nout = (size_t)B_ * H_,
-                      .run = run_layernorm, .ref = ref_layernorm};
+    struct gcase c = {.name = "layernorm",
+                      .nout = (size_t)B_ * H_,
+                      .run = run_layernorm,
+                      .ref = ref_layernorm};
     add(&c, "x", B_ * H_, 1, -2, 2, 0);
     if (gamma_on_) {
       add(&c, "gamma", H_, 1, 0.5f, 1.5f, 0);
@@ -515,8 +534,8 @@ static void run_fln(struct gcase *c, float *out, const float *dout) {
   float mean[64], rstd[64];
   nn_field_layernorm_forward(T(c, 0).f, T(c, 1).f, T(c, 2).f, out, mean, rstd,
                              B_, F_, D_, EPS_);
-  nn_field_layernorm_backward(T(c, 0).f, T(c, 1).f, mean, rstd, dout,
-                              T(c, 0).g, T(c, 1).g, T(c, 2).g, B_, F_, D_);
+  nn_field_layernorm_backward(T(c, 0).f, T(c, 1).f, mean, rstd, dout, T(c, 0).g,
+                              T(c, 1).g, T(c, 2).g, B_, F_, D_);
 }
 static void ref_fln(struct gcase *c, double *out) {
   d_norm(T(c, 0).v, out, B_ * F_, D_, D_, 1, EPS_);
@@ -528,8 +547,8 @@ static void ref_fln(struct gcase *c, double *out) {
 
 static void run_inorm(struct gcase *c, float *out, const float *dout) {
   float mean[64], rstd[64];
-  nn_instancenorm_forward(T(c, 0).f, T(c, 1).f, T(c, 2).f, out, mean, rstd,
-                          B_, F_, D_, EPS_);
+  nn_instancenorm_forward(T(c, 0).f, T(c, 1).f, T(c, 2).f, out, mean, rstd, B_,
+                          F_, D_, EPS_);
   nn_instancenorm_backward(T(c, 0).f, T(c, 1).f, mean, rstd, dout, T(c, 0).g,
                            T(c, 1).g, T(c, 2).g, B_, F_, D_);
 }
@@ -544,14 +563,18 @@ static void ref_inorm(struct gcase *c, double *out) {
 static void test_field_layernorm_and_instancenorm(void **state) {
   (void)state;
   B_ = 3, F_ = 4, D_ = 5, EPS_ = 1e-5f;
-  struct gcase c = {.name = "field_layernorm", .nout = (size_t)B_ * F_ * D_,
-                    .run = run_fln, .ref = ref_fln};
+  struct gcase c = {.name = "field_layernorm",
+                    .nout = (size_t)B_ * F_ * D_,
+                    .run = run_fln,
+                    .ref = ref_fln};
   add(&c, "x", c.nout, 1, -2, 2, 0);
   add(&c, "gamma", F_ * D_, 1, 0.5f, 1.5f, 0);
   add(&c, "beta", F_ * D_, 1, -1, 1, 0);
   gradcheck(&c);
-  struct gcase n = {.name = "instancenorm", .nout = (size_t)B_ * F_ * D_,
-                    .run = run_inorm, .ref = ref_inorm};
+  struct gcase n = {.name = "instancenorm",
+                    .nout = (size_t)B_ * F_ * D_,
+                    .run = run_inorm,
+                    .ref = ref_inorm};
   add(&n, "x", n.nout, 1, -2, 2, 0);
   add(&n, "gamma", F_, 1, 0.5f, 1.5f, 0);
   add(&n, "beta", F_, 1, -1, 1, 0);
@@ -560,11 +583,11 @@ static void test_field_layernorm_and_instancenorm(void **state) {
 
 static void run_batchnorm(struct gcase *c, float *out, const float *dout) {
   float mean[16], rstd[16], rm[16], rv[16];
-  struct nn_bnstats s = {.H = H_, .eps = EPS_, .momentum = 0.1f,
-                         .run_mean = rm, .run_var = rv};
+  struct nn_bnstats s = {
+      .H = H_, .eps = EPS_, .momentum = 0.1f, .run_mean = rm, .run_var = rv};
   nn_bnstats_init(&s);
-  nn_batchnorm_forward(T(c, 0).f, T(c, 1).f, T(c, 2).f, out, mean, rstd, &s,
-                       B_, true);
+  nn_batchnorm_forward(T(c, 0).f, T(c, 1).f, T(c, 2).f, out, mean, rstd, &s, B_,
+                       true);
   nn_batchnorm_backward(T(c, 0).f, T(c, 1).f, mean, rstd, dout, T(c, 0).g,
                         T(c, 1).g, T(c, 2).g, B_, H_);
 }
@@ -576,12 +599,12 @@ static void ref_batchnorm(struct gcase *c, double *out) {
 
 static void run_dice(struct gcase *c, float *out, const float *dout) {
   float mean[16], rstd[16], rm[16], rv[16];
-  struct nn_bnstats s = {.H = H_, .eps = EPS_, .momentum = 0.01f,
-                         .run_mean = rm, .run_var = rv};
+  struct nn_bnstats s = {
+      .H = H_, .eps = EPS_, .momentum = 0.01f, .run_mean = rm, .run_var = rv};
   nn_bnstats_init(&s);
   nn_dice_forward(T(c, 0).f, T(c, 1).f, out, mean, rstd, &s, B_, true);
-  nn_dice_backward(T(c, 0).f, T(c, 1).f, mean, rstd, dout, T(c, 0).g,
-                   T(c, 1).g, B_, H_);
+  nn_dice_backward(T(c, 0).f, T(c, 1).f, mean, rstd, dout, T(c, 0).g, T(c, 1).g,
+                   B_, H_);
 }
 static void ref_dice(struct gcase *c, double *out) {
   double xh[64];
@@ -595,13 +618,17 @@ static void ref_dice(struct gcase *c, double *out) {
 static void test_batchnorm_and_dice(void **state) {
   (void)state;
   B_ = 6, H_ = 4, EPS_ = 1e-5f;
-  struct gcase c = {.name = "batchnorm", .nout = (size_t)B_ * H_,
-                    .run = run_batchnorm, .ref = ref_batchnorm};
+  struct gcase c = {.name = "batchnorm",
+                    .nout = (size_t)B_ * H_,
+                    .run = run_batchnorm,
+                    .ref = ref_batchnorm};
   add(&c, "x", c.nout, 1, -2, 2, 0);
   add(&c, "gamma", H_, 1, 0.5f, 1.5f, 0);
   add(&c, "beta", H_, 1, -1, 1, 0);
   gradcheck(&c);
-  struct gcase d = {.name = "dice", .nout = (size_t)B_ * H_, .run = run_dice,
+  struct gcase d = {.name = "dice",
+                    .nout = (size_t)B_ * H_,
+                    .run = run_dice,
                     .ref = ref_dice};
   add(&d, "x", d.nout, 1, -2, 2, 0);
   add(&d, "alpha", H_, 1, -0.5f, 0.5f, 0);
@@ -612,12 +639,11 @@ static void test_batchnorm_and_dice(void **state) {
 
 static void run_cross(struct gcase *c, float *out, const float *dout) {
   nn_cross_forward(T(c, 0).f, T(c, 1).f, T(c, 2).f, T(c, 3).f, out, B_, C_);
-  nn_cross_backward(T(c, 0).f, T(c, 1).f, T(c, 2).f, dout, T(c, 0).g,
-                    T(c, 1).g, T(c, 2).g, T(c, 3).g, B_, C_);
+  nn_cross_backward(T(c, 0).f, T(c, 1).f, T(c, 2).f, dout, T(c, 0).g, T(c, 1).g,
+                    T(c, 2).g, T(c, 3).g, B_, C_);
 }
 static void ref_cross(struct gcase *c, double *out) {
-  const double *x0 = T(c, 0).v, *xl = T(c, 1).v, *w = T(c, 2).v,
-               *b = T(c, 3).v;
+  const double *x0 = T(c, 0).v, *xl = T(c, 1).v, *w = T(c, 2).v, *b = T(c, 3).v;
   for (int r = 0; r < B_; r++) {
     double s = 0;
     for (int j = 0; j < C_; j++)
@@ -629,8 +655,7 @@ static void ref_cross(struct gcase *c, double *out) {
 
 static void run_cross2(struct gcase *c, float *out, const float *dout) {
   float u[64], work[64];
-  nn_cross2_forward(T(c, 0).f, T(c, 1).f, T(c, 2).f, T(c, 3).f, out, u, B_,
-                    C_);
+  nn_cross2_forward(T(c, 0).f, T(c, 1).f, T(c, 2).f, T(c, 3).f, out, u, B_, C_);
   nn_cross2_backward(T(c, 0).f, T(c, 1).f, T(c, 2).f, u, dout, T(c, 0).g,
                      T(c, 1).g, T(c, 2).g, T(c, 3).g, work, B_, C_);
 }
@@ -644,15 +669,19 @@ static void ref_cross2(struct gcase *c, double *out) {
 static void test_cross_dcn_dcnv2(void **state) {
   (void)state;
   B_ = 3, C_ = 5;
-  struct gcase c = {.name = "cross", .nout = (size_t)B_ * C_,
-                    .run = run_cross, .ref = ref_cross};
+  struct gcase c = {.name = "cross",
+                    .nout = (size_t)B_ * C_,
+                    .run = run_cross,
+                    .ref = ref_cross};
   add(&c, "x0", B_ * C_, 1, -1, 1, 0);
   add(&c, "xl", B_ * C_, 1, -1, 1, 0);
   add(&c, "w", C_, 1, -1, 1, 0);
   add(&c, "b", C_, 1, -1, 1, 0);
   gradcheck(&c);
-  struct gcase d = {.name = "cross2", .nout = (size_t)B_ * C_,
-                    .run = run_cross2, .ref = ref_cross2};
+  struct gcase d = {.name = "cross2",
+                    .nout = (size_t)B_ * C_,
+                    .run = run_cross2,
+                    .ref = ref_cross2};
   add(&d, "x0", B_ * C_, 1, -1, 1, 0);
   add(&d, "xl", B_ * C_, 1, -1, 1, 0);
   add(&d, "W", C_ * C_, 1, -1, 1, 0);
@@ -663,8 +692,7 @@ static void test_cross_dcn_dcnv2(void **state) {
 /* The first layer aliases xl = x0 (and dxl = dx0): one tensor. */
 static void run_cross_first(struct gcase *c, float *out, const float *dout) {
   float u[64], work[64];
-  nn_cross2_forward(T(c, 0).f, T(c, 0).f, T(c, 1).f, T(c, 2).f, out, u, B_,
-                    C_);
+  nn_cross2_forward(T(c, 0).f, T(c, 0).f, T(c, 1).f, T(c, 2).f, out, u, B_, C_);
   nn_cross2_backward(T(c, 0).f, T(c, 0).f, T(c, 1).f, u, dout, T(c, 0).g,
                      T(c, 0).g, T(c, 1).g, T(c, 2).g, work, B_, C_);
 }
@@ -678,8 +706,10 @@ static void ref_cross_first(struct gcase *c, double *out) {
 static void test_cross2_first_layer_aliasing(void **state) {
   (void)state;
   B_ = 2, C_ = 4;
-  struct gcase c = {.name = "cross2 x0==xl", .nout = (size_t)B_ * C_,
-                    .run = run_cross_first, .ref = ref_cross_first};
+  struct gcase c = {.name = "cross2 x0==xl",
+                    .nout = (size_t)B_ * C_,
+                    .run = run_cross_first,
+                    .ref = ref_cross_first};
   add(&c, "x0", B_ * C_, 1, -1, 1, 0);
   add(&c, "W", C_ * C_, 1, -1, 1, 0);
   add(&c, "b", C_, 1, -1, 1, 0);
@@ -687,10 +717,19 @@ static void test_cross2_first_layer_aliasing(void **state) {
 }
 
 static void run_crossmix(struct gcase *c, float *out, const float *dout) {
-  struct nn_crossmix m = {
-      .V = T(c, 2).f, .Cm = T(c, 3).f, .U = T(c, 4).f, .b = T(c, 5).f,
-      .G = T(c, 6).f, .dV = T(c, 2).g, .dCm = T(c, 3).g, .dU = T(c, 4).g,
-      .db = T(c, 5).g, .dG = T(c, 6).g, .C = C_, .R = R_, .K = K_};
+  struct nn_crossmix m = {.V = T(c, 2).f,
+                          .Cm = T(c, 3).f,
+                          .U = T(c, 4).f,
+                          .b = T(c, 5).f,
+                          .G = T(c, 6).f,
+                          .dV = T(c, 2).g,
+                          .dCm = T(c, 3).g,
+                          .dU = T(c, 4).g,
+                          .db = T(c, 5).g,
+                          .dG = T(c, 6).g,
+                          .C = C_,
+                          .R = R_,
+                          .K = K_};
   float *cache = xmalloc(sizeof(float) * nn_crossmix_cache_len(&m, B_));
   float *work = xmalloc(sizeof(float) * nn_crossmix_work_len(&m, B_));
   nn_crossmix_forward(&m, T(c, 0).f, T(c, 1).f, out, cache, B_);
@@ -701,8 +740,7 @@ static void run_crossmix(struct gcase *c, float *out, const float *dout) {
 }
 static void ref_crossmix(struct gcase *c, double *out) {
   const double *x0 = T(c, 0).v, *xl = T(c, 1).v, *V = T(c, 2).v,
-               *Cm = T(c, 3).v, *U = T(c, 4).v, *b = T(c, 5).v,
-               *G = T(c, 6).v;
+               *Cm = T(c, 3).v, *U = T(c, 4).v, *b = T(c, 5).v, *G = T(c, 6).v;
   double v1[16], v2[16], u[16], lg[8];
   for (int r = 0; r < B_; r++) {
     const double *x0r = x0 + r * C_, *xlr = xl + r * C_;
@@ -732,8 +770,10 @@ static void ref_crossmix(struct gcase *c, double *out) {
 static void test_crossmix(void **state) {
   (void)state;
   B_ = 3, C_ = 6, R_ = 2, K_ = 3;
-  struct gcase c = {.name = "crossmix", .nout = (size_t)B_ * C_,
-                    .run = run_crossmix, .ref = ref_crossmix};
+  struct gcase c = {.name = "crossmix",
+                    .nout = (size_t)B_ * C_,
+                    .run = run_crossmix,
+                    .ref = ref_crossmix};
   add(&c, "x0", B_ * C_, 1, -1, 1, 0);
   add(&c, "xl", B_ * C_, 1, -1, 1, 0);
   add(&c, "V", K_ * R_ * C_, 1, -1, 1, 0);
@@ -762,8 +802,8 @@ static void ref_logloss(struct gcase *c, double *out) {
 static void test_logloss_grad(void **state) {
   (void)state;
   B_ = 9;
-  struct gcase c = {.name = "logloss", .nout = 1, .run = run_logloss,
-                    .ref = ref_logloss};
+  struct gcase c = {
+      .name = "logloss", .nout = 1, .run = run_logloss, .ref = ref_logloss};
   add(&c, "z", B_, 1, -5, 5, 0);
   struct gt *y = add(&c, "y", B_, 0, 0, 1, 0);
   for (int i = 0; i < B_; i++)
@@ -791,8 +831,10 @@ static void ref_embed(struct gcase *c, double *out) {
 static void test_embed_gather_scatter(void **state) {
   (void)state;
   B_ = 4, F_ = 3, D_ = 4, U_ = 4;
-  struct gcase c = {.name = "embed", .nout = (size_t)B_ * F_ * D_,
-                    .run = run_embed, .ref = ref_embed};
+  struct gcase c = {.name = "embed",
+                    .nout = (size_t)B_ * F_ * D_,
+                    .run = run_embed,
+                    .ref = ref_embed};
   /* The block holds garbage beyond each prefix (as a reused buffer would):
    * gather must read zeros there, and the finite differences prove that
    * nothing beyond p gets gradient (the reference does not read it). */
@@ -803,8 +845,8 @@ static void test_embed_gather_scatter(void **state) {
 static int mean_;
 static void run_pool(struct gcase *c, float *out, const float *dout) {
   nn_masked_pool_forward(T(c, 0).f, T(c, 1).f, out, B_, L_, D_, mean_);
-  nn_masked_pool_backward(T(c, 0).f, T(c, 1).f, dout, T(c, 0).g, T(c, 1).g,
-                          B_, L_, D_, mean_);
+  nn_masked_pool_backward(T(c, 0).f, T(c, 1).f, dout, T(c, 0).g, T(c, 1).g, B_,
+                          L_, D_, mean_);
 }
 static void ref_pool(struct gcase *c, double *out) {
   for (int r = 0; r < B_; r++) {
@@ -825,7 +867,8 @@ static void test_masked_pool(void **state) {
   B_ = 3, L_ = 4, D_ = 2;
   for (mean_ = 0; mean_ < 2; mean_++) {
     struct gcase c = {.name = mean_ ? "mean pool" : "sum pool",
-                      .nout = (size_t)B_ * D_, .run = run_pool,
+                      .nout = (size_t)B_ * D_,
+                      .run = run_pool,
                       .ref = ref_pool};
     add(&c, "x", B_ * L_ * D_, 1, -1, 1, 0);
     struct gt *m = add(&c, "mask", B_ * L_, 0, 0, 1, 0);
@@ -836,7 +879,8 @@ static void test_masked_pool(void **state) {
     /* attention weights as the mask (DIN): their gradient too; positive so
      * that no row's weight sum crosses 0 under +-h */
     struct gcase w = {.name = mean_ ? "weighted mean pool" : "weighted pool",
-                      .nout = (size_t)B_ * D_, .run = run_pool,
+                      .nout = (size_t)B_ * D_,
+                      .run = run_pool,
                       .ref = ref_pool};
     add(&w, "x", B_ * L_ * D_, 1, -1, 1, 0);
     add(&w, "weights", B_ * L_, 1, 0.1f, 1, 0);
@@ -855,17 +899,18 @@ static void ref_msoftmax(struct gcase *c, double *out) {
       if (T(c, 1).v[r * L_ + l] != 0)
         s += exp(T(c, 0).v[r * L_ + l] / T_);
     for (int l = 0; l < L_; l++)
-      out[r * L_ + l] = T(c, 1).v[r * L_ + l] != 0
-                            ? exp(T(c, 0).v[r * L_ + l] / T_) / s
-                            : 0;
+      out[r * L_ + l] =
+          T(c, 1).v[r * L_ + l] != 0 ? exp(T(c, 0).v[r * L_ + l] / T_) / s : 0;
   }
 }
 
 static void test_masked_softmax(void **state) {
   (void)state;
   B_ = 3, L_ = 4, T_ = 0.7f;
-  struct gcase c = {.name = "masked softmax", .nout = (size_t)B_ * L_,
-                    .run = run_msoftmax, .ref = ref_msoftmax};
+  struct gcase c = {.name = "masked softmax",
+                    .nout = (size_t)B_ * L_,
+                    .run = run_msoftmax,
+                    .ref = ref_msoftmax};
   add(&c, "x", B_ * L_, 1, -2, 2, 0);
   struct gt *m = add(&c, "mask", B_ * L_, 0, 0, 1, 0);
   const float mk[] = {1, 1, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0}; /* row 2 empty */
@@ -907,13 +952,15 @@ static void ref_prefix(struct gcase *c, double *out) {
 static void test_fm_and_prefix_mask(void **state) {
   (void)state;
   B_ = 3, F_ = 4, D_ = 3;
-  struct gcase c = {.name = "fm", .nout = (size_t)B_, .run = run_fm,
-                    .ref = ref_fm};
+  struct gcase c = {
+      .name = "fm", .nout = (size_t)B_, .run = run_fm, .ref = ref_fm};
   add(&c, "e", B_ * F_ * D_, 1, -1, 1, 0);
   gradcheck(&c);
   B_ = 3, D_ = 5;
-  struct gcase p = {.name = "prefix mask", .nout = (size_t)B_ * D_,
-                    .run = run_prefix, .ref = ref_prefix};
+  struct gcase p = {.name = "prefix mask",
+                    .nout = (size_t)B_ * D_,
+                    .run = run_prefix,
+                    .ref = ref_prefix};
   add(&p, "t", B_ * D_, 1, 0, 1, 0);
   gradcheck(&p);
 }

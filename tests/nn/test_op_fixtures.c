@@ -57,7 +57,8 @@ static void expect(struct fixture *fx, const char *op, const char *name,
 static void test_layernorm_vs_torch(void **state) {
   (void)state;
   struct fixture *fx = open_fx("op_layernorm");
-  const float *x = need(fx, "input/x", B * H), *dy = need(fx, "input/dy", B * H);
+  const float *x = need(fx, "input/x", B * H),
+              *dy = need(fx, "input/dy", B * H);
   const float *g = need(fx, "param/weight", H), *b = need(fx, "param/bias", H);
   float y[B * H], mean[B], rstd[B], dx[B * H] = {0}, dg[H] = {0}, db[H] = {0};
   nn_layernorm_forward(x, g, b, y, mean, rstd, B, H, 1e-5f);
@@ -72,13 +73,14 @@ static void test_layernorm_vs_torch(void **state) {
 static void test_batchnorm_vs_torch(void **state) {
   (void)state;
   struct fixture *fx = open_fx("op_batchnorm");
-  const float *x = need(fx, "input/x", B * H), *dy = need(fx, "input/dy", B * H);
+  const float *x = need(fx, "input/x", B * H),
+              *dy = need(fx, "input/dy", B * H);
   const float *g = need(fx, "param/weight", H), *b = need(fx, "param/bias", H);
   float rm[H], rv[H];
   memcpy(rm, need(fx, "input/running_mean", H), sizeof(rm));
   memcpy(rv, need(fx, "input/running_var", H), sizeof(rv));
-  struct nn_bnstats s = {.H = H, .eps = 1e-5f, .momentum = 0.1f,
-                         .run_mean = rm, .run_var = rv};
+  struct nn_bnstats s = {
+      .H = H, .eps = 1e-5f, .momentum = 0.1f, .run_mean = rm, .run_var = rv};
   float y[B * H], mean[H], rstd[H], dx[B * H] = {0}, dg[H] = {0}, db[H] = {0};
   nn_batchnorm_forward(x, g, b, y, mean, rstd, &s, B, true);
   nn_batchnorm_backward(x, g, mean, rstd, dy, dx, dg, db, B, H);
@@ -94,14 +96,15 @@ static void test_batchnorm_vs_torch(void **state) {
 static void test_dice_vs_torch(void **state) {
   (void)state;
   struct fixture *fx = open_fx("op_dice");
-  const float *x = need(fx, "input/x", B * H), *dy = need(fx, "input/dy", B * H);
+  const float *x = need(fx, "input/x", B * H),
+              *dy = need(fx, "input/dy", B * H);
   const float *a = need(fx, "param/alpha", H);
   float rm[H], rv[H];
   memcpy(rm, need(fx, "input/running_mean", H), sizeof(rm));
   memcpy(rv, need(fx, "input/running_var", H), sizeof(rv));
   /* FuxiCTR's Dice: BatchNorm1d(affine=False, eps=1e-9, momentum=0.01) */
-  struct nn_bnstats s = {.H = H, .eps = 1e-9f, .momentum = 0.01f,
-                         .run_mean = rm, .run_var = rv};
+  struct nn_bnstats s = {
+      .H = H, .eps = 1e-9f, .momentum = 0.01f, .run_mean = rm, .run_var = rv};
   float y[B * H], mean[H], rstd[H], dx[B * H] = {0}, da[H] = {0};
   nn_dice_forward(x, a, y, mean, rstd, &s, B, true);
   nn_dice_backward(x, a, mean, rstd, dy, dx, da, B, H);
@@ -116,7 +119,8 @@ static void test_dice_vs_torch(void **state) {
 static void test_prelu_vs_torch(void **state) {
   (void)state;
   struct fixture *fx = open_fx("op_prelu");
-  const float *x = need(fx, "input/x", B * H), *dy = need(fx, "input/dy", B * H);
+  const float *x = need(fx, "input/x", B * H),
+              *dy = need(fx, "input/dy", B * H);
   const float *a = need(fx, "param/alpha", H);
   float y[B * H], dx[B * H] = {0}, da[H] = {0};
   nn_prelu_forward(x, a, y, B, H);
@@ -130,7 +134,8 @@ static void test_prelu_vs_torch(void **state) {
 static void test_softmax_vs_torch(void **state) {
   (void)state;
   struct fixture *fx = open_fx("op_softmax");
-  const float *x = need(fx, "input/x", B * H), *dy = need(fx, "input/dy", B * H);
+  const float *x = need(fx, "input/x", B * H),
+              *dy = need(fx, "input/dy", B * H);
   float y[B * H], dx[B * H] = {0};
   nn_softmax_forward(x, y, B, H, 1, 0.5f); /* tau 0.5, over the features */
   nn_softmax_backward(y, dy, dx, B, H, 1, 0.5f);

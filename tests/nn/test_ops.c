@@ -140,8 +140,8 @@ static void test_batchnorm_running_stats_and_eval(void **state) {
   const float x[B * H] = {1, 10, 2, 20, 3, 30, 6, 40};
   float rm[H], rv[H], mean[H], rstd[H], y[B * H];
   const float g[H] = {2, 0.5f}, be[H] = {1, -1};
-  struct nn_bnstats s = {.H = H, .eps = 1e-5f, .momentum = 0.1f,
-                         .run_mean = rm, .run_var = rv};
+  struct nn_bnstats s = {
+      .H = H, .eps = 1e-5f, .momentum = 0.1f, .run_mean = rm, .run_var = rv};
   nn_bnstats_init(&s);
   assert_float_equal(rm[0], 0.0f, 0.0f);
   assert_float_equal(rv[1], 1.0f, 0.0f);
@@ -212,8 +212,8 @@ static void test_amtl_onehot_prefix(void **state) {
   (void)state;
   /* rows: arg max at 1; a tie between 0 and 3 (the shorter prefix wins);
    * arg max at the last index (the full row) */
-  const float t[3 * 4] = {0.1f, 0.6f, 0.2f, 0.1f, 0.4f, 0.1f, 0.1f, 0.4f,
-                          0.0f, 0.0f, 0.1f, 0.9f};
+  const float t[3 * 4] = {0.1f, 0.6f, 0.2f, 0.1f, 0.4f, 0.1f,
+                          0.1f, 0.4f, 0.0f, 0.0f, 0.1f, 0.9f};
   float y[12], m[12];
   nn_onehot_argmax(t, y, 3, 4);
   const float oh[12] = {0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1};
@@ -289,8 +289,8 @@ static void bad_mask_rows(void) {
 }
 static void bad_batch_for_stats(void) {
   float x[2] = {0}, y[2], mean[2], rstd[2], rm[2], rv[2];
-  struct nn_bnstats s = {.H = 2, .eps = 1e-5f, .momentum = 0.1f,
-                         .run_mean = rm, .run_var = rv};
+  struct nn_bnstats s = {
+      .H = 2, .eps = 1e-5f, .momentum = 0.1f, .run_mean = rm, .run_var = rv};
   nn_batchnorm_forward(x, NULL, NULL, y, mean, rstd, &s, 1, true);
 }
 static void bad_dropout_p(void) {

@@ -7,8 +7,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -150,14 +150,18 @@ static void test_adam_constant_gradient_closed_form(void **state) {
   params_free(p);
 }
 
-static void test_adam_matches_torch_formula_with_varying_gradients(void **state) {
+static void
+test_adam_matches_torch_formula_with_varying_gradients(void **state) {
   (void)state;
   /* torch.optim.Adam(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
    * written out in double, against the float implementation. */
   const float w0[4] = {0.3f, -1.0f, 0.0f, 4.0f};
   struct params *p = small(w0);
-  struct params_adam cfg = {.lr = 0.01f, .beta1 = 0.8f, .beta2 = 0.99f,
-                            .eps = 1e-6f, .weight_decay = 0.1f};
+  struct params_adam cfg = {.lr = 0.01f,
+                            .beta1 = 0.8f,
+                            .beta2 = 0.99f,
+                            .eps = 1e-6f,
+                            .weight_decay = 0.1f};
   double w[4], m[4] = {0}, v[4] = {0};
   for (int i = 0; i < 4; i++)
     w[i] = w0[i];
@@ -192,8 +196,7 @@ static void test_sgd_closed_form(void **state) {
     params_sgd_step(p, lr);
   }
   for (int i = 0; i < 4; i++) /* w0 - N lr g, to 50 float roundings */
-    assert_true(fabs(params_value(p, 0)[i] - (w0[i] - N * 0.01 * g[i])) <
-                2e-5);
+    assert_true(fabs(params_value(p, 0)[i] - (w0[i] - N * 0.01 * g[i])) < 2e-5);
   assert_float_equal(params_value(p, 1)[1], 3.0f, 0.0f);
   params_free(p);
 }
@@ -263,9 +266,8 @@ static void test_save_load_round_trip(void **state) {
   assert_int_equal(params_save(a, path, true, err, sizeof(err)), 0);
   struct params *b = model(99, 16, false); /* other init values */
   assert_memory_not_equal(a->values, b->values, sizeof(float) * a->len);
-  assert_int_equal(params_load(b, path, true, report, sizeof(report), err,
-                               sizeof(err)),
-                   4);
+  assert_int_equal(
+      params_load(b, path, true, report, sizeof(report), err, sizeof(err)), 4);
   assert_string_equal(report, "loaded 4 of 4");
   assert_memory_equal(a->values, b->values, sizeof(float) * a->len);
   assert_memory_equal(a->adam, b->adam, sizeof(float) * 2 * a->len);
@@ -279,10 +281,10 @@ static void test_save_load_round_trip(void **state) {
   /* warm start into a different model: matches by name and shape */
   struct params *d = model(7, 24, true);
   float keep_fc[24];
-  memcpy(keep_fc, params_value(d, params_find(d, "fc.weight")), sizeof(keep_fc));
-  assert_int_equal(params_load(d, path, false, report, sizeof(report), err,
-                               sizeof(err)),
-                   3);
+  memcpy(keep_fc, params_value(d, params_find(d, "fc.weight")),
+         sizeof(keep_fc));
+  assert_int_equal(
+      params_load(d, path, false, report, sizeof(report), err, sizeof(err)), 3);
   assert_string_equal(report,
                       "loaded 3 of 5; shape differs: fc.weight (file 1x1x16, "
                       "model 1x1x24); not in file: ln.bias");
@@ -351,9 +353,8 @@ static void test_load_rejects_bad_files(void **state) {
   struct params *b = model(3, 16, false);
   assert_int_equal(params_load(b, bad, true, NULL, 0, err, sizeof(err)), 4);
   /* saving where nothing can be written */
-  assert_int_equal(params_save(a, "/nonexistent/dir/p.bin", false, err,
-                               sizeof(err)),
-                   -1);
+  assert_int_equal(
+      params_save(a, "/nonexistent/dir/p.bin", false, err, sizeof(err)), -1);
   assert_non_null(strstr(err, "cannot create /nonexistent/dir/p.bin.tmp"));
   unlink(path);
   unlink(bad);

@@ -20,15 +20,16 @@ void nn_relu_backward(const float *y, const float *dy, float *dx, size_t n) {
 /* Branch-free and safe at any x: for x << 0, expf(-x) overflows to +inf and
  * 1 / (1 + inf) is exactly 0; for x >> 0 it is 1 / (1 + 0). (A branch on the
  * sign costs a mispredict per element on real activations.) */
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoidf(float x) {
+  return 1.0f / (1.0f + expf(-x));
+}
 
 void nn_sigmoid_forward(const float *x, float *y, size_t n) {
   for (size_t i = 0; i < n; i++)
     y[i] = sigmoidf(x[i]);
 }
 
-void nn_sigmoid_backward(const float *y, const float *dy, float *dx,
-                         size_t n) {
+void nn_sigmoid_backward(const float *y, const float *dy, float *dx, size_t n) {
   for (size_t i = 0; i < n; i++)
     dx[i] += dy[i] * y[i] * (1.0f - y[i]);
 }

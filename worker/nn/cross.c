@@ -51,9 +51,8 @@ void nn_cross2_forward(const float *x0, const float *xl, const float *W,
 }
 
 void nn_cross2_backward(const float *x0, const float *xl, const float *W,
-                        const float *u, const float *dy, float *dx0,
-                        float *dxl, float *dW, float *db, float *work, int B,
-                        int C) {
+                        const float *u, const float *dy, float *dx0, float *dxl,
+                        float *dW, float *db, float *work, int B, int C) {
   size_t n = (size_t)B * C;
   float *du = work; // (B,C)
   for (size_t i = 0; i < n; i++) {
@@ -96,7 +95,7 @@ void nn_crossmix_forward(const struct nn_crossmix *m, const float *x0,
         K);
   size_t n = (size_t)B * C;
   memcpy(y, xl, sizeof(float) * n); // the residual
-  float *g = mix_g(m, cache, B);      // (B,K)
+  float *g = mix_g(m, cache, B);    // (B,K)
   nn_linear_forward(xl, m->G, NULL, g, B, C, K);
   nn_softmax_forward(g, g, B, K, 1, 1.0f);
   for (int k = 0; k < K; k++) {
@@ -118,16 +117,15 @@ void nn_crossmix_forward(const struct nn_crossmix *m, const float *x0,
 }
 
 void nn_crossmix_backward(const struct nn_crossmix *m, const float *x0,
-                          const float *xl, const float *cache,
-                          const float *dy, float *dx0, float *dxl,
-                          float *work, int B) {
+                          const float *xl, const float *cache, const float *dy,
+                          float *dx0, float *dxl, float *work, int B) {
   int C = m->C, R = m->R, K = m->K;
-  float *cch = (float *)cache; // read only; the offset helpers take float *
-  float *du = work;                      // (B,C)
-  float *dt2 = du + (size_t)B * C;       // (B,R)
-  float *dt1 = dt2 + (size_t)B * R;      // (B,R)
-  float *dg = dt1 + (size_t)B * R;       // (B,K) dL/dg
-  float *dlogit = dg + (size_t)B * K;    // (B,K) dL/d(G xl)
+  float *cch = (float *)cache;     // read only; the offset helpers take float *
+  float *du = work;                // (B,C)
+  float *dt2 = du + (size_t)B * C; // (B,R)
+  float *dt1 = dt2 + (size_t)B * R;   // (B,R)
+  float *dg = dt1 + (size_t)B * R;    // (B,K) dL/dg
+  float *dlogit = dg + (size_t)B * K; // (B,K) dL/d(G xl)
   const float *g = mix_g(m, cch, B);
   // dL/dg_k = sum_c dy * E_k, with E_k = x0 * u_k
   for (int k = 0; k < K; k++) {

@@ -44,8 +44,8 @@ void nn_embed_scatter(const float *dout, const uint16_t *prefix,
   }
 }
 
-void nn_masked_pool_forward(const float *x, const float *mask, float *y,
-                            int B, int L, int D, bool mean) {
+void nn_masked_pool_forward(const float *x, const float *mask, float *y, int B,
+                            int L, int D, bool mean) {
   CHECK(B >= 0 && L >= 1 && D >= 1, "B=%d L=%d D=%d", B, L, D);
   for (int r = 0; r < B; r++) {
     float *yr = y + (size_t)r * D;
@@ -66,9 +66,9 @@ void nn_masked_pool_forward(const float *x, const float *mask, float *y,
   }
 }
 
-void nn_masked_pool_backward(const float *x, const float *mask,
-                             const float *dy, float *dx, float *dmask, int B,
-                             int L, int D, bool mean) {
+void nn_masked_pool_backward(const float *x, const float *mask, const float *dy,
+                             float *dx, float *dmask, int B, int L, int D,
+                             bool mean) {
   CHECK(!dmask || x, "dmask needs x");
   for (int r = 0; r < B; r++) {
     const float *dr = dy + (size_t)r * D;

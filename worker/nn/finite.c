@@ -19,6 +19,9 @@ int nn_check_finite(const char *what, const float *x, size_t n, char *err,
     return 0;
   float v = x[i];
   snprintf(err, errlen, "%s[%ld] = %s (first non-finite of %zu)", what, i,
-           isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", n);
+           isnan(v) ? "nan"
+           : v > 0  ? "inf"
+                    : "-inf",
+           n);
   return -1;
 }

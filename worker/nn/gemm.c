@@ -59,4 +59,6 @@ void gemm_set_threads(int n) {
   openblas_set_num_threads(n);
 }
 
-int gemm_threads(void) { return openblas_get_num_threads(); }
+int gemm_threads(void) {
+  return openblas_get_num_threads();
+}

@@ -6,8 +6,8 @@
 #include "worker/nn/gemm.h"
 #include "worker/nn/ops.h"
 
-void nn_linear_forward(const float *x, const float *W, const float *b,
-                       float *y, int B, int I, int O) {
+void nn_linear_forward(const float *x, const float *W, const float *b, float *y,
+                       int B, int I, int O) {
   CHECK(B >= 0 && I > 0 && O > 0, "B=%d I=%d O=%d", B, I, O);
   // y (B,O) = x (B,I) W^T (I,O)
   gemm(false, true, B, O, I, 1.0f, x, W, 0.0f, y);
@@ -47,8 +47,8 @@ void nn_mul_forward(const float *a, const float *b, float *y, size_t n) {
     y[i] = a[i] * b[i];
 }
 
-void nn_mul_backward(const float *a, const float *b, const float *dy,
-                     float *da, float *db, size_t n) {
+void nn_mul_backward(const float *a, const float *b, const float *dy, float *da,
+                     float *db, size_t n) {
   if (da)
     for (size_t i = 0; i < n; i++)
       da[i] += dy[i] * b[i];
@@ -123,8 +123,7 @@ void nn_repeat_forward(const float *x, float *y, int B, int L, int H) {
   CHECK(B >= 0 && L >= 1 && H >= 1, "B=%d L=%d H=%d", B, L, H);
   for (int r = 0; r < B; r++)
     for (int l = 0; l < L; l++)
-      memcpy(y + ((size_t)r * L + l) * H, x + (size_t)r * H,
-             sizeof(float) * H);
+      memcpy(y + ((size_t)r * L + l) * H, x + (size_t)r * H, sizeof(float) * H);
 }
 
 void nn_repeat_backward(const float *dy, float *dx, int B, int L, int H) {
@@ -175,8 +174,8 @@ void nn_concat_forward(int n, const float *const *xs, const int *w, float *y,
   }
 }
 
-void nn_concat_backward(int n, const int *w, const float *dy,
-                        float *const *dxs, int B) {
+void nn_concat_backward(int n, const int *w, const float *dy, float *const *dxs,
+                        int B) {
   int W = total_width(n, w);
   for (int r = 0; r < B; r++) {
     const float *dr = dy + (size_t)r * W;

@@ -38,9 +38,9 @@ static void ln_row_forward(const float *xr, const float *g, const float *b,
   }
 }
 
-static void ln_row_backward(const float *xr, const float *g, float mu,
-                            float rs, const float *dr, float *dxr, float *dg,
-                            float *db, int C) {
+static void ln_row_backward(const float *xr, const float *g, float mu, float rs,
+                            const float *dr, float *dxr, float *dg, float *db,
+                            int C) {
   double s1 = 0.0, s2 = 0.0; // sum dxhat, sum dxhat * xhat
   for (int c = 0; c < C; c++) {
     float xh = (xr[c] - mu) * rs;
@@ -62,13 +62,13 @@ static void ln_row_backward(const float *xr, const float *g, float mu,
   }
 }
 
-void nn_layernorm_forward(const float *x, const float *gamma,
-                          const float *beta, float *y, float *mean,
-                          float *rstd, int N, int C, float eps) {
+void nn_layernorm_forward(const float *x, const float *gamma, const float *beta,
+                          float *y, float *mean, float *rstd, int N, int C,
+                          float eps) {
   CHECK(N >= 0 && C >= 1 && eps >= 0.0f, "N=%d C=%d eps=%g", N, C, eps);
   for (int r = 0; r < N; r++)
-    ln_row_forward(x + (size_t)r * C, gamma, beta, y + (size_t)r * C,
-                   &mean[r], &rstd[r], C, eps);
+    ln_row_forward(x + (size_t)r * C, gamma, beta, y + (size_t)r * C, &mean[r],
+                   &rstd[r], C, eps);
 }
 
 void nn_layernorm_backward(const float *x, const float *gamma,
@@ -77,8 +77,8 @@ void nn_layernorm_backward(const float *x, const float *gamma,
                            float *dbeta, int N, int C) {
   for (int r = 0; r < N; r++)
     ln_row_backward(x + (size_t)r * C, gamma, mean[r], rstd[r],
-                    dy + (size_t)r * C, dx ? dx + (size_t)r * C : NULL,
-                    dgamma, dbeta, C);
+                    dy + (size_t)r * C, dx ? dx + (size_t)r * C : NULL, dgamma,
+                    dbeta, C);
 }
 
 /* (B, F*D) is (B*F, D) in memory: row r = b*F + f is field f's embedding,
@@ -194,8 +194,7 @@ static void bn_stats(const float *x, struct nn_bnstats *s, int B, bool train,
     mean[h] = (float)sum[h];
     rstd[h] = (float)(1.0 / sqrt(var + s->eps));
     s->run_mean[h] = (1.0f - m) * s->run_mean[h] + m * (float)sum[h];
-    s->run_var[h] =
-        (1.0f - m) * s->run_var[h] + m * (float)(var * B / (B - 1));
+    s->run_var[h] = (1.0f - m) * s->run_var[h] + m * (float)(var * B / (B - 1));
   }
   free(sum);
 }
@@ -213,7 +212,9 @@ static float bn_dxhat(const float *x, const float *gamma, const float *dy,
 }
 
 /* Safe at any x: expf(-x) = inf gives exactly 0. */
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoidf(float x) {
+  return 1.0f / (1.0f + expf(-x));
+}
 
 /* Dice: y = x * (a + p (1 - a)) with p = sigmoid(xhat), so the part of the
  * gradient that flows through xhat is dy * x * (1 - a) * p * (1 - p). */
@@ -249,10 +250,9 @@ static void bn_dx(const float *x, const float *mean, const float *rstd,
   free(s1);
 }
 
-void nn_batchnorm_forward(const float *x, const float *gamma,
-                          const float *beta, float *y, float *mean,
-                          float *rstd, struct nn_bnstats *s, int B,
-                          bool train) {
+void nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                          float *y, float *mean, float *rstd,
+                          struct nn_bnstats *s, int B, bool train) {
   int H = s->H;
   float *mu = mean, *rs = rstd, *tmp = NULL;
   if (!train) { // evaluation leaves the training cache alone

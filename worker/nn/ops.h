@@ -50,8 +50,8 @@
  * ---------------------------------------------------------------------- */
 
 /* y (B,O) = x (B,I) W^T + b, W (O,I), b (O) or NULL for no bias. */
-void nn_linear_forward(const float *x, const float *W, const float *b,
-                       float *y, int B, int I, int O);
+void nn_linear_forward(const float *x, const float *W, const float *b, float *y,
+                       int B, int I, int O);
 /* dx (B,I) += dy W; dW (O,I) += dy^T x; db (O) += sum_b dy.
  * dx may be NULL (x is data), db NULL (no bias). */
 void nn_linear_backward(const float *x, const float *W, const float *dy,
@@ -65,8 +65,8 @@ void nn_bias_backward(const float *dy, float *db, int B, int H);
 /* y (N) = a (N) * b (N), element-wise (the Hadamard product). */
 void nn_mul_forward(const float *a, const float *b, float *y, size_t n);
 /* da += dy * b; db += dy * a. Either may be NULL. */
-void nn_mul_backward(const float *a, const float *b, const float *dy,
-                     float *da, float *db, size_t n);
+void nn_mul_backward(const float *a, const float *b, const float *dy, float *da,
+                     float *db, size_t n);
 
 /* y (N) = a (N) + b (N). y may alias a or b. */
 void nn_add_forward(const float *a, const float *b, float *y, size_t n);
@@ -86,8 +86,7 @@ void nn_field_scale_forward(const float *m, const float *e, float *y, int B,
                             int F, int D, int mB);
 /* dm (mB,F) += sum_d dy*e; de (B,F,D) += m*dy. Either may be NULL. */
 void nn_field_scale_backward(const float *m, const float *e, const float *dy,
-                             float *dm, float *de, int B, int F, int D,
-                             int mB);
+                             float *dm, float *de, int B, int F, int D, int mB);
 
 /* Repeat each row L times: y (B,L,H)[b,l,:] = x (B,H)[b,:] (DIN's target
  * item next to each history item). */
@@ -106,8 +105,8 @@ void nn_rowsum_backward(const float *dy, float *dx, int B, int H);
 void nn_concat_forward(int n, const float *const *xs, const int *w, float *y,
                        int B);
 /* dx_i (B, w_i) += its columns of dy; a NULL dx_i is skipped. */
-void nn_concat_backward(int n, const int *w, const float *dy,
-                        float *const *dxs, int B);
+void nn_concat_backward(int n, const int *w, const float *dy, float *const *dxs,
+                        int B);
 
 /* The inverse: y_i (B, w_i) = columns of x (B, sum w). */
 void nn_split_forward(const float *x, int n, const int *w, float *const *ys,
@@ -180,9 +179,9 @@ bool nn_dropout_keep(uint64_t seed, uint64_t step, size_t i, float p);
  * y = (x - mean) * rstd * gamma + beta, with mean and biased variance over
  * the row's C entries and rstd = 1 / sqrt(var + eps) (torch.nn.LayerNorm).
  * gamma, beta (C), each NULL for none. Cache: mean (N), rstd (N). */
-void nn_layernorm_forward(const float *x, const float *gamma,
-                          const float *beta, float *y, float *mean,
-                          float *rstd, int N, int C, float eps);
+void nn_layernorm_forward(const float *x, const float *gamma, const float *beta,
+                          float *y, float *mean, float *rstd, int N, int C,
+                          float eps);
 /* dx (N,C), dgamma, dbeta (C) accumulate; each may be NULL. */
 void nn_layernorm_backward(const float *x, const float *gamma,
                            const float *mean, const float *rstd,
@@ -220,11 +219,11 @@ void nn_instancenorm_backward(const float *x, const float *gamma,
  * running = (1 - momentum) * running + momentum * batch, the running variance
  * unbiased (B / (B - 1)), starting at mean 0, var 1 (nn_bnstats_init). */
 struct nn_bnstats {
-  int H;            /* features */
-  float eps;        /* added to the variance before the square root */
-  float momentum;   /* weight of the new batch in the running averages */
-  float *run_mean;  /* (H), caller-owned (e.g. a non-trained param) */
-  float *run_var;   /* (H) */
+  int H;           /* features */
+  float eps;       /* added to the variance before the square root */
+  float momentum;  /* weight of the new batch in the running averages */
+  float *run_mean; /* (H), caller-owned (e.g. a non-trained param) */
+  float *run_var;  /* (H) */
 };
 /* Sets run_mean = 0 and run_var = 1. */
 void nn_bnstats_init(struct nn_bnstats *s);
@@ -234,9 +233,9 @@ void nn_bnstats_init(struct nn_bnstats *s);
  * them in the cache mean, rstd (H) and update the running averages (needs
  * B >= 2). !train (evaluation): normalise with the running averages, cache
  * untouched, no backward. */
-void nn_batchnorm_forward(const float *x, const float *gamma,
-                          const float *beta, float *y, float *mean,
-                          float *rstd, struct nn_bnstats *s, int B, bool train);
+void nn_batchnorm_forward(const float *x, const float *gamma, const float *beta,
+                          float *y, float *mean, float *rstd,
+                          struct nn_bnstats *s, int B, bool train);
 /* Backward of the training forward, through the batch statistics.
  * dx (B,H), dgamma, dbeta (H) accumulate; each may be NULL. */
 void nn_batchnorm_backward(const float *x, const float *gamma,
@@ -276,9 +275,8 @@ void nn_cross2_forward(const float *x0, const float *xl, const float *W,
 /* dx0, dxl (B,C), dW (C,C), db (C) accumulate; dx0/dxl may be NULL.
  * work (B,C) is scratch. */
 void nn_cross2_backward(const float *x0, const float *xl, const float *W,
-                        const float *u, const float *dy, float *dx0,
-                        float *dxl, float *dW, float *db, float *work, int B,
-                        int C);
+                        const float *u, const float *dy, float *dx0, float *dxl,
+                        float *dW, float *db, float *work, int B, int C);
 
 /* DCNv2's low-rank mixture of experts (DCN-Mix, as DeepCTR's CrossNetMix):
  *   expert k: E_k = x0 * (U_k tanh(Cm_k tanh(V_k xl)) + b)
@@ -301,9 +299,8 @@ void nn_crossmix_forward(const struct nn_crossmix *m, const float *x0,
 /* dx0, dxl (B,C) (may be NULL) and m's parameter gradients accumulate;
  * work has nn_crossmix_work_len floats. */
 void nn_crossmix_backward(const struct nn_crossmix *m, const float *x0,
-                          const float *xl, const float *cache,
-                          const float *dy, float *dx0, float *dxl,
-                          float *work, int B);
+                          const float *xl, const float *cache, const float *dy,
+                          float *dx0, float *dxl, float *work, int B);
 
 /* ------------------------------------------------------------------------
  * Loss (loss.c)
@@ -343,17 +340,17 @@ void nn_embed_scatter(const float *dout, const uint16_t *prefix,
  * real item, 0 for padding; other weights work too): y (B,D) =
  * sum_l mask*x, divided by sum_l mask when mean (a row with no items gives
  * zeros). */
-void nn_masked_pool_forward(const float *x, const float *mask, float *y,
-                            int B, int L, int D, bool mean);
+void nn_masked_pool_forward(const float *x, const float *mask, float *y, int B,
+                            int L, int D, bool mean);
 /* dx (B,L,D) += mask * dy (/ sum mask when mean). dmask (B,L) += the
  * gradient of the weights (DIN's attention scores a_j): sum_d dy * x for
  * sum pooling, sum_d dy * (x - y) / sum mask for mean pooling; x is read only
  * for dmask and may be NULL when dmask is; its padding entries must be
  * finite then (nn_embed_gather writes zeros there). dx or dmask may be
  * NULL. */
-void nn_masked_pool_backward(const float *x, const float *mask,
-                             const float *dy, float *dx, float *dmask, int B,
-                             int L, int D, bool mean);
+void nn_masked_pool_backward(const float *x, const float *mask, const float *dy,
+                             float *dx, float *dmask, int B, int L, int D,
+                             bool mean);
 
 /* FM's pairwise term per row of e (B,F,D):
  * y (B) = 1/2 sum_d [(sum_f e_fd)^2 - sum_f e_fd^2]. */

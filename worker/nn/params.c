@@ -14,7 +14,9 @@
 
 #define VIEW_ALIGN 16 /* floats: each view starts on a 64-byte boundary */
 
-struct params *params_new(void) { return xcalloc(1, sizeof(struct params)); }
+struct params *params_new(void) {
+  return xcalloc(1, sizeof(struct params));
+}
 
 void params_free(struct params *p) {
   if (!p)
@@ -187,9 +189,11 @@ double params_clip_grad_norm(struct params *p, double max_norm) {
 }
 
 struct params_adam params_adam_default(float lr) {
-  return (struct params_adam){
-      .lr = lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-      .weight_decay = 0.0f};
+  return (struct params_adam){.lr = lr,
+                              .beta1 = 0.9f,
+                              .beta2 = 0.999f,
+                              .eps = 1e-8f,
+                              .weight_decay = 0.0f};
 }
 
 void params_adam_kernel(float *w, const float *g, float *m, float *v, size_t n,
@@ -214,9 +218,8 @@ void params_adam_step(struct params *p, const struct params_adam *cfg) {
     const struct params_view *v = &p->views[k];
     if (v->state)
       continue;
-    params_adam_kernel(p->values + v->off, p->grads + v->off,
-                       p->adam + v->off, p->adam + p->len + v->off, v->n,
-                       p->step, cfg);
+    params_adam_kernel(p->values + v->off, p->grads + v->off, p->adam + v->off,
+                       p->adam + p->len + v->off, v->n, p->step, cfg);
   }
 }
 
@@ -263,9 +266,15 @@ static void put(struct wbuf *w, const void *src, size_t n) {
   w->n += n;
 }
 
-static void put_u16(struct wbuf *w, uint16_t v) { put(w, &v, 2); }
-static void put_u32(struct wbuf *w, uint32_t v) { put(w, &v, 4); }
-static void put_u64(struct wbuf *w, uint64_t v) { put(w, &v, 8); }
+static void put_u16(struct wbuf *w, uint16_t v) {
+  put(w, &v, 2);
+}
+static void put_u32(struct wbuf *w, uint32_t v) {
+  put(w, &v, 4);
+}
+static void put_u64(struct wbuf *w, uint64_t v) {
+  put(w, &v, 8);
+}
 
 int params_save(const struct params *p, const char *path, bool with_state,
                 char *err, size_t errlen) {
@@ -370,15 +379,14 @@ static int load_bytes(struct params *p, const uint8_t *buf, size_t len,
   uint32_t version = (uint32_t)take_uint(&r, 4);
   if (version != PARAMS_FILE_VERSION) {
     snprintf(err, errlen,
-             "%s: params file version %u, this build reads version %u",
-             path, version, PARAMS_FILE_VERSION);
+             "%s: params file version %u, this build reads version %u", path,
+             version, PARAMS_FILE_VERSION);
     return -1;
   }
   uint64_t sum;
   memcpy(&sum, buf + len - 8, 8);
   if (sum != fnv1a(buf, len - 8)) {
-    snprintf(err, errlen, "%s: checksum mismatch (truncated or corrupt)",
-             path);
+    snprintf(err, errlen, "%s: checksum mismatch (truncated or corrupt)", path);
     return -1;
   }
   uint32_t count = (uint32_t)take_uint(&r, 4);
@@ -399,8 +407,7 @@ static int load_bytes(struct params *p, const uint8_t *buf, size_t len,
       // c*rw <= 2^32 checked first, so n < 2^64
       uint64_t n = (uint64_t)c * rw * cl;
       if (r.bad || nl == 0 || nl > PARAMS_NAME_MAX || c == 0 || rw == 0 ||
-          cl == 0 || (uint64_t)c * rw > UINT32_MAX ||
-          n > (r.n - r.at) / 4) {
+          cl == 0 || (uint64_t)c * rw > UINT32_MAX || n > (r.n - r.at) / 4) {
         snprintf(err, errlen, "%s: entry %u of %u is malformed or truncated",
                  path, i, count);
         free(seen);
@@ -427,8 +434,9 @@ static int load_bytes(struct params *p, const uint8_t *buf, size_t len,
       }
       struct params_view *pv = &p->views[id];
       if ((int)c != pv->count || (int)rw != pv->rows || (int)cl != pv->cols) {
-        rep(report, replen, "; shape differs: %s (file %ux%ux%u, model %dx%dx%d)",
-            nm, c, rw, cl, pv->count, pv->rows, pv->cols);
+        rep(report, replen,
+            "; shape differs: %s (file %ux%ux%u, model %dx%dx%d)", nm, c, rw,
+            cl, pv->count, pv->rows, pv->cols);
         seen[id] = 2; // in the file, but not loaded
         continue;
       }

@@ -51,12 +51,12 @@ enum params_init {
 /* One named tensor: count stacked matrices of (rows, cols). */
 struct params_view {
   char name[PARAMS_NAME_MAX + 1];
-  int count, rows, cols;  /* shape (count, rows, cols); a vector is (1,1,n) */
-  size_t off;             /* offset in the flat buffers (floats) */
-  size_t n;               /* elements: count * rows * cols */
+  int count, rows, cols; /* shape (count, rows, cols); a vector is (1,1,n) */
+  size_t off;            /* offset in the flat buffers (floats) */
+  size_t n;              /* elements: count * rows * cols */
   enum params_init init;
-  float scale;            /* std, gain or constant, per init */
-  bool state;             /* not trained (running statistics) */
+  float scale; /* std, gain or constant, per init */
+  bool state;  /* not trained (running statistics) */
 };
 
 struct params {
