@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -605,15 +607,155 @@ static void test_write_stats_and_progress(void **state) {
   out.f = open_memstream(&buf, &len);
   uint64_t calls = 0;
   char err[128];
-  assert_int_equal(gen_write(G, 10, 70000, &out, 1, count_progress, &calls, err,
+  assert_int_equal(gen_write(G, 10, 66000, &out, 1, count_progress, &calls, err,
                              sizeof(err)),
                    0);
   fclose(out.f);
   assert_int_equal(calls, 1);
-  assert_int_equal(out.stats->rows, 70000);
+  assert_int_equal(out.stats->rows, 66000);
   assert_int_equal(out.stats->bytes, len);
   free(buf);
   gen_stats_free(out.stats);
+}
+
+/* ---- the maskps-gen program ---------------------------------------------- */
+
+/* The program next to this test in the build tree (build/common/maskps-gen
+ * for build/tests/common/test_gen), or "" when it is not there. */
+static void find_program(char *out, size_t cap) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  out[0] = 0;
+  if (n <= 0)
+    return;
+  self[n] = 0;
+  for (int up = 0; up < 3; up++) {
+    char *slash = strrchr(self, '/');
+    if (!slash)
+      return;
+    *slash = 0;
+  }
+  int len = snprintf(out, cap, "%s/common/maskps-gen", self);
+  if (len < 0 || (size_t)len >= cap || access(out, X_OK) != 0)
+    out[0] = 0;
+}
+
+/* Runs a shell command; returns its exit status and its output (stdout and
+ * stderr as the command redirects them) in out. */
+static int run(const char *cmd, char *out, size_t cap) {
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t n = fread(out, 1, cap - 1, p);
+  out[n] = 0;
+  int st = pclose(p);
+  assert_true(WIFEXITED(st));
+  return WEXITSTATUS(st);
+}
+
+static char *slurp(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  char *buf = NULL;
+  size_t cap = 0;
+  *len = 0;
+  for (;;) {
+    if (*len == cap)
+      buf = realloc(buf, cap = cap ? 2 * cap : 1 << 16);
+    size_t n = fread(buf + *len, 1, cap - *len, f);
+    *len += n;
+    if (n == 0)
+      break;
+  }
+  fclose(f);
+  return buf;
+}
+
+/* The program writes what the library writes, splits like gen_write, and
+ * refuses bad options and failed writes with the documented messages and
+ * exit codes (2 usage, 1 I/O). Skipped when the program is not built. */
+static void test_program(void **state) {
+  (void)state;
+  char prog[4096], cmd[8192], out[8192], dir[] = "/tmp/test_gen_XXXXXX";
+  find_program(prog, sizeof(prog));
+  if (!prog[0]) {
+    skip();
+    return;
+  }
+  assert_non_null(mkdtemp(dir));
+
+  const struct {
+    const char *args, *msg;
+    int code;
+  } bad[] = {
+      {"--rows abc", "maskps-gen: --rows: 'abc' is not a positive integer", 2},
+      {"--rows 0", "'0' is not a positive integer", 2},
+      {"--rows 5 --seed -1", "--seed: '-1' is not a non-negative integer", 2},
+      {"--rows 5 --vocab-scale 0", "--vocab-scale: '0' is not a number", 2},
+      {"--rows 5 --frobnicate", "unknown option '--frobnicate'", 2},
+      {"--seed 5", "--rows is required", 2},
+      {"--rows 5 --split a=0.5,b=0.4 --out-dir /tmp", "sum to 0.9", 2},
+      {"--rows 5 --split a=1", "--split needs --out-dir", 2},
+      {"--rows 5 --out /nonexistent-dir/x.tsv", "cannot open", 1},
+      {"--rows 50000 --out /dev/full", "/dev/full: write failed: No space", 1},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+    snprintf(cmd, sizeof(cmd), "%s %s 2>&1 >/dev/null", prog, bad[i].args);
+    int code = run(cmd, out, sizeof(out));
+    if (code != bad[i].code || !strstr(out, bad[i].msg))
+      fail_msg("maskps-gen %s: exit %d, said: %s", bad[i].args, code, out);
+  }
+  snprintf(cmd, sizeof(cmd), "%s --help", prog);
+  assert_int_equal(run(cmd, out, sizeof(out)), 0);
+  assert_non_null(strstr(out, "Examples:"));
+
+  /* one file: the same bytes as gen_write, and a report */
+  snprintf(cmd, sizeof(cmd),
+           "%s --rows 3000 --seed 5 --vocab-scale 0.01 --start-row 77 "
+           "--out %s/all.tsv --report 2>&1",
+           prog, dir);
+  assert_int_equal(run(cmd, out, sizeof(out)), 0);
+  assert_non_null(strstr(out, "report all rows=3000 ctr="));
+  assert_non_null(strstr(out, "bayes_auc="));
+  assert_non_null(strstr(out, "rows_per_s="));
+  char err[128];
+  struct gen *g = gen_new(5, 0.01, err, sizeof(err));
+  assert_non_null(g);
+  char *want[3];
+  size_t wlen[3], len;
+  write_rows(g, 77, 3000, 1, NULL, want, wlen);
+  snprintf(cmd, sizeof(cmd), "%s/all.tsv", dir);
+  char *got = slurp(cmd, &len);
+  assert_int_equal(len, wlen[0]);
+  assert_memory_equal(got, want[0], len);
+  free(got);
+  free(want[0]);
+  remove(cmd);
+
+  /* a split: each file as gen_write splits */
+  snprintf(cmd, sizeof(cmd),
+           "%s --rows 3000 --seed 5 --vocab-scale 0.01 --split "
+           "train=0.8,valid=0.1,test=0.1 --out-dir %s/sub/dir --report 2>&1",
+           prog, dir);
+  assert_int_equal(run(cmd, out, sizeof(out)), 0);
+  assert_non_null(strstr(out, "report split=valid rows="));
+  const double frac[3] = {0.8, 0.1, 0.1};
+  const char *names[3] = {"train", "valid", "test"};
+  write_rows(g, 0, 3000, 3, frac, want, wlen);
+  for (unsigned k = 0; k < 3; k++) {
+    snprintf(cmd, sizeof(cmd), "%s/sub/dir/%s.tsv", dir, names[k]);
+    got = slurp(cmd, &len);
+    assert_int_equal(len, wlen[k]);
+    assert_memory_equal(got, want[k], len);
+    free(got);
+    free(want[k]);
+    remove(cmd);
+  }
+  gen_free(g);
+  snprintf(cmd, sizeof(cmd), "%s/sub/dir", dir);
+  assert_int_equal(rmdir(cmd), 0);
+  snprintf(cmd, sizeof(cmd), "%s/sub", dir);
+  assert_int_equal(rmdir(cmd), 0);
+  assert_int_equal(rmdir(dir), 0);
 }
 
 int main(void) {
@@ -631,6 +773,7 @@ int main(void) {
       cmocka_unit_test(test_vocab_scale),
       cmocka_unit_test(test_write_error_reported),
       cmocka_unit_test(test_write_stats_and_progress),
+      cmocka_unit_test(test_program),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
