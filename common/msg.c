@@ -587,24 +587,33 @@ static int lookup_key(const msgpack_object *k) {
  * *present the keys seen. */
 static int parse_header(const msgpack_object_map *map, struct msg *m,
                         const msgpack_object **text_obj, uint32_t *present,
-                        char *err, size_t errlen) {
+                        bool *version_err, char *err, size_t errlen) {
   /* The version first: a peer of another version may use keys this build
    * does not know, and "wrong version" is the message that helps. */
   const msgpack_object *ver = NULL;
-  for (uint32_t i = 0; i < map->size; i++)
-    if (lookup_key(&map->ptr[i].key) == K_V)
-      ver = &map->ptr[i].val;
+  for (uint32_t i = 0; i < map->size; i++) {
+    int k = lookup_key(&map->ptr[i].key);
+    const msgpack_object *vo = &map->ptr[i].val;
+    if (k == K_V)
+      ver = vo;
+    /* The id too, so that even a peer of another version gets an ERROR
+     * reply it can match. */
+    if (k == K_ID && vo->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+      m->id = vo->via.u64;
+  }
   if (!ver)
     return fail(err, errlen, "header has no protocol version 'v'");
   if (ver->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
     return fail(err, errlen,
                 "protocol version 'v' is a %s, not an unsigned int",
                 mp_type_name(ver->type));
-  if (ver->via.u64 != MSG_VERSION)
+  if (ver->via.u64 != MSG_VERSION) {
+    *version_err = true;
     return fail(err, errlen,
                 "protocol version %llu, this build speaks version %d (peer "
                 "built from another maskps release?)",
                 (unsigned long long)ver->via.u64, MSG_VERSION);
+  }
 
   *present = 0;
   *text_obj = NULL;
@@ -669,9 +678,8 @@ static int parse_header(const msgpack_object_map *map, struct msg *m,
   return 0;
 }
 
-int msg_decode(const struct msg_frame *frames, size_t nframes, struct msg *m,
-               char *err, size_t errlen) {
-  msg_deinit(m);
+static int decode(const struct msg_frame *frames, size_t nframes, struct msg *m,
+                  bool *version_err, char *err, size_t errlen) {
   if (err && errlen)
     err[0] = 0;
   if (!frames || nframes == 0)
@@ -701,7 +709,8 @@ int msg_decode(const struct msg_frame *frames, size_t nframes, struct msg *m,
   }
   const msgpack_object *text_obj = NULL;
   uint32_t present = 0;
-  if (parse_header(&u.data.via.map, m, &text_obj, &present, err, errlen) < 0)
+  if (parse_header(&u.data.via.map, m, &text_obj, &present, version_err, err,
+                   errlen) < 0)
     goto out;
 
   const char *what = msg_op_name(m->op), *kind = kind_name(m);
@@ -815,6 +824,16 @@ int msg_decode(const struct msg_frame *frames, size_t nframes, struct msg *m,
 out:
   msgpack_unpacked_destroy(&u);
   return rc;
+}
+
+int msg_decode(const struct msg_frame *frames, size_t nframes, struct msg *m,
+               char *err, size_t errlen) {
+  msg_deinit(m);
+  bool version_err = false;
+  if (decode(frames, nframes, m, &version_err, err, errlen) == 0)
+    return 0;
+  m->code = version_err ? MSG_E_VERSION : MSG_E_MALFORMED;
+  return -1;
 }
 
 /* ---- comparison --------------------------------------------------------- */

@@ -210,9 +210,11 @@ void msg_encode(const struct msg *m, struct msg_enc *e);
  * counts over the MSG_MAX_* limits, a wrong number of frames, a raw frame
  * whose length is not what the counts imply, prefix lengths over ROW_MAX_DIM
  * or not summing to nf, trailing bytes. Trusts no byte; never reads outside
- * the frames. On -1, m->op, m->id and m->from hold what could be read
- * (0 otherwise) so a server can address its ERROR reply; call msg_deinit()
- * on success and failure alike. */
+ * the frames. On -1, m->code is the code for the ERROR reply
+ * (MSG_E_VERSION for a protocol version mismatch, else MSG_E_MALFORMED) and
+ * m->id, m->op, m->from hold what could be read (0 otherwise), so a server
+ * can answer with msg_error_to(&rep, &req, rank, req.code, err). Call
+ * msg_deinit() after success and failure alike. */
 int msg_decode(const struct msg_frame *frames, size_t nframes, struct msg *m,
                char *err, size_t errlen);
 

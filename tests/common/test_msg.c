@@ -513,6 +513,21 @@ static void test_header_level_faults(void **state) {
   struct entry e = {"v", two, 1};
   f[0].len = pull_header(hdr, 4, "v", &e, 1);
   expect_fail(f, 2, "protocol version 2, this build speaks version 1");
+  /* What a server needs to answer: the code to reply with, and the id. */
+  struct msg m = {0};
+  char err[256];
+  assert_int_equal(msg_decode(f, 2, &m, err, sizeof(err)), -1);
+  assert_int_equal(m.code, MSG_E_VERSION);
+  assert_int_equal(m.id, 77);
+  msg_deinit(&m);
+  f[0].len = pull_header(hdr, 5, NULL, NULL, 0);
+  assert_int_equal(msg_decode(f, 2, &m, err, sizeof(err)), -1);
+  assert_int_equal(m.code, MSG_E_MALFORMED);
+  assert_int_equal(m.id, 77);
+  assert_int_equal(m.op, MSG_PULL);
+  assert_int_equal(m.from, 3);
+  assert_null(m.keys);
+  msg_deinit(&m);
   f[0].len = pull_header(hdr, 4, "v", NULL, 0);
   expect_fail(f, 2, "no protocol version");
   e = (struct entry){"op", op42, 1};

@@ -88,7 +88,8 @@ static void *serve(void *arg) {
                                err, sizeof(err)) < 0) {
       /* Malformed: an ERROR echoing what could be read, and keep serving. */
       sv->malformed++;
-      msg_error_to(&rep, rc == -1 ? NULL : &req, 1, MSG_E_MALFORMED, err);
+      msg_error_to(&rep, rc == -1 ? NULL : &req, 1,
+                   rc == -1 ? MSG_E_MALFORMED : (enum msg_err)req.code, err);
       CHECK(net_send_msg(s, net_msg_peer(in), &rep, &enc, err, sizeof(err)) ==
                 0,
             "%s", err);
