@@ -38,7 +38,11 @@
  * tests pin it to 0.75..0.85. It is an upper bound for any model: one that
  * reads rows with worker/data.h sees numeric values only through Criteo
  * buckets, and tokens seen once or never in training cannot be learned,
- * so a good model ends some way below it.
+ * so a good model ends some way below it. Measured once for orientation
+ * (seed 1, test rows after the training rows): a hashed logistic regression
+ * with Adagrad, one pass, reaches AUC 0.756 against a Bayes AUC of 0.790 on
+ * 1M rows at vocab_scale 0.001, and 0.739 against 0.802 on 2M rows at
+ * vocab_scale 1; the pair terms are what an FM or deep model can add.
  *
  * Determinism: row i is a function of (seed, vocab_scale, i) only. A
  * counter-based generator (splitmix64 keyed by a hash of seed and i) feeds
