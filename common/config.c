@@ -855,10 +855,51 @@ static int syntax_error(const struct src *s, yaml_parser_t *p) {
                         : "section: lines with indented key: value lines");
 }
 
+/* libyaml's scanner takes time quadratic in the nesting depth of flow
+ * collections ("[[[[...": 100k levels take a minute), and a config needs
+ * one level. This rough pre-scan (quotes and comments skipped) refuses deep
+ * nesting before libyaml sees it. Returns 0 or -1 with a message. */
+#define MAX_FLOW_DEPTH 16
+static int check_flow_depth(const char *text, size_t len, const struct src *s) {
+  int depth = 0, line = 1;
+  char quote = 0, prev = '\n';
+  for (size_t i = 0; i < len; prev = text[i], i++) {
+    char c = text[i];
+    if (c == '\n')
+      line++;
+    if (quote) {
+      if (quote == '"' && c == '\\' && i + 1 < len && text[i + 1] != '\n')
+        i++;
+      else if (c == quote)
+        quote = 0;
+      continue;
+    }
+    bool at_token = strchr(" \t\n[{,:", prev) != NULL;
+    if (c == '#' && at_token) {
+      while (i + 1 < len && text[i + 1] != '\n')
+        i++;
+    } else if ((c == '"' || c == '\'') && at_token) {
+      quote = c;
+    } else if (c == '[' || c == '{') {
+      if (++depth > MAX_FLOW_DEPTH) {
+        char exp[64];
+        snprintf(exp, sizeof(exp), "at most %d levels", MAX_FLOW_DEPTH);
+        return fail(s, line, NULL, NULL, false,
+                    "lists or mappings nested too deep", exp);
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return 0;
+}
+
 /* Loads the one YAML document of text into doc. Returns 0, or -1 with a
  * message; doc needs yaml_document_delete only on success. */
 static int load_document(const char *text, size_t len, yaml_document_t *doc,
                          const struct src *s) {
+  if (check_flow_depth(text, len, s))
+    return -1;
   yaml_parser_t p;
   CHECK(yaml_parser_initialize(&p), "libyaml parser init failed");
   yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
@@ -1048,7 +1089,7 @@ int config_read_string(struct config *cfg, const char *text, size_t len,
   return rc;
 }
 
-#define MAX_FILE_BYTES (16u << 20)
+#define MAX_FILE_BYTES (1u << 20) /* a config is a few KiB */
 
 int config_read_file(struct config *cfg, const char *path, char *err,
                      size_t errlen) {
@@ -1063,7 +1104,7 @@ int config_read_file(struct config *cfg, const char *path, char *err,
   fclose(f);
   if (bad || n > MAX_FILE_BYTES) {
     snprintf(err, errlen, "cannot read config %s: %s", path,
-             bad ? "read error" : "larger than 16 MiB");
+             bad ? "read error" : "larger than 1 MiB");
     free(buf);
     return -1;
   }

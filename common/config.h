@@ -250,6 +250,8 @@ struct config {
   struct config_security security;
   struct config_origin *origin; /* owned; not part of the settings */
 };
+/* A struct config owns its strings, lists and origin: copy it with
+ * config_copy(), never by assignment. */
 
 /* ---- the schema --------------------------------------------------------- */
 
@@ -326,7 +328,7 @@ struct config *config_copy(const struct config *cfg);
 int config_read_string(struct config *cfg, const char *text, size_t len,
                        const char *name, char *err, size_t errlen);
 
-/* config_read_string on a file's content (at most 16 MiB); messages name
+/* config_read_string on a file's content (at most 1 MiB); messages name
  * the path as given. */
 int config_read_file(struct config *cfg, const char *path, char *err,
                      size_t errlen);

@@ -238,6 +238,9 @@ static void test_error_messages(void **state) {
        "demo.yaml:3: YAML syntax error: mapping values are not allowed in "
        "this context (expected section: lines with indented key: value "
        "lines)"},
+      {"data:\n  train: ['[[', \"]]\", [[[[[[[[[[[[[[[[[x]]]]]]]]]]]]]]]]]]\n",
+       "demo.yaml:2: lists or mappings nested too deep (expected at most 16 "
+       "levels)"},
       {"train:\n  run_dir: \"runs\n",
        "demo.yaml:3: YAML syntax error while scanning a quoted scalar: found "
        "unexpected end of stream (expected section: lines with indented key: "
