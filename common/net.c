@@ -3,14 +3,30 @@
 #include "common/check.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
+/* One server socket's list of admitted client keys, by ZAP domain. */
+struct zap_domain {
+  char name[32]; /* "maskps-<n>", set as the socket's ZMQ_ZAP_DOMAIN */
+  size_t nkeys;
+  uint8_t (*keys)[32]; /* binary CURVE public keys */
+};
+
 struct net {
   void *ctx;
+  /* The ZAP handler (started by the first server with a client list). */
+  pthread_mutex_t mu; /* guards everything below */
+  bool zap_started;
+  int zap_status; /* 1 bound, -1 failed, 0 starting */
+  pthread_cond_t zap_cv;
+  pthread_t zap_thread;
+  struct zap_domain *domains;
+  size_t ndomains;
 };
 
 struct net_sock {
@@ -82,15 +98,169 @@ struct net *net_new(char *err, size_t errlen) {
   zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
   struct net *n = xcalloc(1, sizeof(*n));
   n->ctx = ctx;
+  pthread_mutex_init(&n->mu, NULL);
+  pthread_cond_init(&n->zap_cv, NULL);
   return n;
 }
 
 void net_free(struct net *n) {
   if (!n)
     return;
+  /* Terminating the context wakes the ZAP thread with ETERM; it closes its
+   * socket, which lets zmq_ctx_term return. */
   while (zmq_ctx_term(n->ctx) != 0 && zmq_errno() == EINTR) {
   }
+  if (n->zap_started)
+    pthread_join(n->zap_thread, NULL);
+  for (size_t i = 0; i < n->ndomains; i++)
+    free(n->domains[i].keys);
+  free(n->domains);
+  pthread_cond_destroy(&n->zap_cv);
+  pthread_mutex_destroy(&n->mu);
   free(n);
+}
+
+/* ---- ZAP (RFC 27): client authentication for CURVE servers ------------- */
+
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+
+/* Is `key` admitted in `domain`? Domains net did not create (CURVE servers
+ * without a client list) admit everyone, as they would without a handler. */
+static bool zap_admits(struct net *n, const char *domain, size_t dlen,
+                       const uint8_t *key, size_t klen) {
+  bool ok = true;
+  pthread_mutex_lock(&n->mu);
+  for (size_t i = 0; i < n->ndomains; i++) {
+    const struct zap_domain *d = &n->domains[i];
+    if (strlen(d->name) != dlen || memcmp(d->name, domain, dlen))
+      continue;
+    ok = false;
+    for (size_t j = 0; j < d->nkeys && klen == 32; j++)
+      if (!memcmp(d->keys[j], key, 32))
+        ok = true;
+  }
+  pthread_mutex_unlock(&n->mu);
+  return ok;
+}
+
+static void *zap_main(void *arg) {
+  struct net *n = arg;
+  void *rep = zmq_socket(n->ctx, ZMQ_REP);
+  int linger = 0;
+  bool ok = rep &&
+            zmq_setsockopt(rep, ZMQ_LINGER, &linger, sizeof(linger)) == 0 &&
+            zmq_bind(rep, ZAP_ENDPOINT) == 0;
+  pthread_mutex_lock(&n->mu);
+  n->zap_status = ok ? 1 : -1;
+  pthread_cond_broadcast(&n->zap_cv);
+  pthread_mutex_unlock(&n->mu);
+  if (!ok) {
+    if (rep)
+      zmq_close(rep);
+    return NULL;
+  }
+  /* Request: version, request id, domain, address, routing id, mechanism,
+   * credentials... Reply: version, request id, status code, status text,
+   * user id, metadata. */
+  for (;;) {
+    zmq_msg_t part[8];
+    size_t np = 0;
+    bool more = true, dead = false;
+    while (more) {
+      zmq_msg_t p;
+      zmq_msg_init(&p);
+      if (zmq_msg_recv(&p, rep, 0) < 0) {
+        zmq_msg_close(&p);
+        if (zmq_errno() == EINTR)
+          continue;
+        dead = true; /* ETERM: net_free */
+        break;
+      }
+      more = zmq_msg_more(&p);
+      if (np < 8) {
+        zmq_msg_init(&part[np]);
+        zmq_msg_move(&part[np++], &p);
+      }
+      zmq_msg_close(&p);
+    }
+    if (dead) {
+      for (size_t i = 0; i < np; i++)
+        zmq_msg_close(&part[i]);
+      break;
+    }
+    bool admit = false;
+    if (np >= 7 && zmq_msg_size(&part[5]) == 5 &&
+        !memcmp(zmq_msg_data(&part[5]), "CURVE", 5))
+      admit = zap_admits(n, zmq_msg_data(&part[2]), zmq_msg_size(&part[2]),
+                         zmq_msg_data(&part[6]), zmq_msg_size(&part[6]));
+    else if (np >= 6)
+      admit = true; /* NULL/PLAIN sockets: net sets no domain on those */
+    const char *code = admit ? "200" : "400";
+    const char *text = admit ? "OK" : "client key not on this server's list";
+    zmq_send(rep, "1.0", 3, ZMQ_SNDMORE);
+    if (np >= 2)
+      zmq_send(rep, zmq_msg_data(&part[1]), zmq_msg_size(&part[1]),
+               ZMQ_SNDMORE);
+    else
+      zmq_send(rep, "", 0, ZMQ_SNDMORE);
+    zmq_send(rep, code, 3, ZMQ_SNDMORE);
+    zmq_send(rep, text, strlen(text), ZMQ_SNDMORE);
+    zmq_send(rep, "", 0, ZMQ_SNDMORE);
+    zmq_send(rep, "", 0, 0);
+    for (size_t i = 0; i < np; i++)
+      zmq_msg_close(&part[i]);
+  }
+  zmq_close(rep);
+  return NULL;
+}
+
+/* Registers keys under a new ZAP domain (starting the handler if needed) and
+ * sets that domain on the socket. */
+static int zap_register(struct net *n, void *zs, const char *const *keys,
+                        size_t nkeys, char *err, size_t errlen) {
+  uint8_t(*bin)[32] = xcalloc(nkeys, 32);
+  for (size_t i = 0; i < nkeys; i++)
+    if (!keys[i] || strlen(keys[i]) != NET_KEY_LEN ||
+        !zmq_z85_decode(bin[i], keys[i])) {
+      if (err && errlen)
+        snprintf(err, errlen,
+                 "net: client key %zu is not a %d-character Z85 CURVE key", i,
+                 NET_KEY_LEN);
+      free(bin);
+      return -1;
+    }
+  pthread_mutex_lock(&n->mu);
+  if (!n->zap_started) {
+    n->zap_started = true;
+    CHECK(pthread_create(&n->zap_thread, NULL, zap_main, n) == 0,
+          "cannot start the ZAP thread");
+  }
+  while (n->zap_status == 0)
+    pthread_cond_wait(&n->zap_cv, &n->mu);
+  int status = n->zap_status;
+  struct zap_domain *d = NULL;
+  if (status > 0) {
+    n->domains = xrealloc(n->domains, (n->ndomains + 1) * sizeof(*d));
+    d = &n->domains[n->ndomains];
+    snprintf(d->name, sizeof(d->name), "maskps-%zu", n->ndomains);
+    d->nkeys = nkeys;
+    d->keys = bin;
+    n->ndomains++;
+  }
+  pthread_mutex_unlock(&n->mu);
+  if (status < 0) {
+    if (err && errlen)
+      snprintf(err, errlen,
+               "net: cannot start the CURVE client "
+               "authentication handler (ZAP)");
+    free(bin);
+    return -1;
+  }
+  if (zmq_setsockopt(zs, ZMQ_ZAP_DOMAIN, d->name, strlen(d->name)) != 0) {
+    zfail(err, errlen, "cannot set ZMQ_ZAP_DOMAIN", NULL);
+    return -1;
+  }
+  return 0;
 }
 
 static int setopt_int(struct net_sock *s, int opt, int v, const char *name,
@@ -115,8 +285,8 @@ static int setopt_str(struct net_sock *s, int opt, const char *v,
 }
 
 /* The options every maskps socket gets; see net.h for why. */
-static int configure(struct net_sock *s, const struct net_opts *o, char *err,
-                     size_t errlen) {
+static int configure(struct net *net, struct net_sock *s,
+                     const struct net_opts *o, char *err, size_t errlen) {
   int hwm = o && o->hwm > 0 ? o->hwm : NET_DEFAULT_HWM;
   int sndtimeo = NET_DEFAULT_SEND_TIMEOUT_MS;
   if (o && o->send_timeout_ms)
@@ -152,20 +322,19 @@ static int configure(struct net_sock *s, const struct net_opts *o, char *err,
     return -1;
   }
   if (s->server) {
-    /* TODO(curve-zap): authenticate clients with a ZAP handler that checks
-     * their public keys against the launcher's list. Until then any client
-     * that knows the server's public key may connect. */
     if (!o->curve_self) {
       if (err && errlen)
         snprintf(err, errlen, "net: a CURVE server needs its own keypair");
       return -1;
     }
-    return setopt_int(s, ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER", err,
-                      errlen) ||
-                   setopt_str(s, ZMQ_CURVE_SECRETKEY, o->curve_self->sec,
-                              "the server's secret key", err, errlen)
-               ? -1
-               : 0;
+    if (setopt_int(s, ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER", err, errlen) ||
+        setopt_str(s, ZMQ_CURVE_SECRETKEY, o->curve_self->sec,
+                   "the server's secret key", err, errlen))
+      return -1;
+    if (o->ncurve_clients && zap_register(net, s->zs, o->curve_clients,
+                                          o->ncurve_clients, err, errlen) < 0)
+      return -1;
+    return 0;
   }
   if (!o->curve_server_pub) {
     if (err && errlen)
@@ -210,7 +379,7 @@ struct net_sock *net_server_new(struct net *n, const char *endpoint,
   struct net_sock *s = sock_new(n, true, err, errlen);
   if (!s)
     return NULL;
-  if (configure(s, opts, err, errlen) < 0)
+  if (configure(n, s, opts, err, errlen) < 0)
     goto fail;
   if (zmq_bind(s->zs, endpoint) != 0) {
     zfail(err, errlen, "cannot bind", endpoint);
@@ -234,7 +403,7 @@ struct net_sock *net_client_new(struct net *n, const char *const *endpoints,
   struct net_sock *s = sock_new(n, false, err, errlen);
   if (!s)
     return NULL;
-  if (configure(s, opts, err, errlen) < 0)
+  if (configure(n, s, opts, err, errlen) < 0)
     goto fail;
   for (size_t i = 0; i < nendpoints; i++)
     if (zmq_connect(s->zs, endpoints[i]) != 0) {

@@ -36,10 +36,14 @@
  *   - ZMTP heartbeats every 10 s and TCP keepalive detect dead peers on
  *     links that carry no traffic.
  *
- * Security (config security.curve): CURVE encryption when struct net_opts
- * names keys. The server proves its identity (clients know its public key)
- * and all traffic is encrypted; clients are not authenticated (that needs a
- * ZAP handler: TODO(curve-zap), see net_server_new).
+ * Security (config security.curve): CURVE when struct net_opts names keys.
+ * All traffic is encrypted and the server proves its identity (clients know
+ * its public key). A server given a list of client public keys also
+ * authenticates its clients: net runs a ZAP handler thread per context (the
+ * first such server starts it) that admits only listed keys; a client not
+ * on the list never completes its handshake, so its requests are never
+ * delivered. Without a list any client that knows the server's public key
+ * may connect.
  *
  * Threads: the context is thread-safe; a socket must stay with the thread
  * that created it (STYLE.md rule 11). Errors are returned as -1 (or NULL)
@@ -87,18 +91,24 @@ struct net_opts {
    * generated when it does not). */
   const struct net_keypair *curve_self;
   const char *curve_server_pub;
+  /* Server only: the Z85 public keys of the clients it admits (borrowed
+   * during net_server_new). ncurve_clients 0 = any client. */
+  const char *const *curve_clients;
+  size_t ncurve_clients;
 };
 
 /* A new context. Returns NULL with err set if ZeroMQ cannot start one.
  * Caller owns the result; free with net_free() after closing every socket
- * (it waits for them, and up to NET_LINGER_MS for their unsent messages). */
+ * (it waits for them, and up to NET_LINGER_MS for their unsent messages),
+ * which also stops the ZAP handler if one was started. */
 struct net *net_new(char *err, size_t errlen);
 void net_free(struct net *n);
 
 /* A ROUTER bound to endpoint ("tcp://127.0.0.1:5555", "tcp://0.0.0.0:*" for any
  * port, "inproc://name", "ipc:///path"). Returns NULL with err naming the
  * endpoint and the cause: address already in use, invalid endpoint,
- * unsupported transport, address not on this host, no CURVE support.
+ * unsupported transport, address not on this host, no CURVE support, a
+ * malformed key.
  * Caller owns the result; free with net_sock_free(). */
 struct net_sock *net_server_new(struct net *n, const char *endpoint,
                                 const struct net_opts *opts, char *err,

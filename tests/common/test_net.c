@@ -287,6 +287,53 @@ static void test_curve(void **state) {
   conversation("tcp://127.0.0.1:*", &so, &co2);
 }
 
+/* A server with a list of client keys admits the listed client and no
+ * other, even one that knows the server's key. */
+static void test_curve_client_list(void **state) {
+  (void)state;
+  struct net_keypair skp, good, bad;
+  char err[256];
+  assert_int_equal(net_keypair_new(&skp, err, sizeof(err)), 0);
+  assert_int_equal(net_keypair_new(&good, err, sizeof(err)), 0);
+  assert_int_equal(net_keypair_new(&bad, err, sizeof(err)), 0);
+  const char *allowed[] = {good.pub};
+  struct net_opts so = {
+      .curve_self = &skp, .curve_clients = allowed, .ncurve_clients = 1};
+  struct net_opts co = {.curve_self = &good, .curve_server_pub = skp.pub};
+  conversation("tcp://127.0.0.1:*", &so, &co);
+
+  struct net *net = net_new(err, sizeof(err));
+  struct net_sock *s =
+      net_server_new(net, "tcp://127.0.0.1:*", &so, err, sizeof(err));
+  assert_non_null(s);
+  const char *eps[] = {net_sock_endpoint(s)};
+  struct net_opts bo = {.curve_self = &bad, .curve_server_pub = skp.pub};
+  struct net_sock *c = net_client_new(net, eps, 1, &bo, err, sizeof(err));
+  assert_non_null(c);
+  static const uint8_t b[] = {0x80};
+  struct msg_frame f = {b, 1};
+  assert_int_equal(net_send(c, NULL, &f, 1, err, sizeof(err)), 0);
+  struct net_msg *in = net_msg_new();
+  assert_int_equal(net_recv(s, in, 500, err, sizeof(err)), NET_TIMEOUT);
+  /* The listed client still gets in, on the same server. */
+  struct net_sock *g = net_client_new(net, eps, 1, &co, err, sizeof(err));
+  assert_int_equal(net_send(g, NULL, &f, 1, err, sizeof(err)), 0);
+  assert_int_equal(net_recv(s, in, WAIT_MS, err, sizeof(err)), 0);
+  assert_int_equal(net_msg_nframes(in), 1);
+  assert_int_equal(net_msg_frames(in)[0].len, 1);
+  /* A malformed key in the list is refused up front. */
+  const char *junk[] = {"not a key"};
+  struct net_opts jo = {
+      .curve_self = &skp, .curve_clients = junk, .ncurve_clients = 1};
+  assert_null(net_server_new(net, "tcp://127.0.0.1:*", &jo, err, sizeof(err)));
+  assert_non_null(strstr(err, "client key 0"));
+  net_msg_free(in);
+  net_sock_free(g);
+  net_sock_free(c);
+  net_sock_free(s);
+  net_free(net);
+}
+
 /* A client that trusts the wrong server key never completes the handshake:
  * its request is never delivered (no plaintext fallback), and it gets no
  * reply. */
@@ -463,6 +510,7 @@ int main(void) {
       cmocka_unit_test(test_tcp),
       cmocka_unit_test(test_inproc),
       cmocka_unit_test(test_curve),
+      cmocka_unit_test(test_curve_client_list),
       cmocka_unit_test(test_curve_wrong_key),
       cmocka_unit_test(test_receive_timeout),
       cmocka_unit_test(test_send_queue_full),
