@@ -152,7 +152,7 @@ static void test_lines_parse_back(void **state) {
   (void)state;
   char line[GEN_LINE_MAX];
   struct gen_row r, p;
-  for (uint64_t i = 0; i < 20000; i++) {
+  for (uint64_t i = 0; i < 10000; i++) {
     gen_row(G, i, &r);
     size_t n = gen_format(&r, line);
     memset(&p, 0, sizeof(p));
@@ -506,7 +506,7 @@ static void test_zipf_fields(void **state) {
 
 /* The sampler alone, with wide buckets where drawing uniformly inside a
  * bucket (a missing or wrong rejection step) or a wrong bucket mass would
- * be far off: 1M draws, per-rank bins where they expect >= 40. Also s < 1,
+ * be far off: 700k draws, per-rank bins where they expect >= 40. Also s < 1,
  * s = 1 exactly, and the generator's own bucket shape. */
 static void test_zipf_sampler(void **state) {
   (void)state;
@@ -521,7 +521,7 @@ static void test_zipf_sampler(void **state) {
       {1.0, 50000, GEN_ZIPF_HEAD, 0.02},
       {2.5, 100, 4, 1.0},
   };
-  const uint64_t m = 1000000;
+  const uint64_t m = 700000;
   uint64_t *rk = malloc(sizeof(*rk) * m);
   for (size_t c = 0; c < sizeof(cfg) / sizeof(*cfg); c++) {
     struct gen_zipf *z =
