@@ -42,7 +42,8 @@ struct net_msg {
   struct net_peer peer;
 };
 
-/* ZeroMQ's errno, said in words a person running a PS can act on. */
+/* ZeroMQ's errno, said in words a person running a PS can act on (for
+ * bind/connect/send/receive, where EINVAL means a bad endpoint). */
 static const char *zerr_text(int e) {
   switch (e) {
   case EADDRINUSE:
@@ -83,7 +84,8 @@ static void zfail(char *err, size_t errlen, const char *what,
     if (endpoint)
       snprintf(err, errlen, "net: %s %s: %s", what, endpoint, zerr_text(e));
     else
-      snprintf(err, errlen, "net: %s: %s", what, zerr_text(e));
+      snprintf(err, errlen, "net: %s: %s", what,
+               e == EINVAL ? "invalid argument" : zerr_text(e));
   }
 }
 
