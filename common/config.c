@@ -950,8 +950,17 @@ static int section_index(const char *name) {
 static int unknown_section(const struct src *s, int line, const char *name) {
   char what[256], exp[512];
   const char *near = closest(name, section_names, NSECTIONS);
+  const char *owner = NULL; /* a key written at the top level? */
+  for (size_t i = 0; i < NKEYS && !owner; i++)
+    if (!strcmp(schema[i].name, name))
+      owner = schema[i].section;
   if (near)
     snprintf(what, sizeof(what), "unknown section, did you mean \"%s\"?", near);
+  else if (owner)
+    snprintf(what, sizeof(what),
+             "unknown section; %s is a key of section %s, indented under "
+             "\"%s:\"",
+             name, owner, owner);
   else
     snprintf(what, sizeof(what), "unknown section");
   snprintf(exp, sizeof(exp), "one of: ");

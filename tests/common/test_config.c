@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -173,6 +174,11 @@ static void test_error_messages(void **state) {
        "demo.yaml:2: trian: unknown section, did you mean \"train\"? (expected "
        "one of: data, model, embedding, optimizer, train, cluster, pserver, "
        "log, warm_start, security)"},
+      {"batch_size: 64\n",
+       "demo.yaml:1: batch_size: unknown section; batch_size is a key of "
+       "section train, indented under \"train:\" (expected one of: data, "
+       "model, embedding, optimizer, train, cluster, pserver, log, "
+       "warm_start, security)"},
       {"train:\n  mode: asynch\n",
        "demo.yaml:2: train.mode: \"asynch\" is not a known value, did you "
        "mean \"async\"? (expected one of: sync, async, ssp)"},
@@ -640,6 +646,47 @@ static void test_example_configs_load(void **state) {
                            "file or directory");
 }
 
+static void write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+/* Files layer: a later file overrides only the keys it names; messages
+ * name the file as given. */
+static void test_files_layer(void **state) {
+  (void)state;
+  char dir[] = "/tmp/maskps-config-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char base[64], over[64], bad[64], err[512];
+  snprintf(base, sizeof(base), "%s/base.yaml", dir);
+  snprintf(over, sizeof(over), "%s/over.yaml", dir);
+  snprintf(bad, sizeof(bad), "%s/bad.yaml", dir);
+  write_file(base, MIN_DATA "train:\n  epochs: 3\n  batch_size: 256\n");
+  write_file(over, "train:\n  epochs: 5\n");
+  write_file(bad, "# header\n\ntrain:\n  epochs: 0\n");
+  struct config *c = config_new();
+  assert_int_equal(config_read_file(c, base, err, sizeof(err)), 0);
+  assert_int_equal(config_read_file(c, over, err, sizeof(err)), 0);
+  assert_int_equal(config_validate(c, err, sizeof(err)), 0);
+  assert_int_equal(c->train.epochs, 5);
+  assert_int_equal(c->train.batch_size, 256);
+  assert_string_equal(c->data.train.v[0], "t.tsv");
+  config_free(c);
+  assert_null(config_load_file(bad, err, sizeof(err)));
+  char want[256];
+  snprintf(want, sizeof(want),
+           "%s:4: train.epochs: 0 is out of range (expected an integer in "
+           "1..100000)",
+           bad);
+  assert_string_equal(err, want);
+  remove(base);
+  remove(over);
+  remove(bad);
+  rmdir(dir);
+}
+
 /* A message starts with "m.yaml:LINE: " or, for a cross-key check on
  * defaults, with a real "section.key: ". */
 static int located(const char *err) {
@@ -703,6 +750,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_schema),
       cmocka_unit_test(test_readme_documents_every_key),
       cmocka_unit_test(test_example_configs_load),
+      cmocka_unit_test(test_files_layer),
       cmocka_unit_test(test_mutations_fail_cleanly),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
