@@ -27,6 +27,10 @@ static uint8_t *LAB;   /* [NROWS] label */
 static uint64_t *RANK; /* [3][NROWS] ranks of the ZIPF_FIELDS (0: empty) */
 static uint64_t MISS[GEN_FIELDS], NEG[GEN_NUMERIC], NEG_BAD;
 static uint64_t BAD_TOKEN, BAD_RANK;
+/* Numeric values at most CUT[t], per field (present, non-negative only). */
+static const int64_t CUT[] = {0, 1, 3, 30, 1023, 1024, 5000, 100000};
+#define NCUT (sizeof(CUT) / sizeof(*CUT))
+static uint64_t LE[GEN_NUMERIC][NCUT], NONNEG[GEN_NUMERIC];
 static struct gen_stats *ST, *ST_A, *ST_B; /* all rows; rows < 1000; rest */
 
 /* C2, C7 and C3: indices into the C-fields (see test_zipf_fields). */
@@ -57,6 +61,11 @@ static int setup(void **state) {
       MISS[j] += r.num_missing[j];
       NEG[j] += !r.num_missing[j] && r.num[j] < 0;
       NEG_BAD += !r.num_missing[j] && r.num[j] < -3;
+      if (r.num_missing[j] || r.num[j] < 0)
+        continue;
+      NONNEG[j]++;
+      for (unsigned t = 0; t < NCUT; t++)
+        LE[j][t] += r.num[j] <= CUT[t];
     }
     for (unsigned c = 0; c < GEN_CATEGORICAL; c++) {
       MISS[GEN_NUMERIC + c] += r.cat_missing[c];
@@ -200,6 +209,28 @@ static void test_tokens_and_values(void **state) {
     double sd = sqrt(fi.negative * (1 - fi.negative) / present);
     assert_true(fabs((double)NEG[j] / present - fi.negative) < 5 * sd);
   }
+}
+
+/* Numeric values are floor(exp(mu + sigma z)): the share at most v is
+ * Phi((ln(v+1) - mu) / sigma), at cut points in the alias table, at its
+ * edge (1023, 1024) and in the sampled tail (5000, 100000). */
+static void test_numeric_lognormal(void **state) {
+  (void)state;
+  for (unsigned j = 0; j < GEN_NUMERIC; j++) {
+    struct gen_field_info fi = gen_field(G, j);
+    double n = (double)NONNEG[j];
+    assert_true(n > 0.2 * NROWS);
+    for (unsigned t = 0; t < NCUT; t++) {
+      double z = (log((double)CUT[t] + 1) - fi.mu) / fi.sigma;
+      double want = 0.5 * erfc(-z / sqrt(2.0)), got = (double)LE[j][t] / n;
+      double sd = sqrt(want * (1 - want) / n);
+      if (fabs(got - want) > 5 * sd + 1e-9)
+        fail_msg("I%u: P(x <= %lld) = %.5f, want %.5f", j + 1,
+                 (long long)CUT[t], got, want);
+    }
+  }
+  /* I5 is mostly in the tail: the tail sampler is exercised */
+  assert_true((double)LE[4][5] / (double)NONNEG[4] < 0.7);
 }
 
 /* ---- determinism and parts ---------------------------------------------- */
@@ -776,6 +807,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lines_parse_back),
       cmocka_unit_test(test_tokens_and_values),
+      cmocka_unit_test(test_numeric_lognormal),
       cmocka_unit_test(test_same_seed_same_bytes),
       cmocka_unit_test(test_parts_concatenate),
       cmocka_unit_test(test_split_shares),
