@@ -544,10 +544,11 @@ static int fail(const struct src *s, int line, const char *sec, const char *key,
     }
   } else {
     append(s->err, s->errlen, &pos, "%s:%d: ", s->file, line);
+    /* names come from the input: keep a runaway one from hiding the rest */
     if (sec && key)
-      append(s->err, s->errlen, &pos, "%s.%s: ", sec, key);
+      append(s->err, s->errlen, &pos, "%.64s.%.64s: ", sec, key);
     else if (sec)
-      append(s->err, s->errlen, &pos, "%s: ", sec);
+      append(s->err, s->errlen, &pos, "%.64s: ", sec);
   }
   append(s->err, s->errlen, &pos, "%s", what);
   if (expected)

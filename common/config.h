@@ -19,10 +19,15 @@
  * Errors are outside faults (STYLE.md rule 4): every function that reads
  * text returns -1/NULL and writes one message a person can act on:
  *
- *   demo.yaml:7: train.batch_size: -3 is out of range (expected an integer
- * in 1..1048576) demo.yaml:3: model.nmae: unknown key, did you mean "name"?
- * (expected one of: name, ...)
+ *   demo.yaml:7: train.batch_size: -3 is out of range
+ *       (expected an integer in 1..1048576)
+ *   demo.yaml:3: model.nmae: unknown key, did you mean "name"?
+ *       (expected one of: name, ...)
  *   --set train.batch_size=abc: expected an integer in 1..1048576
+ *
+ * (each on one line, without a newline at the end; 1024 bytes of err hold
+ * any of them unless the input itself is huge, and a message that does not
+ * fit is truncated, never overflowed).
  *
  * Line numbers are 1-based. Relative paths in a config are kept as written:
  * they are resolved against the working directory of the process that uses
@@ -237,6 +242,8 @@ struct config_security {
 
 struct config_origin; /* private: where each key was set, for messages */
 
+/* A struct config owns its strings, lists and origin: copy it with
+ * config_copy(), never by assignment. */
 struct config {
   struct config_data data;
   struct config_model model;
@@ -250,8 +257,6 @@ struct config {
   struct config_security security;
   struct config_origin *origin; /* owned; not part of the settings */
 };
-/* A struct config owns its strings, lists and origin: copy it with
- * config_copy(), never by assignment. */
 
 /* ---- the schema --------------------------------------------------------- */
 
