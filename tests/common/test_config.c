@@ -444,8 +444,8 @@ static void test_dump_round_trip(void **state) {
   char err[1024];
   struct config *c = config_new();
   const char *sets[] = {
-      "data.train=[\"null\", \"\", \"yes\", \"a\\\"b\\\\c\", \"tab\\there\", "
-      "\"caf\xc3\xa9\", \"#x\", \"- y\"]",
+      ("data.train=[\"null\", \"\", \"yes\", \"a\\\"b\\\\c\", \"tab\\there\", "
+       "\"caf\xc3\xa9\", \"#x\", \"- y\"]"),
       "train.run_dir=  spaced out  ",
       "optimizer.lr=0.1",
       "optimizer.beta2=0.33333333333333331",
