@@ -19,12 +19,12 @@ struct slot {
 #define MIN_CAP 64
 
 struct cache {
-  size_t budget;     /* bound on bytes */
-  size_t bytes;      /* rows' len + overhead, plus cap * sizeof(slot) */
-  size_t rows;       /* used slots */
-  size_t dirty;      /* dirty slots */
-  size_t cap;        /* slots; 0 or a power of two */
-  size_t hand;       /* CLOCK hand, an index into slots */
+  size_t budget; /* bound on bytes */
+  size_t bytes;  /* rows' len + overhead, plus cap * sizeof(slot) */
+  size_t rows;   /* used slots */
+  size_t dirty;  /* dirty slots */
+  size_t cap;    /* slots; 0 or a power of two */
+  size_t hand;   /* CLOCK hand, an index into slots */
   struct slot *slots;
   cache_writeback_fn fn;
   void *ctx;
@@ -129,8 +129,8 @@ static void rehash(struct cache *c, size_t newcap) {
   size_t oldcap = c->cap;
   c->slots = xcalloc(newcap, sizeof(struct slot));
   c->cap = newcap;
-  c->bytes = c->bytes - oldcap * sizeof(struct slot) +
-             newcap * sizeof(struct slot);
+  c->bytes =
+      c->bytes - oldcap * sizeof(struct slot) + newcap * sizeof(struct slot);
   c->hand = 0;
   for (size_t i = 0; i < oldcap; i++) {
     if (!old[i].used)

@@ -59,8 +59,8 @@ int sparse_opt_validate(const struct sparse_opt *o, char *err, size_t errlen) {
   return 0;
 }
 
-void sparse_opt_init_state(const struct sparse_opt *o, float *state,
-                           unsigned p, unsigned from, unsigned to) {
+void sparse_opt_init_state(const struct sparse_opt *o, float *state, unsigned p,
+                           unsigned from, unsigned to) {
   unsigned slots = row_slots(o->kind);
   for (unsigned s = 0; s < slots; s++)
     for (unsigned j = from; j < to; j++)
@@ -79,8 +79,8 @@ static double decay_factor(const struct sparse_opt *o, const struct row *r,
   return pow(1.0 - (double)o->lr * o->weight_decay, (double)k);
 }
 
-void sparse_opt_apply(const struct sparse_opt *o, struct row *r,
-                      const float *g, uint64_t step) {
+void sparse_opt_apply(const struct sparse_opt *o, struct row *r, const float *g,
+                      uint64_t step) {
   CHECK(r->opt == o->kind, "row opt %u, table opt %u", r->opt, o->kind);
   const unsigned p = r->p;
   float *w = r->values, *s0 = r->state, *s1 = r->state + p;
@@ -144,9 +144,8 @@ void sparse_opt_apply(const struct sparse_opt *o, struct row *r,
 
 void sparse_opt_adam_dense(const struct sparse_opt *o, float *w, float *m,
                            float *v, uint32_t *t, const float *g, size_t n) {
-  const double decay = o->weight_decay > 0
-                           ? 1.0 - (double)o->lr * o->weight_decay
-                           : 1.0;
+  const double decay =
+      o->weight_decay > 0 ? 1.0 - (double)o->lr * o->weight_decay : 1.0;
   /* Entries of one push nearly always share a step count: recompute the
    * bias corrections only when it changes. */
   uint32_t last_t = 0;

@@ -23,16 +23,13 @@
  *      update, the steps before it do not exist for it);
  *   3. the optimizer step with g':
  *        sgd      w -= lr g'
- *        adagrad  a += g'^2;  w -= lr g' / (sqrt(a) + eps)     a0 = adagrad_init
- *        adam     s += 1 (the row's opt_step);  m = b1 m + (1-b1) g';
- *                 v = b2 v + (1-b2) g'^2;
- *                 w -= lr (m / (1-b1^s)) / (sqrt(v / (1-b2^s)) + eps)
- *        ftrl     (McMahan et al. 2013, FTRL-Proximal, alpha = lr)
- *                 sigma = (sqrt(n + g'^2) - sqrt(n)) / alpha;
- *                 z += g' - sigma w;  n += g'^2;
- *                 w = |z| <= l1 ? 0
- *                     : -(z - sign(z) l1) / ((beta + sqrt(n)) / alpha + l2)
- *        none     nothing (a frozen table)
+ *        adagrad  a += g'^2;  w -= lr g' / (sqrt(a) + eps)     a0 =
+ * adagrad_init adam     s += 1 (the row's opt_step);  m = b1 m + (1-b1) g'; v =
+ * b2 v + (1-b2) g'^2; w -= lr (m / (1-b1^s)) / (sqrt(v / (1-b2^s)) + eps) ftrl
+ * (McMahan et al. 2013, FTRL-Proximal, alpha = lr) sigma = (sqrt(n + g'^2) -
+ * sqrt(n)) / alpha; z += g' - sigma w;  n += g'^2; w = |z| <= l1 ? 0 : -(z -
+ * sign(z) l1) / ((beta + sqrt(n)) / alpha + l2) none     nothing (a frozen
+ * table)
  *
  * What is equivalent to what (tested in tests/pserver/test_sparse_opt.c):
  *   - SGD: decay-then-step equals "coupled" L2, i.e. SGD on g + lambda w:
@@ -83,15 +80,15 @@ int sparse_opt_validate(const struct sparse_opt *o, char *err, size_t errlen);
 /* Initial optimizer state for entries [from, to) of a row whose state is
  * slot-major with stride p (state[s * p + j] is slot s of entry j):
  * adagrad's accumulator = adagrad_init, everything else 0. */
-void sparse_opt_init_state(const struct sparse_opt *o, float *state,
-                           unsigned p, unsigned from, unsigned to);
+void sparse_opt_init_state(const struct sparse_opt *o, float *state, unsigned p,
+                           unsigned from, unsigned to);
 
 /* One update of row r (r->p entries, r->opt == o->kind, CHECKed) with the
  * gradient g[0..r->p) at global step `step`. Uses r->count for the DIN term
  * and r->last_step for lazy decay; increments r->opt_step and sets
  * r->last_step = max(r->last_step, step). Borrows everything. */
-void sparse_opt_apply(const struct sparse_opt *o, struct row *r,
-                      const float *g, uint64_t step);
+void sparse_opt_apply(const struct sparse_opt *o, struct row *r, const float *g,
+                      uint64_t step);
 
 /* Adam with per-entry step counts on a flat dense vector (the dense shard):
  * n entries, each with its own step t[i] (incremented here), moments m and

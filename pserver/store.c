@@ -23,7 +23,7 @@ static const char *const cf_names[CF_COUNT_] = {"default", "rows", "dense"};
 
 #define DENSE_MAGIC 0x4453504du /* "MPSD" little-endian */
 #define DENSE_VERSION 1u
-#define DENSE_HEADER 12         /* magic, version, float count */
+#define DENSE_HEADER 12 /* magic, version, float count */
 
 /* Where a key's bytes came from in one pull/push. */
 enum { SRC_NONE, SRC_CACHE, SRC_DB, SRC_EXPIRED };
@@ -129,9 +129,8 @@ static double unit(uint64_t h) {
  * of every other key. */
 static void init_values(const struct store_table *t, uint64_t fid, float *out,
                         unsigned from, unsigned to) {
-  const uint64_t k =
-      keys_mix64(keys_mix64(t->seed) ^ keys_mix64(0x7461626c65ull + t->id) ^
-                 fid);
+  const uint64_t k = keys_mix64(keys_mix64(t->seed) ^
+                                keys_mix64(0x7461626c65ull + t->id) ^ fid);
   for (unsigned j = from; j < to; j++) {
     if (t->init_std == 0) {
       out[j] = 0.0f;
@@ -156,8 +155,8 @@ int store_init_values(const struct store *s, uint32_t table, uint64_t fid,
 
 /* ---- writes ----------------------------------------------------------- */
 
-static void writeback(void *ctx, uint32_t table, uint64_t fid,
-                      const void *data, size_t len) {
+static void writeback(void *ctx, uint32_t table, uint64_t fid, const void *data,
+                      size_t len) {
   struct store *s = ctx;
   uint8_t k[KEYS_DB_KEY_LEN];
   keys_db_key(table, fid, k);
@@ -179,8 +178,8 @@ static int commit(struct store *s, char *err, size_t errlen) {
 
 static void put_meta(struct store *s, const char *key, const void *val,
                      size_t len) {
-  rocksdb_writebatch_put_cf(s->batch, s->cf[CF_DEFAULT], key, strlen(key),
-                            val, len);
+  rocksdb_writebatch_put_cf(s->batch, s->cf[CF_DEFAULT], key, strlen(key), val,
+                            len);
 }
 
 /* A metadata value as a malloc'ed string (NUL-terminated), NULL if absent
@@ -189,8 +188,8 @@ static int get_meta(struct store *s, const char *key, char **out, size_t *len,
                     char *err, size_t errlen) {
   char *e = NULL;
   size_t n = 0;
-  char *v = rocksdb_get_cf(s->db, s->ro, s->cf[CF_DEFAULT], key, strlen(key),
-                           &n, &e);
+  char *v =
+      rocksdb_get_cf(s->db, s->ro, s->cf[CF_DEFAULT], key, strlen(key), &n, &e);
   if (e)
     return rerr(err, errlen, e, "read metadata", s->dir);
   *out = NULL;
@@ -233,7 +232,9 @@ static unsigned char ttl_filter(void *st, int level, const char *key,
 
 /* RocksDB calls the destructor unconditionally; the state is the store,
  * which frees itself. */
-static void ttl_filter_destroy(void *st) { (void)st; }
+static void ttl_filter_destroy(void *st) {
+  (void)st;
+}
 
 static const char *ttl_filter_name(void *st) {
   (void)st;
@@ -258,8 +259,8 @@ static int check_options(const char *dir, const struct store_options *o,
     return -1;
   }
   if (o->ntables > STORE_MAX_TABLES || (o->ntables && !o->tables)) {
-    snprintf(err, errlen, "store %s: %zu tables (at most %d)", dir,
-             o->ntables, STORE_MAX_TABLES);
+    snprintf(err, errlen, "store %s: %zu tables (at most %d)", dir, o->ntables,
+             STORE_MAX_TABLES);
     return -1;
   }
   if ((unsigned)o->wal > STORE_WAL_OFF) {
@@ -332,7 +333,9 @@ static int check_schema(struct store *s, char *err, size_t errlen) {
   snprintf(want, sizeof(want), "%zu", s->dense_n);
   if (get_meta(s, key, &have, &n, err, errlen) < 0)
     return -1;
-  if (have && strcmp(have, want) != 0 && s->dense_n) {
+  /* A store without a dense shard ("0") may gain one; a size change is a
+   * different model. */
+  if (have && strcmp(have, want) != 0 && s->dense_n && strcmp(have, "0")) {
     snprintf(err, errlen,
              "store %s: dense shard was created with %s floats, the options "
              "say %s",
@@ -373,8 +376,8 @@ static int dense_load(struct store *s, char *err, size_t errlen) {
     dense_key(c, k);
     char *e = NULL;
     size_t n = 0;
-    char *v = rocksdb_get_cf(s->db, s->ro, s->cf[CF_DENSE], (const char *)k,
-                             4, &n, &e);
+    char *v = rocksdb_get_cf(s->db, s->ro, s->cf[CF_DENSE], (const char *)k, 4,
+                             &n, &e);
     if (e)
       return rerr(err, errlen, e, "read dense chunk", s->dir);
     if (!v)
@@ -520,8 +523,8 @@ struct store *store_open(const char *dir, const struct store_options *o,
   rocksdb_options_set_create_missing_column_families(s->dbopt, 1);
   rocksdb_options_increase_parallelism(s->dbopt, 2);
   rocksdb_options_set_db_write_buffer_size(s->dbopt, memtables);
-  s->ttl_filter = rocksdb_compactionfilter_create(s, ttl_filter_destroy, ttl_filter,
-                                                  ttl_filter_name);
+  s->ttl_filter = rocksdb_compactionfilter_create(s, ttl_filter_destroy,
+                                                  ttl_filter, ttl_filter_name);
   for (int i = 0; i < CF_COUNT_; i++) {
     s->cfopt[i] = rocksdb_options_create_copy(s->dbopt);
     rocksdb_options_set_block_based_table_factory(s->cfopt[i], s->bbto);
@@ -558,8 +561,8 @@ struct store *store_open(const char *dir, const struct store_options *o,
     s->dm = xcalloc(s->dense_n, sizeof(float));
     s->dv = xcalloc(s->dense_n, sizeof(float));
     s->dt = xcalloc(s->dense_n, sizeof(uint32_t));
-    s->ddirty = xcalloc(
-        (s->dense_n + STORE_DENSE_CHUNK - 1) / STORE_DENSE_CHUNK, 1);
+    s->ddirty =
+        xcalloc((s->dense_n + STORE_DENSE_CHUNK - 1) / STORE_DENSE_CHUNK, 1);
   }
 
   /* The schema is written with a synced WAL whatever the policy: it must
@@ -616,9 +619,9 @@ int store_close(struct store *s, char *err, size_t errlen) {
 /* ---- loading the rows of one operation -------------------------------- */
 
 struct loaded {
-  size_t *off;  /* [n] arena offset of key i's bytes */
-  uint32_t *len; /* [n] length; 0 if absent */
-  uint8_t *src;  /* [n] SRC_* */
+  size_t *off;     /* [n] arena offset of key i's bytes */
+  uint32_t *len;   /* [n] length; 0 if absent */
+  uint8_t *src;    /* [n] SRC_* */
   struct row *hdr; /* [n] peeked header (values/state unset) */
 };
 
@@ -687,8 +690,8 @@ static int load(struct store *s, const struct store_table *t, size_t n,
       if (errs[m]) {
         if (rc == 0 && strncmp(errs[m], "NotFound", 8) != 0) {
           char what[96];
-          snprintf(what, sizeof(what), "read table %u key 0x%016" PRIx64,
-                   t->id, keys[i]);
+          snprintf(what, sizeof(what), "read table %u key 0x%016" PRIx64, t->id,
+                   keys[i]);
           rerr(err, errlen, errs[m], what, s->dir);
           errs[m] = NULL;
           rc = -1;
@@ -731,9 +734,8 @@ static int load(struct store *s, const struct store_table *t, size_t n,
       snprintf(err, errlen,
                "store %s: table %u key 0x%016" PRIx64
                ": stored row has opt=%s p=%u, table has opt=%s dim=%u%s",
-               s->dir, t->id, keys[i], row_opt_name((enum row_opt)r->opt),
-               r->p, row_opt_name(t->opt.kind), t->dim,
-               t->amtl ? "" : " (no amtl)");
+               s->dir, t->id, keys[i], row_opt_name((enum row_opt)r->opt), r->p,
+               row_opt_name(t->opt.kind), t->dim, t->amtl ? "" : " (no amtl)");
       return -1;
     }
     if (is_expired(t, r->last_step, now)) {
@@ -744,9 +746,8 @@ static int load(struct store *s, const struct store_table *t, size_t n,
   return 0;
 }
 
-static const struct store_table *table_or_err(const struct store *s,
-                                              uint32_t table, char *err,
-                                              size_t errlen) {
+static const struct store_table *
+table_or_err(const struct store *s, uint32_t table, char *err, size_t errlen) {
   const struct store_table *t = find_table(s, table);
   if (!t)
     snprintf(err, errlen, "store %s: unknown table %u", s->dir, table);
@@ -755,9 +756,8 @@ static const struct store_table *table_or_err(const struct store *s,
 
 /* ---- pull ------------------------------------------------------------- */
 
-long store_pull(struct store *s, uint32_t table, size_t n,
-                const uint64_t *keys, const struct store_pull_out *out,
-                char *err, size_t errlen) {
+long store_pull(struct store *s, uint32_t table, size_t n, const uint64_t *keys,
+                const struct store_pull_out *out, char *err, size_t errlen) {
   const struct store_table *t = table_or_err(s, table, err, errlen);
   if (!t)
     return -1;
@@ -805,8 +805,8 @@ long store_pull(struct store *s, uint32_t table, size_t n,
 /* Changes r's stored prefix to k: the state is slot-major with stride p, so
  * it is re-laid with stride k; a grown tail gets the deterministic init and
  * fresh optimizer state. */
-static void resize_row(const struct store_table *t, uint64_t fid,
-                       struct row *r, unsigned k, float *tmp) {
+static void resize_row(const struct store_table *t, uint64_t fid, struct row *r,
+                       unsigned k, float *tmp) {
   const unsigned p = r->p, slots = row_slots(t->opt.kind);
   if (k == p)
     return;
@@ -823,8 +823,8 @@ static void resize_row(const struct store_table *t, uint64_t fid,
 }
 
 /* A fresh admitted row of full length D in r (buffers from s->work). */
-static void fresh_row(const struct store_table *t, uint64_t fid,
-                      struct row *r, uint64_t step) {
+static void fresh_row(const struct store_table *t, uint64_t fid, struct row *r,
+                      uint64_t step) {
   r->flags = 0;
   r->p = (uint16_t)t->dim;
   r->opt_step = 0;
@@ -1067,7 +1067,9 @@ int store_dense_pull(struct store *s, size_t off, size_t len, float *out,
   return 0;
 }
 
-int store_dense_loaded(const struct store *s) { return s->dense_loaded; }
+int store_dense_loaded(const struct store *s) {
+  return s->dense_loaded;
+}
 
 /* ---- stats and iteration ---------------------------------------------- */
 
@@ -1104,9 +1106,9 @@ int store_stats(struct store *s, struct store_stats *o, char *err,
   o->row_cache_rows = cs.rows;
   o->row_cache_hits = cs.hits;
   o->row_cache_misses = cs.misses;
-  o->row_cache_hit_rate =
-      cs.hits + cs.misses ? (double)cs.hits / (double)(cs.hits + cs.misses)
-                          : 0.0;
+  o->row_cache_hit_rate = cs.hits + cs.misses
+                              ? (double)cs.hits / (double)(cs.hits + cs.misses)
+                              : 0.0;
   o->expired = atomic_load(&s->expired);
   o->admitted = s->admitted;
   o->max_step = atomic_load(&s->max_step);

@@ -73,7 +73,10 @@
  *                    memtables to SST files. A crash loses every push since
  *                    the last store_flush, and may keep some of them (rows
  *                    evicted and flushed by RocksDB on its own): recover from
- *                    a checkpoint. The fast mode for training.
+ *                    a checkpoint. The fast mode for training. A failed
+ *                    write of evicted rows (disk full) loses those rows'
+ *                    latest updates; the error is returned by the call that
+ *                    evicted them.
  *   Dense state is written at store_flush/checkpoint/close in every mode.
  *
  * Errors: functions that can meet an outside fault (RocksDB, disk, a corrupt
@@ -109,12 +112,12 @@ struct store_table {
 
 struct store_options {
   const struct store_table *tables; /* borrowed during store_open */
-  size_t ntables;
-  size_t memory_mb;         /* total budget, see above; >= 4 */
-  enum store_wal wal;       /* durability, see above */
-  size_t dense_size;        /* floats in the dense shard; 0 = none */
-  struct sparse_opt dense;  /* dense Adam: lr, beta1, beta2, eps, decay */
-  int create_if_missing;    /* 0: refuse a directory that is not a store */
+  size_t ntables;                   /* entries in tables */
+  size_t memory_mb;                 /* total budget, see above; >= 4 */
+  enum store_wal wal;               /* durability, see above */
+  size_t dense_size;                /* floats in the dense shard; 0 = none */
+  struct sparse_opt dense; /* dense Adam: lr, beta1, beta2, eps, decay */
+  int create_if_missing;   /* 0: refuse a directory that is not a store */
 };
 
 struct store;
@@ -142,11 +145,11 @@ int store_close(struct store *s, char *err, size_t errlen);
  * previous p), so it must hold n * D floats. */
 enum { STORE_PULL_PENDING = 1 }; /* flags: not admitted, values are zeros */
 struct store_pull_out {
-  uint16_t *p;       /* [n] floats returned per key (stored prefix or D) */
-  uint32_t *count;   /* [n] occurrences seen (0 for unseen/expired) */
-  uint32_t *clicks;  /* [n] positive labels seen */
-  uint8_t *flags;    /* [n] STORE_PULL_*; may be NULL */
-  float *values;     /* [sum p] ragged values */
+  uint16_t *p;      /* [n] floats returned per key (stored prefix or D) */
+  uint32_t *count;  /* [n] occurrences seen (0 for unseen/expired) */
+  uint32_t *clicks; /* [n] positive labels seen */
+  uint8_t *flags;   /* [n] STORE_PULL_*; may be NULL */
+  float *values;    /* [sum p] ragged values */
 };
 
 /* Reads n keys of table. Admitted rows return their stored prefix; unseen
@@ -155,9 +158,8 @@ struct store_pull_out {
  * (pending keys carry their count and clicks). Read-only, except that rows
  * read from disk enter the cache. Returns the total floats written, or -1
  * (unknown table, corrupt stored row named by key, RocksDB error). */
-long store_pull(struct store *s, uint32_t table, size_t n,
-                const uint64_t *keys, const struct store_pull_out *out,
-                char *err, size_t errlen);
+long store_pull(struct store *s, uint32_t table, size_t n, const uint64_t *keys,
+                const struct store_pull_out *out, char *err, size_t errlen);
 
 /* One push to n distinct keys of table at global step `step`:
  *   gp[i]     floats of key i's gradient (ragged in grads, back to back);
@@ -215,24 +217,24 @@ int store_dense_pull(struct store *s, size_t off, size_t len, float *out,
 int store_dense_loaded(const struct store *s);
 
 struct store_stats {
-  uint64_t rows_estimate;     /* rocksdb.estimate-num-keys of "rows" */
-  uint64_t sst_bytes;         /* rocksdb.total-sst-files-size */
-  uint64_t live_bytes;        /* rocksdb.estimate-live-data-size */
-  uint64_t memtable_bytes;    /* rocksdb.cur-size-all-mem-tables */
+  uint64_t rows_estimate;            /* rocksdb.estimate-num-keys of "rows" */
+  uint64_t sst_bytes;                /* rocksdb.total-sst-files-size */
+  uint64_t live_bytes;               /* rocksdb.estimate-live-data-size */
+  uint64_t memtable_bytes;           /* rocksdb.cur-size-all-mem-tables */
   uint64_t pending_compaction_bytes; /* ...estimate-pending-compaction-bytes */
-  uint64_t write_stopped;     /* rocksdb.is-write-stopped (0/1) */
-  uint64_t delayed_write_rate; /* rocksdb.actual-delayed-write-rate, B/s;
-                                  nonzero while RocksDB stalls writes */
-  uint64_t block_cache_bytes; /* usage of the LRU block cache */
-  uint64_t block_cache_budget;
-  uint64_t row_cache_bytes;   /* see pserver/cache.h; <= row_cache_budget */
-  uint64_t row_cache_budget;
-  uint64_t row_cache_rows;
-  uint64_t row_cache_hits, row_cache_misses;
-  double row_cache_hit_rate;  /* hits / (hits + misses), 0 if none */
-  uint64_t expired;           /* rows dropped by the TTL filter */
-  uint64_t admitted;          /* rows admitted since open */
-  uint64_t max_step;          /* largest step seen (TTL clock) */
+  uint64_t write_stopped;            /* rocksdb.is-write-stopped (0/1) */
+  uint64_t delayed_write_rate;       /* rocksdb.actual-delayed-write-rate, B/s;
+                                        nonzero while RocksDB stalls writes */
+  uint64_t block_cache_bytes;        /* usage of the LRU block cache */
+  uint64_t block_cache_budget;       /* its capacity: memory_mb / 4 */
+  uint64_t row_cache_bytes;  /* see pserver/cache.h; <= row_cache_budget */
+  uint64_t row_cache_budget; /* memory_mb / 2 */
+  uint64_t row_cache_rows;   /* rows in the row cache */
+  uint64_t row_cache_hits, row_cache_misses; /* lookups since open */
+  double row_cache_hit_rate; /* hits / (hits + misses), 0 if none */
+  uint64_t expired;          /* rows dropped by the TTL filter */
+  uint64_t admitted;         /* rows admitted since open */
+  uint64_t max_step;         /* largest step seen (TTL clock) */
 };
 
 /* Cheap statistics (RocksDB properties and counters). Returns 0 or -1. */

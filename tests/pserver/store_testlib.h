@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 static inline int rm_one(const char *path, const struct stat *sb, int flag,
-                  struct FTW *ftw) {
+                         struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
   return remove(path);
 }
@@ -35,7 +35,7 @@ static inline char *temp_dir(char *buf) {
 }
 
 static inline struct store_table make_table(uint32_t id, unsigned dim,
-                                     enum row_opt opt) {
+                                            enum row_opt opt) {
   struct store_table t;
   memset(&t, 0, sizeof(t));
   t.id = id;
@@ -47,9 +47,10 @@ static inline struct store_table make_table(uint32_t id, unsigned dim,
   return t;
 }
 
-static inline struct store *open_with(const char *dir, const struct store_table *t,
-                               size_t nt, enum store_wal wal, size_t mb,
-                               size_t dense) {
+static inline struct store *open_with(const char *dir,
+                                      const struct store_table *t, size_t nt,
+                                      enum store_wal wal, size_t mb,
+                                      size_t dense) {
   struct store_options o;
   store_options_defaults(&o);
   o.tables = t;
@@ -75,8 +76,8 @@ struct pulled {
   long total;
 };
 
-static inline long pull_all(struct store *s, uint32_t table, unsigned dim, size_t n,
-                     const uint64_t *keys, struct pulled *r) {
+static inline long pull_all(struct store *s, uint32_t table, unsigned dim,
+                            size_t n, const uint64_t *keys, struct pulled *r) {
   r->p = calloc(n, sizeof(uint16_t));
   r->count = calloc(n, sizeof(uint32_t));
   r->clicks = calloc(n, sizeof(uint32_t));

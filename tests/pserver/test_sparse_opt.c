@@ -115,8 +115,8 @@ static void test_ftrl_per_coordinate(void **state) {
   for (int k = 1; k <= 3; k++) {
     sparse_opt_apply(&o, &f.r, gc, (uint64_t)k);
     assert_true(f.w[0] == 0.0f);
-    assert_float_equal(f.st[0], k * 0.3, 1e-6);      /* z */
-    assert_float_equal(f.st[P], k * 0.09, 1e-6);     /* n */
+    assert_float_equal(f.st[0], k * 0.3, 1e-6);  /* z */
+    assert_float_equal(f.st[P], k * 0.09, 1e-6); /* n */
   }
   sparse_opt_apply(&o, &f.r, gc, 4);
   assert_float_equal(f.w[0], -(1.2 - 1.0) / ((1.0 + 0.6) / 0.1 + 0.5), 1e-6);
@@ -130,8 +130,9 @@ static void test_ftrl_per_coordinate(void **state) {
       double sigma = (sqrt(n + (double)g[j] * g[j]) - sqrt(n)) / 0.1;
       z += g[j] - sigma * w;
       n += (double)g[j] * g[j];
-      w = fabs(z) <= 1.0 ? 0.0
-                         : -(z - copysign(1.0, z)) / ((1.0 + sqrt(n)) / 0.1 + 0.5);
+      w = fabs(z) <= 1.0
+              ? 0.0
+              : -(z - copysign(1.0, z)) / ((1.0 + sqrt(n)) / 0.1 + 0.5);
     }
     assert_float_equal(f.w[j], w, 1e-5);
   }

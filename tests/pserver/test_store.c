@@ -38,7 +38,9 @@ static const char *sub(const char *name) {
   return b;
 }
 
-static uint64_t key_of(int i) { return 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1); }
+static uint64_t key_of(int i) {
+  return 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+}
 
 static void test_unseen_rows_are_deterministic(void **state) {
   (void)state;
@@ -118,7 +120,8 @@ static double expect(enum row_opt opt, double w0, double g, int steps) {
     case ROW_OPT_ADAM:
       m = 0.9 * m + 0.1 * g;
       v = 0.999 * v + 0.001 * g * g;
-      w -= 0.01 * (m / (1 - pow(0.9, k))) / (sqrt(v / (1 - pow(0.999, k))) + 1e-8);
+      w -= 0.01 * (m / (1 - pow(0.9, k))) /
+           (sqrt(v / (1 - pow(0.999, k))) + 1e-8);
       break;
     case ROW_OPT_FTRL: {
       double sigma = (sqrt(n + g * g) - sqrt(n)) / 0.05;
@@ -391,9 +394,8 @@ static void test_dense_adam(void **state) {
   for (int k = 0; k < STEPS; k++) {
     /* two halves, pushed by offset + length, as two workers would */
     assert_int_equal(store_dense_push(s, 0, 20000, g, err, sizeof(err)), 0);
-    assert_int_equal(store_dense_push(s, 20000, N - 20000, g + 20000, err,
-                                      sizeof(err)),
-                     0);
+    assert_int_equal(
+        store_dense_push(s, 20000, N - 20000, g + 20000, err, sizeof(err)), 0);
   }
   assert_int_equal(store_dense_pull(s, 0, N, out, err, sizeof(err)), 0);
   for (int i = 0; i < N; i += 997) {
@@ -401,7 +403,8 @@ static void test_dense_adam(void **state) {
     for (int k = 1; k <= STEPS; k++) {
       m = 0.9 * m + 0.1 * g[i];
       v = 0.999 * v + 0.001 * (double)g[i] * g[i];
-      w -= 0.01 * (m / (1 - pow(0.9, k))) / (sqrt(v / (1 - pow(0.999, k))) + 1e-8);
+      w -= 0.01 * (m / (1 - pow(0.9, k))) /
+           (sqrt(v / (1 - pow(0.999, k))) + 1e-8);
     }
     assert_float_equal(out[i], w, 1e-5);
   }
@@ -418,7 +421,8 @@ static void test_dense_adam(void **state) {
     for (int k = 1; k <= STEPS + 1; k++) {
       m = 0.9 * m + 0.1 * g[i];
       v = 0.999 * v + 0.001 * (double)g[i] * g[i];
-      w -= 0.01 * (m / (1 - pow(0.9, k))) / (sqrt(v / (1 - pow(0.999, k))) + 1e-8);
+      w -= 0.01 * (m / (1 - pow(0.9, k))) /
+           (sqrt(v / (1 - pow(0.999, k))) + 1e-8);
     }
     assert_float_equal(out[i], w, 1e-5);
   }
@@ -451,8 +455,7 @@ static void test_checkpoint(void **state) {
   assert_int_equal(store_checkpoint(s, sub("ck-1"), err, sizeof(err)), 0);
   /* an existing directory is refused, with a message that says so */
   mkdir(sub("ck-exists"), 0755);
-  assert_int_equal(store_checkpoint(s, sub("ck-exists"), err, sizeof(err)),
-                   -1);
+  assert_int_equal(store_checkpoint(s, sub("ck-exists"), err, sizeof(err)), -1);
   assert_non_null(strstr(err, "already exists"));
   assert_int_equal(store_checkpoint(s, sub("ck-1"), err, sizeof(err)), -1);
   /* the source goes on training, untouched by the checkpoint */
@@ -586,9 +589,9 @@ static void test_corrupt_rows_and_bad_pushes(void **state) {
   assert_int_equal(store_pull(s, 6, 2, both, &out, err, sizeof(err)), -1);
   assert_non_null(strstr(err, "key 0x"));
   assert_non_null(strstr(err, "shorter than"));
-  assert_int_equal(store_push(s, 6, 2, both, NULL, g, NULL, NULL, NULL, 2, err,
-                              sizeof(err)),
-                   -1);
+  assert_int_equal(
+      store_push(s, 6, 2, both, NULL, g, NULL, NULL, NULL, 2, err, sizeof(err)),
+      -1);
   /* a well-formed row of another optimizer */
   uint8_t buf[256];
   float v[D] = {0}, st[2 * D] = {0};
@@ -600,19 +603,19 @@ static void test_corrupt_rows_and_bad_pushes(void **state) {
 
   /* malformed pushes change nothing */
   uint64_t dup[2] = {good, good};
-  assert_int_equal(store_push(s, 6, 2, dup, NULL, g, NULL, NULL, NULL, 3, err,
-                              sizeof(err)),
-                   -1);
+  assert_int_equal(
+      store_push(s, 6, 2, dup, NULL, g, NULL, NULL, NULL, 3, err, sizeof(err)),
+      -1);
   assert_non_null(strstr(err, "twice"));
   uint16_t np = 2;
-  assert_int_equal(store_push(s, 6, 1, &good, NULL, g, &np, NULL, NULL, 3, err,
-                              sizeof(err)),
-                   -1);
+  assert_int_equal(
+      store_push(s, 6, 1, &good, NULL, g, &np, NULL, NULL, 3, err, sizeof(err)),
+      -1);
   assert_non_null(strstr(err, "not amtl"));
   uint16_t gp = D + 1;
-  assert_int_equal(store_push(s, 6, 1, &good, &gp, g, NULL, NULL, NULL, 3, err,
-                              sizeof(err)),
-                   -1);
+  assert_int_equal(
+      store_push(s, 6, 1, &good, &gp, g, NULL, NULL, NULL, 3, err, sizeof(err)),
+      -1);
   assert_int_equal(store_push(s, 99, 1, &good, NULL, g, NULL, NULL, NULL, 3,
                               err, sizeof(err)),
                    -1);

@@ -68,7 +68,7 @@ static void test_cache_bound_and_writeback(void **state) {
   }
   struct cache_stats st;
   cache_get_stats(c, &st);
-  assert_true(st.evicted > 1000);          /* the bound was really hit */
+  assert_true(st.evicted > 1000); /* the bound was really hit */
   assert_true(st.hits > 0 && st.misses > 0);
   cache_flush(c);
   /* now the disk holds the latest version of every key ever put */
@@ -137,7 +137,10 @@ static void test_table_five_times_the_cache(void **state) {
         assert_int_equal(p.count[i], PASSES);
         for (int j = 0; j < D; j++) {
           float gj = g[i * D + j];
-          double want = init[j] - PASSES * 0.01 * (gj > 0 ? 1 : gj < 0 ? -1 : 0);
+          double want = init[j] - PASSES * 0.01 *
+                                      (gj > 0   ? 1
+                                       : gj < 0 ? -1
+                                                : 0);
           assert_float_equal(p.values[p.off[i] + j], want, 1e-5);
         }
       }

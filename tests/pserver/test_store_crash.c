@@ -51,8 +51,8 @@ static void child(const char *dir, enum store_wal wal, int flush) {
     _exit(2);
   char err[256];
   for (int step = 1; step <= STEPS; step++)
-    if (store_push(s, 1, N, keys, NULL, grads, NULL, NULL, NULL,
-                   (uint64_t)step, err, sizeof(err)) < 0)
+    if (store_push(s, 1, N, keys, NULL, grads, NULL, NULL, NULL, (uint64_t)step,
+                   err, sizeof(err)) < 0)
       _exit(3);
   if (flush && store_flush(s, err, sizeof(err)) < 0)
     _exit(4);
@@ -91,10 +91,9 @@ static int trained(const char *dir) {
     store_init_values(s, 1, keys[i], init, D);
     assert_int_equal(p.count[i], done ? STEPS : 0);
     for (int j = 0; j < D; j++)
-      assert_float_equal(p.values[p.off[i] + j],
-                         done ? init[j] - STEPS * 0.01 * grads[i * D + j]
-                              : init[j],
-                         1e-5);
+      assert_float_equal(
+          p.values[p.off[i] + j],
+          done ? init[j] - STEPS * 0.01 * grads[i * D + j] : init[j], 1e-5);
   }
   pulled_free(&p);
   char err[256];
