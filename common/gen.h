@@ -30,7 +30,7 @@
  *   p     = sigmoid(logit), rounded to a multiple of 1/GEN_PROB_LEVELS
  *   label = 1 with probability exactly p
  *
- * `bias` is calibrated at gen_new so the CTR is GEN_TARGET_CTR (on 16384
+ * `bias` is calibrated at gen_new so the CTR is GEN_TARGET_CTR (on 8192
  * rows of a calibration stream). Because p is quantised, the Bayes-optimal
  * AUC of the rows (p against the labels, ties counted 1/2) is computed
  * exactly from two histograms (struct gen_stats), for billions of rows.

@@ -287,12 +287,6 @@ int main(int argc, char **argv) {
     parse_split(split_spec, &sp);
 
   char err[512];
-  struct gen *g = gen_new(seed, scale, err, sizeof(err));
-  if (!g) {
-    fprintf(stderr, "maskps-gen: %s\n", err);
-    return EXIT_USAGE;
-  }
-
   struct gen_out outs[GEN_MAX_SPLITS];
   char paths[GEN_MAX_SPLITS][4096];
   int rc = 0;
@@ -300,7 +294,6 @@ int main(int argc, char **argv) {
   if (split_spec) {
     if (mkdir_p(out_dir, err, sizeof(err)) != 0) {
       fprintf(stderr, "maskps-gen: %s\n", err);
-      gen_free(g);
       return 1;
     }
   }
@@ -326,6 +319,12 @@ int main(int argc, char **argv) {
       }
     }
     opened++;
+  }
+  /* After the files: a bad path fails at once, not after the tables. */
+  struct gen *g = NULL;
+  if (rc == 0 && !(g = gen_new(seed, scale, err, sizeof(err)))) {
+    fprintf(stderr, "maskps-gen: %s\n", err);
+    rc = EXIT_USAGE;
   }
 
   double t0 = clock_sec(), sec = 0;
