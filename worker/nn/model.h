@@ -1,0 +1,132 @@
+/*
+ * model: the interface every dense CTR model of maskps implements, and the
+ * one place that builds a model by name.
+ *
+ * A model maps a batch of field embeddings to one logit per example:
+ *
+ *   E (B, F*D)  [+ w (B, F): the 1-dim LR embeddings, for LR/FM/DeepFM]
+ *        -> logits (B)
+ *
+ * and back: given dlogits (B), it ACCUMULATES (+=) the gradients of its own
+ * parameters (in the struct params it registered them in) and of its inputs
+ * (dE, dw). The loss is not part of the model (nn_logloss_* in ops.h), nor
+ * are the embeddings (rows live on the pserver) nor the AMTL layer, which
+ * sits in front of any model (nn/amtl.h).
+ *
+ * Lifecycle:
+ *   struct params *p = params_new();
+ *   struct model *m = model_new(&opts, F, D, Bmax, p, err, sizeof err);
+ *   params_alloc(p, seed);            // the model's tensors get their init
+ *   model_forward(m, E, w, logits, B, true);  // train mode
+ *   model_backward(m, dlogits, dE, dw, B);    // after forward of that batch
+ *   model_free(m); params_free(p);
+ *
+ * model_new registers every tensor of the model in p by the name the PyTorch
+ * fixtures use (tests/nn/README.md "Tensor names"), with the training init
+ * of MODELS.md (Xavier-normal weights, zero biases, LayerNorm gamma 1), so
+ * a fixture's parameters copy in by name and a checkpoint is the flat
+ * vector. Activations and caches live in the model, sized for Bmax rows:
+ * forward and backward with B <= Bmax need no allocation. A model holds
+ * the activations of its last forward; backward must follow the forward of
+ * the same batch (one model per thread).
+ *
+ * Errors: an unknown model name, options that do not fit the model
+ * (hidden_units empty for a DNN, reduction ratio <= 0, ...) are outside
+ * faults: model_new returns NULL with the reason in err. A shape mismatch
+ * after construction (B > Bmax) is our bug and CHECKed.
+ */
+#ifndef MASKPS_NN_MODEL_H
+#define MASKPS_NN_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct params;
+
+#define MODEL_MAX_LAYERS 16
+
+enum model_kind {
+  MODEL_LR,
+  MODEL_FM,
+  MODEL_DNN,
+  MODEL_DEEPFM,
+  MODEL_DCN,
+  MODEL_DCNV2,
+  MODEL_EDCN,
+  MODEL_SERMASKNET,
+  MODEL_PARAMASKNET,
+  MODEL_MASKFUSION,
+  MODEL_KIND_COUNT_
+};
+
+enum model_dcnv2_structure {
+  MODEL_CROSSNET_ONLY,
+  MODEL_STACKED,
+  MODEL_PARALLEL
+};
+enum model_bridge { MODEL_BRIDGE_HADAMARD, MODEL_BRIDGE_ADD, MODEL_BRIDGE_CONCAT };
+
+/* Everything that shapes a model. Fields a model does not use are ignored.
+ * model_options_default() fills MODELS.md's defaults; model_options_from_
+ * config() maps a config's model section onto this. */
+struct model_options {
+  enum model_kind kind;
+  int hidden[MODEL_MAX_LAYERS]; /* MLP hidden widths (DNN, DCN deep part, ...) */
+  int nhidden;
+  float dropout;       /* on hidden layers, train mode only; 0 = off */
+  uint64_t dropout_seed;
+  int cross_layers;    /* DCN, DCNv2, EDCN: L */
+  enum model_dcnv2_structure dcnv2_structure;
+  int low_rank;        /* DCNv2: 0 = full rank W, else rank R of the mixture */
+  int num_experts;     /* DCNv2 mixture: K */
+  enum model_bridge bridge; /* EDCN */
+  float temperature;   /* EDCN regulation softmax: tau */
+  bool cross_residual; /* EDCN: keep c_l in the cross layer (MODELS.md) or
+                          drop it (FuxiCTR) */
+  int num_blocks;      /* MaskNet: blocks (serial) or u (parallel) */
+  int block_dim[MODEL_MAX_LAYERS]; /* MaskNet: output width of each block */
+  float reduction_ratio;           /* MaskNet: r */
+  bool emb_layernorm, net_layernorm; /* MaskNet */
+};
+
+struct model;
+
+/* MODELS.md's defaults for a kind. */
+void model_options_default(struct model_options *o, enum model_kind kind);
+/* Reads cfg's model section. Returns 0, or -1 with err set. */
+int model_options_from_config(struct model_options *o,
+                              const struct config *cfg, char *err,
+                              size_t errlen);
+/* "lr", "dnn", "sermasknet", ...; "?" for an unknown kind. */
+const char *model_kind_name(enum model_kind k);
+/* The kind called name; -1 if none (the caller lists the valid names). */
+int model_kind_parse(const char *name);
+
+/* Builds a model for F fields of D floats and batches up to Bmax rows,
+ * registering its tensors in params (which must not be allocated yet).
+ * Returns NULL with the reason in err for options that do not fit.
+ * Caller owns the result; free with model_free(). */
+struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
+                        struct params *params, char *err, size_t errlen);
+void model_free(struct model *m);
+
+/* True if the model takes w (B, F), the 1-dim LR embeddings. */
+bool model_uses_lr_weights(const struct model *m);
+
+/* logits (B) from E (B, F*D) and w (B, F) (NULL unless
+ * model_uses_lr_weights). train: dropout on, BatchNorm on batch stats. */
+void model_forward(struct model *m, const float *E, const float *w,
+                   float *logits, int B, bool train);
+
+/* Accumulates parameter gradients (in params) and dE (B, F*D), dw (B, F)
+ * from dlogits (B). dE / dw may be NULL when nobody needs them. */
+void model_backward(struct model *m, const float *dlogits, float *dE,
+                    float *dw, int B);
+
+/* Multiply-adds of one forward pass per example (for throughput as a
+ * fraction of the sgemm roofline); backward is about twice that. */
+double model_flops_per_example(const struct model *m);
+
+#endif
