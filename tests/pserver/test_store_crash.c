@@ -133,6 +133,9 @@ static void test_wal_off_loses_unflushed_pushes(void **state) {
 }
 
 int main(int argc, char **argv) {
+  /* A hang (a child stuck in RocksDB) fails the test instead of blocking
+   * CTest; the alarm survives exec, so it covers the child too. */
+  alarm(120);
   if (argc == 5 && strcmp(argv[1], "--child") == 0) {
     setup(NULL);
     rm_tree(root); /* the child's own temp dir is not needed */
