@@ -628,11 +628,46 @@ static void test_corrupt_rows_and_bad_pushes(void **state) {
   store_close(s, err, sizeof(err));
 }
 
+/* Lazy decay and the DIN term through the store: last_step and count live
+ * in the row, so they survive a restart. */
+static void test_lazy_decay_through_store(void **state) {
+  (void)state;
+  enum { D = 4 };
+  struct store_table t = make_table(9, D, ROW_OPT_SGD);
+  t.opt.lr = 0.1f;
+  t.opt.weight_decay = 0.5f;
+  t.opt.lazy_decay = 1;
+  t.opt.freq_l2 = 0.2f;
+  struct store *s = open_with(sub("decay"), &t, 1, STORE_WAL_SYNC, 16, 0);
+  uint64_t k = key_of(3);
+  float g[D] = {0.5f, -0.5f, 1.0f, 0.0f}, w0[D];
+  uint32_t four = 4;
+  store_init_values(s, 9, k, w0, D);
+  char err[256];
+  store_push(s, 9, 1, &k, NULL, g, NULL, &four, NULL, 1, err, sizeof(err));
+  store_close(s, err, sizeof(err));
+  s = open_with(sub("decay"), &t, 1, STORE_WAL_SYNC, 16, 0);
+  store_push(s, 9, 1, &k, NULL, g, NULL, &four, NULL, 11, err, sizeof(err));
+  struct pulled p;
+  pull_all(s, 9, D, 1, &k, &p);
+  for (int j = 0; j < D; j++) {
+    /* step 1: count 4, one decay; step 11: count 8, ten decays. The DIN
+     * term uses the weight before the decay. */
+    double w1 = w0[j] * 0.95 - 0.1 * (g[j] + 0.2 / 4 * w0[j]);
+    double w = w1 * pow(0.95, 10) - 0.1 * (g[j] + 0.2 / 8 * w1);
+    assert_float_equal(p.values[j], w, 1e-6);
+  }
+  assert_int_equal(p.count[0], 8);
+  pulled_free(&p);
+  store_close(s, err, sizeof(err));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_unseen_rows_are_deterministic),
       cmocka_unit_test(test_optimizers_through_store),
       cmocka_unit_test(test_admission),
+      cmocka_unit_test(test_lazy_decay_through_store),
       cmocka_unit_test(test_ttl_expiry),
       cmocka_unit_test(test_amtl_prefixes),
       cmocka_unit_test(test_dense_adam),
