@@ -1,0 +1,339 @@
+/*
+ * maskps-pserver: one parameter server shard. Opens its RocksDB store,
+ * binds a ROUTER and serves pulls and pushes (pserver/server.h) until a
+ * SHUTDOWN request, SIGTERM or SIGINT; then it flushes and closes the store.
+ * Exit status: 0 after a clean shutdown, 1 a runtime failure (the message
+ * says what and where), 2 a usage or config error.
+ */
+#include "common/check.h"
+#include "common/config.h"
+#include "common/logger.h"
+#include "common/net.h"
+#include "common/ps.h"
+#include "pserver/ps_local.h"
+#include "pserver/server.h"
+#include "pserver/store.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define DEFAULT_TABLES 39 /* Criteo: 13 numeric + 26 categorical fields */
+
+static const char USAGE[] =
+    "usage: maskps-pserver --config FILE --rank R [--set section.key=value "
+    "...]\n"
+    "                      [--endpoint tcp://HOST:PORT] [--tables N]\n"
+    "                      [--dense-floats N] [--db DIR]\n"
+    "Try 'maskps-pserver --help' for more.\n";
+
+static const char HELP[] =
+    "maskps-pserver: one shard of maskps's parameter server.\n"
+    "\n"
+    "A run has cluster.pservers shards. Shard R holds the embedding rows\n"
+    "whose feature id hashes to R (jump consistent hash over the shard\n"
+    "count), in its own RocksDB directory, applies the sparse optimizer to\n"
+    "every row pushed to it, and holds block R of the flat dense vector\n"
+    "(contiguous blocks, the first ones one float longer when the length\n"
+    "does not divide) with its Adam state. Workers reach it over ZeroMQ.\n"
+    "The launcher ('maskps') normally starts it; run it by hand to debug.\n"
+    "\n"
+    "Options:\n"
+    "  --config FILE        the run's YAML config (see configs/README.md)\n"
+    "  --rank R             this shard's index, 0 .. cluster.pservers-1\n"
+    "  --set S.K=V          override one config key (repeatable), e.g.\n"
+    "                       --set pserver.memory_mb=512\n"
+    "  --endpoint EP        where to listen (default: tcp://cluster.host:\n"
+    "                       cluster.base_port+R); tcp://0.0.0.0:27000 for\n"
+    "                       all interfaces\n"
+    "  --tables N           sparse tables 0..N-1, one per field, all with\n"
+    "                       the embedding and optimizer sections' settings\n"
+    "                       (default 39, Criteo's fields)\n"
+    "  --dense-floats N     length of the whole dense vector (the model's\n"
+    "                       parameter count); 0 = no dense shard (default)\n"
+    "  --db DIR             store directory (default: pserver.db_dir, or\n"
+    "                       train.run_dir/db, plus /shard-R)\n"
+    "  --help               this text\n"
+    "\n"
+    "Keys it reads: cluster.pservers, cluster.workers (a sync-mode BARRIER\n"
+    "waits for that many workers), cluster.host, cluster.base_port,\n"
+    "pserver.memory_mb and pserver.wal (durability: sync, async, off),\n"
+    "embedding.*, optimizer.*, train.seed (initial rows), train.run_dir,\n"
+    "log.level, log.jsonl (records in run_dir/logs/pserver-R.jsonl),\n"
+    "security.curve (secret key read from keys_dir/pserver-R.secret: 40\n"
+    "Z85 characters, as the launcher writes them).\n"
+    "\n"
+    "Stopping: send SHUTDOWN (the launcher does), or SIGTERM / SIGINT; it\n"
+    "stops taking requests, flushes every row and the dense block to disk\n"
+    "and exits 0. Restarted on the same directory, it continues from there.\n"
+    "\n"
+    "Examples:\n"
+    "  maskps-pserver --config configs/demo.yaml --rank 0 \\\n"
+    "      --set cluster.pservers=2 --dense-floats 120000\n"
+    "  maskps-pserver --config run.yaml --rank 1 --endpoint "
+    "tcp://0.0.0.0:27001\n";
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig) {
+  (void)sig;
+  stop_flag = 1;
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "maskps-pserver: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n%s", USAGE);
+  return 2;
+}
+
+/* mkdir -p; returns 0 or -1 with errno set. */
+static int make_dirs(const char *path) {
+  char *p = xstrdup(path);
+  for (char *q = p + 1; *q; q++) {
+    if (*q != '/')
+      continue;
+    *q = 0;
+    if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+      free(p);
+      return -1;
+    }
+    *q = '/';
+  }
+  int rc = mkdir(p, 0755) < 0 && errno != EEXIST ? -1 : 0;
+  free(p);
+  return rc;
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-')
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* Reads the CURVE secret key of this pserver. */
+static int read_key(const char *path, struct net_keypair *kp, char *err,
+                    size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(err, errlen, "cannot open CURVE key %s: %s", path,
+             strerror(errno));
+    return -1;
+  }
+  memset(kp, 0, sizeof(*kp));
+  size_t n = fread(kp->sec, 1, NET_KEY_LEN, f);
+  fclose(f);
+  kp->sec[n] = 0;
+  if (n != NET_KEY_LEN || net_keypair_from_secret(kp, err, errlen) < 0) {
+    snprintf(err, errlen,
+             "%s: not a CURVE secret key (expected %d Z85 characters)", path,
+             NET_KEY_LEN);
+    return -1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *config_path = NULL, *endpoint = NULL, *db = NULL;
+  uint64_t rank = UINT64_MAX, ntables = DEFAULT_TABLES, dense = 0;
+  const char **sets = xcalloc((size_t)argc, sizeof(char *));
+  size_t nsets = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(HELP, stdout);
+      free(sets);
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      free(sets);
+      return usage_error("%s needs a value (or is unknown)", a);
+    }
+    const char *v = argv[++i];
+    int bad = 0;
+    if (!strcmp(a, "--config"))
+      config_path = v;
+    else if (!strcmp(a, "--rank"))
+      bad = parse_u64(v, &rank);
+    else if (!strcmp(a, "--set"))
+      sets[nsets++] = v;
+    else if (!strcmp(a, "--endpoint"))
+      endpoint = v;
+    else if (!strcmp(a, "--tables"))
+      bad = parse_u64(v, &ntables) || ntables == 0 ||
+            ntables > STORE_MAX_TABLES;
+    else if (!strcmp(a, "--dense-floats"))
+      bad = parse_u64(v, &dense);
+    else if (!strcmp(a, "--db"))
+      db = v;
+    else {
+      free(sets);
+      return usage_error("unknown option %s", a);
+    }
+    if (bad) {
+      free(sets);
+      return usage_error("bad value for %s", a);
+    }
+  }
+  if (!config_path || rank == UINT64_MAX) {
+    free(sets);
+    return usage_error("%s", "--config and --rank are required");
+  }
+
+  char err[8192];
+  struct config *cfg = config_new();
+  int rc = config_read_file(cfg, config_path, err, sizeof(err));
+  for (size_t i = 0; rc == 0 && i < nsets; i++)
+    rc = config_set(cfg, sets[i], err, sizeof(err));
+  free(sets);
+  if (rc == 0)
+    rc = config_validate(cfg, err, sizeof(err));
+  if (rc != 0) {
+    fprintf(stderr, "maskps-pserver: %s\n", err);
+    config_free(cfg);
+    return 2;
+  }
+  const uint64_t S = (uint64_t)cfg->cluster.pservers;
+  if (S == 0 || rank >= S) {
+    fprintf(stderr,
+            "maskps-pserver: rank %llu but cluster.pservers is %llu%s\n",
+            (unsigned long long)rank, (unsigned long long)S,
+            S == 0 ? " (embedded mode: no pserver runs; set "
+                     "cluster.pservers >= 1)"
+                   : " (ranks are 0 .. pservers-1)");
+    config_free(cfg);
+    return 2;
+  }
+
+  /* Logger: human lines on stderr, records in run_dir/logs. */
+  char path[4096];
+  const char *jsonl = NULL;
+  if (cfg->log.jsonl) {
+    snprintf(path, sizeof(path), "%s/logs", cfg->train.run_dir);
+    if (make_dirs(path) == 0) {
+      snprintf(path, sizeof(path), "%s/logs/pserver-%llu.jsonl",
+               cfg->train.run_dir, (unsigned long long)rank);
+      jsonl = path;
+    }
+  }
+  struct logger *lg = logger_new("pserver", (int)rank, jsonl, cfg->log.level,
+                                 err, sizeof(err));
+  if (!lg) {
+    fprintf(stderr, "maskps-pserver: %s\n", err);
+    config_free(cfg);
+    return 1;
+  }
+
+  /* The store. */
+  char dir[4096];
+  if (db)
+    snprintf(dir, sizeof(dir), "%s", db);
+  else if (cfg->pserver.db_dir[0])
+    snprintf(dir, sizeof(dir), "%s/shard-%llu", cfg->pserver.db_dir,
+             (unsigned long long)rank);
+  else
+    snprintf(dir, sizeof(dir), "%s/db/shard-%llu", cfg->train.run_dir,
+             (unsigned long long)rank);
+  if (make_dirs(dir) < 0) {
+    logger_error(lg, "cannot create store directory %s: %s", dir,
+                 strerror(errno));
+    logger_free(lg);
+    config_free(cfg);
+    return 1;
+  }
+  struct store_table *tables = xcalloc(ntables, sizeof(*tables));
+  ps_local_tables_from_config(cfg, (uint32_t)ntables, tables);
+  struct store_options so;
+  ps_local_store_options(cfg, dense, (uint32_t)S, (uint32_t)rank, &so);
+  so.tables = tables;
+  so.ntables = ntables;
+  struct store *st = store_open(dir, &so, err, sizeof(err));
+  if (!st) {
+    logger_error(lg, "%s", err);
+    free(tables);
+    logger_free(lg);
+    config_free(cfg);
+    return 1;
+  }
+
+  /* The server. */
+  char ep[512];
+  if (endpoint)
+    snprintf(ep, sizeof(ep), "%s", endpoint);
+  else
+    snprintf(ep, sizeof(ep), "tcp://%s:%llu", cfg->cluster.host,
+             (unsigned long long)(cfg->cluster.base_port + (int64_t)rank));
+  struct net_keypair kp;
+  struct net_opts nopts = {0};
+  int status = 0;
+  if (cfg->security.curve) {
+    char kpath[4096];
+    if (cfg->security.keys_dir[0])
+      snprintf(kpath, sizeof(kpath), "%s/pserver-%llu.secret",
+               cfg->security.keys_dir, (unsigned long long)rank);
+    else
+      snprintf(kpath, sizeof(kpath), "%s/keys/pserver-%llu.secret",
+               cfg->train.run_dir, (unsigned long long)rank);
+    if (read_key(kpath, &kp, err, sizeof(err)) < 0) {
+      logger_error(lg, "%s", err);
+      status = 1;
+    }
+    nopts.curve_self = &kp;
+  }
+  struct server_opts o = {
+      .endpoint = ep,
+      .rank = (uint32_t)rank,
+      .nshards = (uint32_t)S,
+      .workers = (uint32_t)cfg->cluster.workers,
+      .dense_total = dense,
+      .tables = tables,
+      .ntables = ntables,
+      .net = cfg->security.curve ? &nopts : NULL,
+      .log = lg,
+  };
+  struct server *srv =
+      status ? NULL : server_new(st, &o, err, sizeof(err));
+  if (!status && !srv) {
+    logger_error(lg, "%s", err);
+    status = 1;
+  }
+  if (srv) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    logger_info(lg, "store %s: %llu tables of dim %lld, dense block of %zu "
+                "floats (%s)", dir, (unsigned long long)ntables,
+                (long long)cfg->embedding.dim, so.dense_size,
+                store_dense_loaded(st) ? "loaded" : "zeros");
+    if (server_run(srv, &stop_flag, err, sizeof(err)) < 0) {
+      logger_error(lg, "%s", err);
+      status = 1;
+    }
+    char *json = server_stats_json(srv, err, sizeof(err));
+    if (json) {
+      logger_record_json(lg, 0, "pserver_stats", json + 1);
+      free(json);
+    }
+    server_free(srv);
+  }
+  if (store_close(st, err, sizeof(err)) < 0) {
+    logger_error(lg, "closing the store: %s", err);
+    status = 1;
+  } else if (status == 0) {
+    logger_info(lg, "store %s closed; bye", dir);
+  }
+  free(tables);
+  logger_free(lg);
+  config_free(cfg);
+  return status;
+}

@@ -1,0 +1,321 @@
+/* Distributed sync mode matches embedded mode: one worker's sequence of
+ * pulls, pushes, dense pulls/pushes and barriers through ps_net against two
+ * pservers (threads, real tcp sockets) gives the same rows, stats and dense
+ * values, bit for bit, as ps_local over two in-process stores fed the same
+ * sequence. Tables cover what changes the wire: a plain Adam table, an AMTL
+ * Adagrad table with admission (pending keys pull as plen 0) and ragged
+ * prefixes; the dense vector does not divide evenly over the shards. */
+#include "common/check.h"
+#include "common/keys.h"
+#include "common/ps.h"
+#include "ps_testlib.h"
+#include "pserver/ps_local.h"
+#include "worker/ps_net.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define NS 2
+#define STEPS 25
+#define BATCH 700  /* distinct keys per push */
+#define POOL 4000  /* key universe per table */
+#define DENSE 1001 /* odd: blocks of 501 and 500 */
+
+static uint64_t rng_state = 42;
+static uint64_t rnd(void) {
+  rng_state += 0x9e3779b97f4a7c15ull;
+  return keys_mix64(rng_state);
+}
+static float rnd_unit(void) { return (float)(rnd() >> 40) / (float)(1 << 24); }
+
+/* Key i of a table's pool: spread over the 64-bit space like real ids. */
+static uint64_t pool_key(uint32_t table, uint64_t i) {
+  return keys_mix64(i * 1000003u + table);
+}
+
+struct both {
+  struct ps *net, *local;
+};
+
+/* Pulls through both and asserts identical output; returns the local
+ * result in r (caller frees arrays). */
+static void pull_both(struct both *b, uint32_t table, unsigned dim,
+                      uint64_t step, size_t n, const uint64_t *keys,
+                      struct ps_rows *r) {
+  struct ps_rows q = {calloc(n, 2), calloc(n, 4), calloc(n, 4),
+                      calloc(n * dim + 1, 4), n * dim};
+  *r = (struct ps_rows){calloc(n, 2), calloc(n, 4), calloc(n, 4),
+                        calloc(n * dim + 1, 4), n * dim};
+  char err[1024];
+  long a = ps_pull(b->net, table, step, n, keys, &q, err, sizeof(err));
+  if (a < 0)
+    fail_msg("net pull: %s", err);
+  long c = ps_pull(b->local, table, step, n, keys, r, err, sizeof(err));
+  if (c < 0)
+    fail_msg("local pull: %s", err);
+  assert_int_equal(a, c);
+  assert_memory_equal(q.plen, r->plen, n * 2);
+  assert_memory_equal(q.count, r->count, n * 4);
+  assert_memory_equal(q.clicks, r->clicks, n * 4);
+  if (a > 0)
+    assert_memory_equal(q.vals, r->vals, (size_t)a * 4);
+  free(q.plen);
+  free(q.count);
+  free(q.clicks);
+  free(q.vals);
+}
+
+static void rows_free(struct ps_rows *r) {
+  free(r->plen);
+  free(r->count);
+  free(r->clicks);
+  free(r->vals);
+}
+
+static void test_net_equals_local(void **state) {
+  (void)state;
+  struct store_table tables[2];
+  tables[0] = make_table(3, 8, ROW_OPT_ADAM);
+  tables[1] = make_table(7, 16, ROW_OPT_ADAGRAD);
+  tables[1].amtl = 1;
+  tables[1].amtl_warmup_steps = 5;
+  tables[1].min_count = 2;
+
+  char dirs[2 * NS][64];
+  struct test_server ts[NS];
+  const char *eps[NS];
+  for (uint32_t s = 0; s < NS; s++) {
+    memset(&ts[s], 0, sizeof(ts[s]));
+    ts[s] = (struct test_server){.dir = temp_dir(dirs[s]),
+                                 .tables = tables,
+                                 .ntables = 2,
+                                 .rank = s,
+                                 .S = NS,
+                                 .W = 1,
+                                 .dense_total = DENSE,
+                                 .wal = STORE_WAL_OFF};
+    assert_int_equal(ts_start(&ts[s]), 0);
+    eps[s] = ts[s].endpoint;
+  }
+  struct store *stores[NS];
+  for (uint32_t s = 0; s < NS; s++) {
+    struct store_options o =
+        ts_options(tables, 2, DENSE, NS, s, STORE_WAL_OFF);
+    char err[512];
+    stores[s] = store_open(temp_dir(dirs[NS + s]), &o, err, sizeof(err));
+    if (!stores[s])
+      fail_msg("store_open: %s", err);
+  }
+  char err[1024];
+  struct both b;
+  struct ps_net_opts no = {.endpoints = eps,
+                           .nshards = NS,
+                           .rank = 0,
+                           .dense_total = DENSE,
+                           .timeout_ms = 20000,
+                           .retries = 0};
+  b.net = ps_net_new(&no, err, sizeof(err));
+  if (!b.net)
+    fail_msg("ps_net_new: %s", err);
+  b.local = ps_local_new(stores, NS, tables, 2, DENSE, err, sizeof(err));
+  assert_non_null(b.local);
+  assert_string_equal(ps_name(b.net), "net");
+  assert_string_equal(ps_name(b.local), "local");
+
+  uint64_t *keys = malloc(BATCH * 2 * sizeof(uint64_t));
+  uint8_t *taken = calloc(POOL, 1);
+  size_t pending_seen = 0, ragged_seen = 0;
+  float dense_net[DENSE], dense_loc[DENSE], dg[DENSE];
+  for (uint64_t step = 1; step <= STEPS; step++) {
+    for (int ti = 0; ti < 2; ti++) {
+      const struct store_table *t = &tables[ti];
+      /* A batch of distinct keys, skewed towards the pool's start so keys
+       * recur (admission, growing counts). */
+      memset(taken, 0, POOL);
+      size_t n = 0;
+      while (n < BATCH) {
+        uint64_t u = rnd() % POOL, v = rnd() % POOL;
+        uint64_t i = u < v ? u : v;
+        if (taken[i])
+          continue;
+        taken[i] = 1;
+        keys[n++] = pool_key(t->id, i);
+      }
+      /* The pull also asks for a few keys twice. */
+      for (size_t j = 0; j < 16; j++)
+        keys[n + j] = keys[rnd() % n];
+      struct ps_rows r;
+      pull_both(&b, t->id, t->dim, step, n + 16, keys, &r);
+      /* Gradients from the pulled values, prefix per key as pulled. */
+      uint16_t *glen = malloc(n * 2), *plen = malloc(n * 2);
+      uint32_t *cnt = malloc(n * 4), *clk = malloc(n * 4);
+      float *g = malloc((n * t->dim + 1) * sizeof(float));
+      size_t off = 0, goff = 0;
+      for (size_t i = 0; i < n; i++) {
+        glen[i] = r.plen[i];
+        pending_seen += r.plen[i] == 0;
+        ragged_seen += r.plen[i] != 0 && r.plen[i] != t->dim;
+        for (unsigned j = 0; j < r.plen[i]; j++)
+          g[goff++] = 0.5f * r.vals[off + j] + (rnd_unit() - 0.5f) * 0.01f;
+        off += r.plen[i];
+        plen[i] = t->amtl ? (uint16_t)(rnd() % 3 == 0 ? 0 : 1 + rnd() % t->dim)
+                          : 0;
+        cnt[i] = 1 + (uint32_t)(rnd() % 3);
+        clk[i] = (uint32_t)(rnd() % 2);
+      }
+      struct ps_grads pg = {.table = t->id,
+                            .step = step,
+                            .n = n,
+                            .keys = keys,
+                            .glen = glen,
+                            .grads = g,
+                            .plen = plen,
+                            .count = cnt,
+                            .clicks = clk};
+      if (ps_push(b.net, &pg, err, sizeof(err)) < 0)
+        fail_msg("net push: %s", err);
+      if (ps_push(b.local, &pg, err, sizeof(err)) < 0)
+        fail_msg("local push: %s", err);
+      free(glen);
+      free(plen);
+      free(cnt);
+      free(clk);
+      free(g);
+      rows_free(&r);
+    }
+    /* Dense: the whole vector, and a chunk across the block boundary. */
+    assert_int_equal(
+        ps_pull_dense(b.net, step, 0, DENSE, dense_net, err, sizeof(err)), 0);
+    assert_int_equal(
+        ps_pull_dense(b.local, step, 0, DENSE, dense_loc, err, sizeof(err)),
+        0);
+    assert_memory_equal(dense_net, dense_loc, sizeof(dense_net));
+    for (int i = 0; i < DENSE; i++)
+      dg[i] = rnd_unit() - 0.5f;
+    if (ps_push_dense(b.net, step, 0, DENSE, dg, err, sizeof(err)) < 0)
+      fail_msg("net push_dense: %s", err);
+    assert_int_equal(
+        ps_push_dense(b.local, step, 0, DENSE, dg, err, sizeof(err)), 0);
+    assert_int_equal(
+        ps_push_dense(b.net, step, 490, 20, dg, err, sizeof(err)), 0);
+    assert_int_equal(
+        ps_push_dense(b.local, step, 490, 20, dg, err, sizeof(err)), 0);
+    if (ps_barrier(b.net, step, err, sizeof(err)) < 0)
+      fail_msg("net barrier: %s", err);
+    assert_int_equal(ps_barrier(b.local, step, err, sizeof(err)), 0);
+  }
+  /* The sequence exercised what it is meant to. */
+  assert_true(pending_seen > 100);
+  assert_true(ragged_seen > 100);
+  assert_int_equal(
+      ps_pull_dense(b.net, 0, 480, 40, dense_net, err, sizeof(err)), 0);
+  assert_int_equal(
+      ps_pull_dense(b.local, 0, 480, 40, dense_loc, err, sizeof(err)), 0);
+  assert_memory_equal(dense_net, dense_loc, 40 * sizeof(float));
+  float nonzero = 0;
+  for (int i = 0; i < 40; i++)
+    nonzero += dense_net[i] != 0;
+  assert_true(nonzero == 40);
+
+  /* Every key of both pools, in one pull each: equal checksums. */
+  uint64_t *all = malloc(POOL * sizeof(uint64_t));
+  for (int ti = 0; ti < 2; ti++) {
+    for (uint64_t i = 0; i < POOL; i++)
+      all[i] = pool_key(tables[ti].id, i);
+    struct ps_rows r;
+    pull_both(&b, tables[ti].id, tables[ti].dim, STEPS + 1, POOL, all, &r);
+    rows_free(&r);
+  }
+  /* Errors are the same kind on both: an unknown table, a bad range. */
+  struct ps_rows r1 = {calloc(1, 2), calloc(1, 4), calloc(1, 4),
+                       calloc(16, 4), 16};
+  assert_int_equal(ps_pull(b.net, 99, 0, 1, all, &r1, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "unknown table 99"));
+  assert_int_equal(ps_pull(b.local, 99, 0, 1, all, &r1, err, sizeof(err)),
+                   -1);
+  assert_non_null(strstr(err, "unknown table 99"));
+  rows_free(&r1);
+  assert_int_equal(
+      ps_pull_dense(b.net, 0, 1000, 2, dense_net, err, sizeof(err)), -1);
+  assert_int_equal(
+      ps_pull_dense(b.local, 0, 1000, 2, dense_net, err, sizeof(err)), -1);
+  /* Embedded mode can set dense values; protocol v1 cannot. */
+  assert_int_equal(ps_set_dense(b.local, 0, 4, dg, err, sizeof(err)), 0);
+  assert_int_equal(ps_set_dense(b.net, 0, 4, dg, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "no op"));
+
+  /* Checkpoints through both: each shard into dir/shard-i. */
+  char ck[2][64];
+  temp_dir(ck[0]);
+  temp_dir(ck[1]);
+  char ckn[2][96];
+  snprintf(ckn[0], sizeof(ckn[0]), "%s/step", ck[0]);
+  snprintf(ckn[1], sizeof(ckn[1]), "%s/step", ck[1]);
+  if (ps_checkpoint(b.net, STEPS, ckn[0], err, sizeof(err)) < 0)
+    fail_msg("net checkpoint: %s", err);
+  assert_int_equal(ps_checkpoint(b.local, STEPS, ckn[1], err, sizeof(err)),
+                   0);
+  for (uint32_t s = 0; s < NS; s++) {
+    char p[160];
+    snprintf(p, sizeof(p), "%s/shard-%u/CURRENT", ckn[0], s);
+    assert_int_equal(access(p, F_OK), 0);
+    snprintf(p, sizeof(p), "%s/shard-%u/CURRENT", ckn[1], s);
+    assert_int_equal(access(p, F_OK), 0);
+  }
+
+  assert_int_equal(ps_net_shutdown(b.net, err, sizeof(err)), 0);
+  for (uint32_t s = 0; s < NS; s++)
+    assert_int_equal(ts_join(&ts[s]), 0);
+  ps_free(b.net);
+  ps_free(b.local);
+  for (uint32_t s = 0; s < NS; s++) {
+    assert_int_equal(store_close(stores[s], err, sizeof(err)), 0);
+    rm_tree(dirs[s]);
+    rm_tree(dirs[NS + s]);
+  }
+  rm_tree(ck[0]);
+  rm_tree(ck[1]);
+  free(all);
+  free(keys);
+  free(taken);
+}
+
+/* The dense sharding rule: blocks tile the vector in order, lengths differ
+ * by at most one. */
+static void test_dense_blocks(void **state) {
+  (void)state;
+  const uint64_t totals[] = {0, 1, 7, 1001, 1u << 20};
+  for (size_t a = 0; a < ARRAY_LEN(totals); a++)
+    for (uint32_t ns = 1; ns <= 9; ns++) {
+      uint64_t next = 0, lo = UINT64_MAX, hi = 0;
+      for (uint32_t s = 0; s < ns; s++) {
+        uint64_t off, len;
+        ps_dense_block(totals[a], ns, s, &off, &len);
+        assert_int_equal(off, next);
+        next = off + len;
+        lo = len < lo ? len : lo;
+        hi = len > hi ? len : hi;
+      }
+      assert_int_equal(next, totals[a]);
+      assert_true(hi - lo <= 1);
+    }
+  uint64_t off, len;
+  ps_dense_block(1001, 2, 1, &off, &len);
+  assert_int_equal(off, 501);
+  assert_int_equal(len, 500);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_dense_blocks),
+      cmocka_unit_test(test_net_equals_local),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
