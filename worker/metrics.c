@@ -137,9 +137,11 @@ void metrics_compute(struct metrics *m, struct metrics_result *out) {
     return;
   }
   out->logloss = logloss_entries(m->e, m->n);
-  qsort(m->e, m->n, sizeof(struct entry), by_group_score);
+  if (m->n > 1) /* m->e is NULL before the first add */
+    qsort(m->e, m->n, sizeof(struct entry), by_group_score);
   out->gauc = gauc_sorted(m->e, m->n, &out->gauc_groups);
-  qsort(m->e, m->n, sizeof(struct entry), by_score);
+  if (m->n > 1)
+    qsort(m->e, m->n, sizeof(struct entry), by_score);
   out->auc = auc_sorted(m->e, m->n);
 }
 
