@@ -329,8 +329,10 @@ static int local_push(void *ctx, const struct ps_grads *g, char *err,
       pl[m] = g->plen ? g->plen[i] : 0;
       c[m] = g->count ? g->count[i] : 1;
       ck[m] = g->clicks ? g->clicks[i] : 0;
-      memcpy(gr + f, g->grads + goff[i], g->glen[i] * sizeof(float));
-      f += g->glen[i];
+      if (g->glen[i]) {
+        memcpy(gr + f, g->grads + goff[i], g->glen[i] * sizeof(float));
+        f += g->glen[i];
+      }
       m++;
     }
     rc = ps_local_shard_push(l->stores[s], t, m, k, gl, gr, pl, c, ck,

@@ -268,8 +268,10 @@ static long net_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
     const float *v = sh->rep.vals;
     for (uint32_t j = 0; j < sh->rep.n; j++) {
       size_t i = c->from[c->pos[s] + j];
-      memcpy(out->vals + c->voff[i], v, out->plen[i] * sizeof(float));
-      v += out->plen[i];
+      if (out->plen[i]) { /* v is NULL when the reply has no floats */
+        memcpy(out->vals + c->voff[i], v, out->plen[i] * sizeof(float));
+        v += out->plen[i];
+      }
     }
   }
   return (long)c->voff[n];
@@ -312,8 +314,10 @@ static int net_push(void *ctx, const struct ps_grads *g, char *err,
       c->gp[j] = g->plen ? g->plen[i] : 0;
       c->gc[j] = g->count ? g->count[i] : 1;
       c->gck[j] = g->clicks ? g->clicks[i] : 0;
-      memcpy(c->gv + f, g->grads + goff[i], g->glen[i] * sizeof(float));
-      f += g->glen[i];
+      if (g->glen[i]) {
+        memcpy(c->gv + f, g->grads + goff[i], g->glen[i] * sizeof(float));
+        f += g->glen[i];
+      }
     }
     if (m > MSG_MAX_KEYS || f - f0 > MSG_MAX_FLOATS) {
       snprintf(err, errlen,
