@@ -321,7 +321,10 @@ int main(int argc, char **argv) {
     }
     char *json = server_stats_json(srv, err, sizeof(err));
     if (json) {
-      logger_record_json(lg, 0, "pserver_stats", json + 1);
+      /* The record has its own rank: pass the fields after "rank", without
+       * the object's closing brace. */
+      json[strlen(json) - 1] = 0;
+      logger_record_json(lg, 0, "pserver_stats", strchr(json, ',') + 1);
       free(json);
     }
     server_free(srv);

@@ -4,14 +4,16 @@
  *     harmless valid reply when a flipped byte left a valid pull) and the
  *     server keeps serving with its rows intact (checksum before == after);
  *     then SHUTDOWN: the thread exits 0 and the store reopens with the rows;
- *   - SIGTERM to a forked pserver: exit status 0, its store (WAL off, so
- *     only the final flush saves the rows) reopens with the pushed data;
+ *   - SIGTERM to a forked pserver (a serving loop, and the maskps-pserver
+ *     binary on a config file): exit status 0, its store (WAL off, so only
+ *     the final flush saves the rows) reopens with the pushed data;
  *   - a client against a pserver that never answers, or no pserver at all:
  *     a clear error naming the endpoint in bounded time;
  *   - a retried push (same id) is applied once;
  *   - a sync barrier of two workers releases both together;
  *   - STATS JSON has the promised fields and counts. */
 #include "common/check.h"
+#include "common/config.h"
 #include "common/keys.h"
 #include "common/msg.h"
 #include "common/net.h"
@@ -547,6 +549,115 @@ static void test_sigterm(void **state) {
   rm_tree(dir);
 }
 
+/* The real maskps-pserver binary (built next to this test): started on a
+ * config file, fed through ps_net, stopped by SIGTERM: exit status 0 and
+ * its store reopens with the rows and dense values it was sent. */
+static void test_binary_sigterm(void **state) {
+  (void)state;
+  rng_state = 13;
+  char exe[4096], bin[4200];
+  ssize_t l = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  assert_true(l > 0);
+  exe[l] = 0;
+  *strrchr(exe, '/') = 0; /* .../tests/pserver */
+  snprintf(bin, sizeof(bin), "%s/../../pserver/maskps-pserver", exe);
+  if (access(bin, X_OK) != 0)
+    fail_msg("%s not built (ninja builds it with the tests)", bin);
+  char dir[64], cfg_path[128], yaml[1024];
+  temp_dir(dir);
+  snprintf(cfg_path, sizeof(cfg_path), "%s/run.yaml", dir);
+  int yl = snprintf(yaml, sizeof(yaml),
+                    "data:\n  train: [unused.txt]\n"
+                    "train:\n  run_dir: %s/run\n  seed: 5\n"
+                    "cluster:\n  pservers: 1\n"
+                    "embedding:\n  dim: %d\n"
+                    "pserver:\n  memory_mb: 64\n  cache_mb: 16\n"
+                    "  block_cache_mb: 16\n  write_buffer_mb: 8\n"
+                    "  wal: 'off'\n",
+                    dir, D);
+  FILE *f = fopen(cfg_path, "w");
+  assert_non_null(f);
+  assert_int_equal(fwrite(yaml, 1, (size_t)yl, f), (size_t)yl);
+  fclose(f);
+  char dense_arg[32];
+  snprintf(dense_arg, sizeof(dense_arg), "%d", DENSE);
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(fds[1], 2);
+    close(fds[0]);
+    close(fds[1]);
+    execl(bin, bin, "--config", cfg_path, "--rank", "0", "--endpoint",
+          "tcp://127.0.0.1:*", "--dense-floats", dense_arg, "--set",
+          "log.level=info", (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  /* Its stderr says where it serves. */
+  char out[8192] = {0};
+  size_t got = 0;
+  char *ep = NULL;
+  while (!ep && got < sizeof(out) - 1) {
+    ssize_t r = read(fds[0], out + got, sizeof(out) - 1 - got);
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+    char *at = strstr(out, "serving on ");
+    if (at && strchr(at, ' ' ) && strstr(at, " ("))
+      ep = at + strlen("serving on ");
+  }
+  if (!ep)
+    fail_msg("maskps-pserver did not start: %s", out);
+  *strstr(ep, " (") = 0;
+  struct ps *ps = client(ep, WAIT_MS, 0);
+  feed(ps, 2);
+  uint64_t before = checksum(ps);
+  ps_free(ps);
+  assert_int_equal(kill(pid, SIGTERM), 0);
+  int status = 0;
+  pid_t w = 0;
+  for (int i = 0; i < 1000 && w == 0; i++) {
+    w = waitpid(pid, &status, WNOHANG);
+    if (w == 0)
+      usleep(10000);
+  }
+  if (w == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    fail_msg("maskps-pserver did not exit within 10 s of SIGTERM");
+  }
+  close(fds[0]);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  /* Reopen its store as the config describes it. */
+  char err[2048];
+  struct config *cfg = config_new();
+  assert_int_equal(config_read_string(cfg, yaml, (size_t)yl, "run.yaml", err,
+                                      sizeof(err)),
+                   0);
+  struct store_table tables[39];
+  ps_local_tables_from_config(cfg, 39, tables);
+  struct store_options o;
+  ps_local_store_options(cfg, DENSE, 1, 0, &o);
+  o.tables = tables;
+  o.ntables = 39;
+  char db[160];
+  snprintf(db, sizeof(db), "%s/run/db/shard-0", dir);
+  struct store *st = store_open(db, &o, err, sizeof(err));
+  if (!st)
+    fail_msg("reopen: %s", err);
+  assert_int_equal(store_dense_loaded(st), 1);
+  struct ps *loc = ps_local_new(&st, 1, tables, 39, DENSE, err, sizeof(err));
+  assert_int_equal(checksum(loc), before);
+  ps_free(loc);
+  assert_int_equal(store_close(st, err, sizeof(err)), 0);
+  config_free(cfg);
+  rm_tree(dir);
+}
+
 /* ---- timeouts ------------------------------------------------------------ */
 
 static void expect_timeout(const char *ep) {
@@ -723,6 +834,7 @@ static void test_barrier_two_workers(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sigterm), /* first: fork before any thread */
+      cmocka_unit_test(test_binary_sigterm),
       cmocka_unit_test(test_hostile_then_shutdown),
       cmocka_unit_test(test_timeouts),
       cmocka_unit_test(test_retry_applied_once),
