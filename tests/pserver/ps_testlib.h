@@ -41,6 +41,7 @@ struct test_server {
   uint32_t rank, S, W;
   uint64_t dense_total;
   enum store_wal wal;
+  size_t memory_mb; /* 0 = TS_MEMORY_MB */
   /* outputs */
   char endpoint[256];
   int rc; /* server_run's result; -2 if it never started */
@@ -58,6 +59,8 @@ static inline void *ts_main(void *arg) {
   struct store_options o = ts_options(ts->tables, ts->ntables,
                                       ts->dense_total, ts->S, ts->rank,
                                       ts->wal);
+  if (ts->memory_mb)
+    o.memory_mb = ts->memory_mb;
   struct store *st = store_open(ts->dir, &o, ts->err, sizeof(ts->err));
   struct server *srv = NULL;
   if (st) {
