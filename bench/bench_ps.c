@@ -63,23 +63,25 @@ static void make_batch(struct batch *b, uint8_t *taken) {
 }
 
 /* Runs steps for `secs`; returns steps/s. */
-static double run(struct ps *ps, struct batch *b, uint8_t *taken,
-                  double secs) {
+static double run(struct ps *ps, struct batch *b, uint8_t *taken, double secs) {
   char err[1024];
   uint64_t step = 0;
   double t0 = clock_sec(), t;
   do {
     make_batch(b, taken);
-    long got = ps_pull(ps, TABLE, step, BATCH, b->keys, &b->rows, err,
-                       sizeof(err));
+    long got =
+        ps_pull(ps, TABLE, step, BATCH, b->keys, &b->rows, err, sizeof(err));
     if (got < 0) {
       fprintf(stderr, "bench_ps: pull: %s\n", err);
       exit(1);
     }
     for (size_t i = 0; i < BATCH; i++)
       b->glen[i] = b->rows.plen[i];
-    struct ps_grads g = {.table = TABLE, .step = step + 1, .n = BATCH,
-                         .keys = b->keys, .glen = b->glen,
+    struct ps_grads g = {.table = TABLE,
+                         .step = step + 1,
+                         .n = BATCH,
+                         .keys = b->keys,
+                         .glen = b->glen,
                          .grads = b->grads};
     if (ps_push(ps, &g, err, sizeof(err)) < 0) {
       fprintf(stderr, "bench_ps: push: %s\n", err);
@@ -138,9 +140,9 @@ int main(int argc, char **argv) {
   }
 
   struct batch *b = xcalloc(1, sizeof(*b));
-  b->rows = (struct ps_rows){xmalloc(BATCH * 2), xmalloc(BATCH * 4),
-                             xmalloc(BATCH * 4), xmalloc(BATCH * D * 4),
-                             BATCH * D};
+  b->rows =
+      (struct ps_rows){xmalloc(BATCH * 2), xmalloc(BATCH * 4),
+                       xmalloc(BATCH * 4), xmalloc(BATCH * D * 4), BATCH * D};
   uint8_t *taken = xcalloc(POOL, 1);
   printf("bench_ps: %d shards, batch %d distinct keys, D=%d, pool %u keys, "
          "%.1f s per case\n",

@@ -11,8 +11,7 @@ long ps_pull(struct ps *ps, uint32_t table, uint64_t step, size_t n,
   return ps->ops->pull(ps->ctx, table, step, n, keys, out, err, errlen);
 }
 
-int ps_push(struct ps *ps, const struct ps_grads *g, char *err,
-            size_t errlen) {
+int ps_push(struct ps *ps, const struct ps_grads *g, char *err, size_t errlen) {
   return ps->ops->push(ps->ctx, g, err, errlen);
 }
 
@@ -47,7 +46,9 @@ void ps_free(struct ps *ps) {
   free(ps);
 }
 
-const char *ps_name(const struct ps *ps) { return ps->ops->name; }
+const char *ps_name(const struct ps *ps) {
+  return ps->ops->name;
+}
 
 void ps_dense_block(uint64_t total, uint32_t nshards, uint32_t shard,
                     uint64_t *off, uint64_t *len) {

@@ -54,8 +54,8 @@
 
 /* Output of ps_pull for n keys: caller-owned arrays. */
 struct ps_rows {
-  uint16_t *plen;  /* [n] floats returned per key (0 = not admitted) */
-  uint32_t *count; /* [n] occurrences seen so far */
+  uint16_t *plen;   /* [n] floats returned per key (0 = not admitted) */
+  uint32_t *count;  /* [n] occurrences seen so far */
   uint32_t *clicks; /* [n] clicks seen so far */
   float *vals;      /* [vals_cap] ragged values, sum(plen) used */
   size_t vals_cap;  /* floats vals holds; n * D always suffices */

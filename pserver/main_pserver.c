@@ -167,8 +167,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--endpoint"))
       endpoint = v;
     else if (!strcmp(a, "--tables"))
-      bad = parse_u64(v, &ntables) || ntables == 0 ||
-            ntables > STORE_MAX_TABLES;
+      bad =
+          parse_u64(v, &ntables) || ntables == 0 || ntables > STORE_MAX_TABLES;
     else if (!strcmp(a, "--dense-floats"))
       bad = parse_u64(v, &dense);
     else if (!strcmp(a, "--db"))
@@ -223,8 +223,8 @@ int main(int argc, char **argv) {
       jsonl = path;
     }
   }
-  struct logger *lg = logger_new("pserver", (int)rank, jsonl, cfg->log.level,
-                                 err, sizeof(err));
+  struct logger *lg =
+      logger_new("pserver", (int)rank, jsonl, cfg->log.level, err, sizeof(err));
   if (!lg) {
     fprintf(stderr, "maskps-pserver: %s\n", err);
     config_free(cfg);
@@ -298,8 +298,7 @@ int main(int argc, char **argv) {
       .net = cfg->security.curve ? &nopts : NULL,
       .log = lg,
   };
-  struct server *srv =
-      status ? NULL : server_new(st, &o, err, sizeof(err));
+  struct server *srv = status ? NULL : server_new(st, &o, err, sizeof(err));
   if (!status && !srv) {
     logger_error(lg, "%s", err);
     status = 1;
@@ -311,10 +310,11 @@ int main(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    logger_info(lg, "store %s: %llu tables of dim %lld, dense block of %zu "
-                "floats (%s)", dir, (unsigned long long)ntables,
-                (long long)cfg->embedding.dim, so.dense_size,
-                store_dense_loaded(st) ? "loaded" : "zeros");
+    logger_info(lg,
+                "store %s: %llu tables of dim %lld, dense block of %zu "
+                "floats (%s)",
+                dir, (unsigned long long)ntables, (long long)cfg->embedding.dim,
+                so.dense_size, store_dense_loaded(st) ? "loaded" : "zeros");
     if (server_run(srv, &stop_flag, err, sizeof(err)) < 0) {
       logger_error(lg, "%s", err);
       status = 1;

@@ -20,10 +20,10 @@ const struct store_table *ps_local_table(const struct store_table *tables,
   return NULL;
 }
 
-long ps_local_shard_pull(struct store *s, const struct store_table *t,
-                         size_t n, const uint64_t *keys, uint16_t *plen,
-                         uint32_t *count, uint32_t *clicks, float *vals,
-                         char *err, size_t errlen) {
+long ps_local_shard_pull(struct store *s, const struct store_table *t, size_t n,
+                         const uint64_t *keys, uint16_t *plen, uint32_t *count,
+                         uint32_t *clicks, float *vals, char *err,
+                         size_t errlen) {
   uint8_t *flags = xmalloc(n ? n : 1);
   struct store_pull_out out = {plen, count, clicks, flags, vals};
   long total = store_pull(s, t->id, n, keys, &out, err, errlen);
@@ -45,14 +45,14 @@ long ps_local_shard_pull(struct store *s, const struct store_table *t,
     }
     rd += p;
   }
-  CHECK(rd == (size_t)total, "store_pull returned %ld, plen sums to %zu",
-        total, rd);
+  CHECK(rd == (size_t)total, "store_pull returned %ld, plen sums to %zu", total,
+        rd);
   free(flags);
   return (long)wr;
 }
 
-int ps_local_shard_push(struct store *s, const struct store_table *t,
-                        size_t n, const uint64_t *keys, const uint16_t *glen,
+int ps_local_shard_push(struct store *s, const struct store_table *t, size_t n,
+                        const uint64_t *keys, const uint16_t *glen,
                         const float *grads, const uint16_t *plen,
                         const uint32_t *count, const uint32_t *clicks,
                         uint64_t step, char *err, size_t errlen) {
@@ -68,15 +68,15 @@ int ps_local_shard_push(struct store *s, const struct store_table *t,
                  t->id, (unsigned long long)keys[i], plen[i], t->dim);
         return -1;
       }
-    return store_push(s, t->id, n, keys, glen, grads, NULL, count, clicks,
-                      step, err, errlen);
+    return store_push(s, t->id, n, keys, glen, grads, NULL, count, clicks, step,
+                      err, errlen);
   }
   if (nonzero == 0)
-    return store_push(s, t->id, n, keys, glen, grads, NULL, count, clicks,
-                      step, err, errlen);
+    return store_push(s, t->id, n, keys, glen, grads, NULL, count, clicks, step,
+                      err, errlen);
   if (nonzero == n)
-    return store_push(s, t->id, n, keys, glen, grads, plen, count, clicks,
-                      step, err, errlen);
+    return store_push(s, t->id, n, keys, glen, grads, plen, count, clicks, step,
+                      err, errlen);
   /* Some keys keep their prefix: the store wants a length for every key,
    * so read the stored ones (a pending or unseen key reads as D, which the
    * store ignores for a row that holds no values). */
@@ -98,8 +98,8 @@ int ps_local_shard_push(struct store *s, const struct store_table *t,
   return rc;
 }
 
-int ps_local_shard_checkpoint(struct store *s, uint32_t shard,
-                              const char *dir, char *err, size_t errlen) {
+int ps_local_shard_checkpoint(struct store *s, uint32_t shard, const char *dir,
+                              char *err, size_t errlen) {
   if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
     snprintf(err, errlen, "checkpoint: cannot create directory %s: %s", dir,
              strerror(errno));
@@ -219,15 +219,15 @@ static long local_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
   if (!t)
     return -1;
   if (out->vals_cap < n * t->dim) {
-    snprintf(err, errlen, "pull of %zu keys of table %u (dim %u) needs "
-             "room for %zu floats, vals_cap is %zu", n, table, t->dim,
-             n * t->dim, out->vals_cap);
+    snprintf(err, errlen,
+             "pull of %zu keys of table %u (dim %u) needs "
+             "room for %zu floats, vals_cap is %zu",
+             n, table, t->dim, n * t->dim, out->vals_cap);
     return -1;
   }
   if (l->S == 1)
-    return ps_local_shard_pull(l->stores[0], t, n, keys, out->plen,
-                               out->count, out->clicks, out->vals, err,
-                               errlen);
+    return ps_local_shard_pull(l->stores[0], t, n, keys, out->plen, out->count,
+                               out->clicks, out->vals, err, errlen);
   scratch(l, n);
   size_t *pos = xcalloc(l->S + 1, sizeof(size_t));
   for (size_t i = 0; i < n; i++) {
@@ -253,9 +253,8 @@ static long local_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
   long total = 0;
   for (uint32_t s = 0; s < l->S; s++) {
     size_t a = pos[s], m = pos[s + 1] - a;
-    long got = ps_local_shard_pull(l->stores[s], t, m, gk + a, gp + a,
-                                   gc + a, gc + n + a, gv + total, err,
-                                   errlen);
+    long got = ps_local_shard_pull(l->stores[s], t, m, gk + a, gp + a, gc + a,
+                                   gc + n + a, gv + total, err, errlen);
     if (got < 0) {
       total = -1;
       break;
@@ -300,8 +299,8 @@ static int local_push(void *ctx, const struct ps_grads *g, char *err,
     return -1;
   if (l->S == 1)
     return ps_local_shard_push(l->stores[0], t, g->n, g->keys, g->glen,
-                               g->grads, g->plen, g->count, g->clicks,
-                               g->step, err, errlen);
+                               g->grads, g->plen, g->count, g->clicks, g->step,
+                               err, errlen);
   size_t n = g->n, m0 = n ? n : 1;
   for (size_t i = 0; i < n; i++)
     if (g->glen[i] > t->dim) {
@@ -335,8 +334,8 @@ static int local_push(void *ctx, const struct ps_grads *g, char *err,
       }
       m++;
     }
-    rc = ps_local_shard_push(l->stores[s], t, m, k, gl, gr, pl, c, ck,
-                             g->step, err, errlen);
+    rc = ps_local_shard_push(l->stores[s], t, m, k, gl, gr, pl, c, ck, g->step,
+                             err, errlen);
   }
   free(goff);
   free(k);
@@ -363,8 +362,8 @@ static int local_dense(struct local *l, enum dense_op op, size_t off,
   for (uint32_t s = 0; s < l->S && len > 0; s++) {
     uint64_t bo, bl;
     ps_dense_block(l->dense_total, l->S, s, &bo, &bl);
-    uint64_t lo = off > bo ? off : bo, hi = off + len < bo + bl ? off + len
-                                                                : bo + bl;
+    uint64_t lo = off > bo ? off : bo,
+             hi = off + len < bo + bl ? off + len : bo + bl;
     if (lo >= hi)
       continue;
     int rc;
@@ -375,8 +374,8 @@ static int local_dense(struct local *l, enum dense_op op, size_t off,
       rc = store_dense_push(l->stores[s], lo - bo, hi - lo, in + (lo - off),
                             err, errlen);
     else
-      rc = store_dense_set(l->stores[s], lo - bo, hi - lo, in + (lo - off),
-                           err, errlen);
+      rc = store_dense_set(l->stores[s], lo - bo, hi - lo, in + (lo - off), err,
+                           errlen);
     if (rc < 0)
       return -1;
   }
@@ -442,8 +441,10 @@ struct ps *ps_local_new(struct store *const *stores, uint32_t nshards,
                         const struct store_table *tables, size_t ntables,
                         uint64_t dense_total, char *err, size_t errlen) {
   if (nshards == 0 || ntables == 0) {
-    snprintf(err, errlen, "ps_local: needs at least one store and one table "
-             "(got %u stores, %zu tables)", nshards, ntables);
+    snprintf(err, errlen,
+             "ps_local: needs at least one store and one table "
+             "(got %u stores, %zu tables)",
+             nshards, ntables);
     return NULL;
   }
   struct local *l = xcalloc(1, sizeof(*l));

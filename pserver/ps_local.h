@@ -43,26 +43,26 @@ const struct store_table *ps_local_table(const struct store_table *tables,
 /* One shard's pull in the wire convention of ps.h: like store_pull, but a
  * pending key gets plen 0 and no floats. vals must hold n * t->dim floats.
  * Returns the floats written, or -1 with err set. */
-long ps_local_shard_pull(struct store *s, const struct store_table *t,
-                         size_t n, const uint64_t *keys, uint16_t *plen,
-                         uint32_t *count, uint32_t *clicks, float *vals,
-                         char *err, size_t errlen);
+long ps_local_shard_pull(struct store *s, const struct store_table *t, size_t n,
+                         const uint64_t *keys, uint16_t *plen, uint32_t *count,
+                         uint32_t *clicks, float *vals, char *err,
+                         size_t errlen);
 
 /* One shard's push in the wire convention: plen NULL or all 0 keeps every
  * prefix; on a table without AMTL every plen must be 0 or D; on an AMTL
  * table a 0 among other lengths keeps that key's stored prefix (looked up
  * with a pull). count NULL = 1, clicks NULL = 0. Returns 0, or -1 with err
  * set and nothing applied. */
-int ps_local_shard_push(struct store *s, const struct store_table *t,
-                        size_t n, const uint64_t *keys, const uint16_t *glen,
+int ps_local_shard_push(struct store *s, const struct store_table *t, size_t n,
+                        const uint64_t *keys, const uint16_t *glen,
                         const float *grads, const uint16_t *plen,
                         const uint32_t *count, const uint32_t *clicks,
                         uint64_t step, char *err, size_t errlen);
 
 /* Checkpoint of shard `shard` into dir/shard-<shard>; dir is created if it
  * does not exist. Returns 0, or -1 with err set. */
-int ps_local_shard_checkpoint(struct store *s, uint32_t shard,
-                              const char *dir, char *err, size_t errlen);
+int ps_local_shard_checkpoint(struct store *s, uint32_t shard, const char *dir,
+                              char *err, size_t errlen);
 
 /* Tables 0..ntables-1 as cfg describes them: embedding.dim, init_std,
  * min_count, ttl_steps, amtl (+ warm-up), the sparse optimizer and its

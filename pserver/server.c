@@ -113,7 +113,8 @@ static void send_to(struct server *srv, const struct net_peer *peer,
  * decoded one). */
 static void send_error(struct server *srv, const struct net_peer *peer,
                        const struct msg *req, enum msg_err code,
-                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+                       const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 static void send_error(struct server *srv, const struct net_peer *peer,
                        const struct msg *req, enum msg_err code,
                        const char *fmt, ...) {
@@ -190,9 +191,9 @@ static void on_pull(struct server *srv, const struct net_peer *peer,
     return;
   }
   grow(srv, req->n, (size_t)req->n * t->dim);
-  long total = ps_local_shard_pull(srv->store, t, req->n, req->keys,
-                                   srv->plen, srv->count, srv->clicks,
-                                   srv->vals, srv->err, sizeof(srv->err));
+  long total = ps_local_shard_pull(srv->store, t, req->n, req->keys, srv->plen,
+                                   srv->count, srv->clicks, srv->vals, srv->err,
+                                   sizeof(srv->err));
   if (total < 0) {
     send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
                srv->err);
@@ -214,8 +215,7 @@ static void on_pull(struct server *srv, const struct net_peer *peer,
 static bool seen_push(struct server *srv, const struct msg *req) {
   for (unsigned i = 0; i < SERVER_DEDUP; i++) {
     const struct done *d = &srv->done[i];
-    if (d->used && d->id == req->id && d->from == req->from &&
-        d->op == req->op)
+    if (d->used && d->id == req->id && d->from == req->from && d->op == req->op)
       return true;
   }
   return false;
@@ -277,8 +277,7 @@ static int dense_range(struct server *srv, const struct net_peer *peer,
     send_error(srv, peer, req, MSG_E_RANGE,
                "pserver %u: dense chunk [%llu, %llu) is not inside this "
                "shard's block [%llu, %llu)",
-               srv->rank, (unsigned long long)lo,
-               (unsigned long long)(lo + n),
+               srv->rank, (unsigned long long)lo, (unsigned long long)(lo + n),
                (unsigned long long)srv->dense_off,
                (unsigned long long)(srv->dense_off + srv->dense_len));
     return -1;
@@ -470,8 +469,7 @@ static void handle(struct server *srv) {
                   srv->rank, (unsigned long long)req->id, e,
                   srv->malformed == 5 ? " (further ones are only counted)"
                                       : "");
-    enum msg_err code =
-        strstr(e, "version") ? MSG_E_VERSION : MSG_E_MALFORMED;
+    enum msg_err code = strstr(e, "version") ? MSG_E_VERSION : MSG_E_MALFORMED;
     send_error(srv, peer, req, code, "pserver %u: malformed request: %s",
                srv->rank, e);
     return;
@@ -563,8 +561,7 @@ const char *server_endpoint(const struct server *srv) {
   return net_sock_endpoint(srv->sock);
 }
 
-int server_step(struct server *srv, int timeout_ms, char *err,
-                size_t errlen) {
+int server_step(struct server *srv, int timeout_ms, char *err, size_t errlen) {
   char e[512];
   int rc = net_recv(srv->sock, srv->in, timeout_ms, e, sizeof(e));
   if (rc == NET_TIMEOUT)
@@ -573,8 +570,8 @@ int server_step(struct server *srv, int timeout_ms, char *err,
     const struct net_peer *peer = net_msg_peer(srv->in);
     if (peer->len > 0) { /* too many frames: still answerable */
       srv->malformed++;
-      send_error(srv, peer, NULL, MSG_E_MALFORMED, "pserver %u: %s",
-                 srv->rank, e);
+      send_error(srv, peer, NULL, MSG_E_MALFORMED, "pserver %u: %s", srv->rank,
+                 e);
       return 1;
     }
     if (errno == EINTR || strstr(e, "nterrupted"))
@@ -612,8 +609,7 @@ int server_run(struct server *srv, volatile sig_atomic_t *stop, char *err,
   char e[512];
   if (store_flush(srv->store, e, sizeof(e)) < 0) {
     if (rc == 0)
-      snprintf(err, errlen, "pserver %u: final flush failed: %s", srv->rank,
-               e);
+      snprintf(err, errlen, "pserver %u: final flush failed: %s", srv->rank, e);
     rc = -1;
   }
   return rc;
@@ -661,7 +657,9 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...) {
   }
 }
 
-static double finite_or_zero(double x) { return isfinite(x) ? x : 0; }
+static double finite_or_zero(double x) {
+  return isfinite(x) ? x : 0;
+}
 
 char *server_stats_json(struct server *srv, char *err, size_t errlen) {
   struct store_stats st;
@@ -678,8 +676,7 @@ char *server_stats_json(struct server *srv, char *err, size_t errlen) {
             "\"compaction_debt_bytes\":%llu,\"admitted\":%llu,"
             "\"expired\":%llu,\"step\":%llu,\"requests\":{",
             srv->rank, (unsigned long long)st.rows_estimate,
-            (unsigned long long)st.sst_bytes,
-            (unsigned long long)st.live_bytes,
+            (unsigned long long)st.sst_bytes, (unsigned long long)st.live_bytes,
             (unsigned long long)st.memtable_bytes,
             (unsigned long long)st.row_cache_bytes,
             (unsigned long long)st.row_cache_budget,
@@ -693,19 +690,16 @@ char *server_stats_json(struct server *srv, char *err, size_t errlen) {
   for (unsigned op = 1; op < MSG_OP_COUNT_; op++)
     sb_printf(&b, "%s\"%s\":%llu", op > 1 ? "," : "", msg_op_name(op),
               (unsigned long long)srv->requests[op]);
-  sb_printf(&b,
-            "},\"errors\":%llu,\"malformed\":%llu,\"dropped\":%llu,"
-            "\"pull_us\":{\"p50\":%.3g,\"p99\":%.3g,\"n\":%llu},"
-            "\"push_us\":{\"p50\":%.3g,\"p99\":%.3g,\"n\":%llu}",
-            (unsigned long long)srv->errors,
-            (unsigned long long)srv->malformed,
-            (unsigned long long)srv->dropped,
-            lat_quantile(&srv->pull_lat, 0.5),
-            lat_quantile(&srv->pull_lat, 0.99),
-            (unsigned long long)srv->pull_lat.n,
-            lat_quantile(&srv->push_lat, 0.5),
-            lat_quantile(&srv->push_lat, 0.99),
-            (unsigned long long)srv->push_lat.n);
+  sb_printf(
+      &b,
+      "},\"errors\":%llu,\"malformed\":%llu,\"dropped\":%llu,"
+      "\"pull_us\":{\"p50\":%.3g,\"p99\":%.3g,\"n\":%llu},"
+      "\"push_us\":{\"p50\":%.3g,\"p99\":%.3g,\"n\":%llu}",
+      (unsigned long long)srv->errors, (unsigned long long)srv->malformed,
+      (unsigned long long)srv->dropped, lat_quantile(&srv->pull_lat, 0.5),
+      lat_quantile(&srv->pull_lat, 0.99), (unsigned long long)srv->pull_lat.n,
+      lat_quantile(&srv->push_lat, 0.5), lat_quantile(&srv->push_lat, 0.99),
+      (unsigned long long)srv->push_lat.n);
   size_t before_tables = b.len;
   sb_printf(&b, ",\"tables\":[");
   for (size_t i = 0; i < srv->ntables; i++) {

@@ -45,20 +45,20 @@
 #include "common/net.h"
 #include "pserver/store.h"
 
-#define SERVER_DEDUP 256       /* recent pushes remembered for retries */
-#define SERVER_POLL_MS 100     /* default: how often the loop checks *stop */
+#define SERVER_DEDUP 256   /* recent pushes remembered for retries */
+#define SERVER_POLL_MS 100 /* default: how often the loop checks *stop */
 
 struct server_opts {
-  const char *endpoint;              /* to bind: "tcp://0.0.0.0:27000" */
-  uint32_t rank;                     /* this shard's index, < nshards */
-  uint32_t nshards;                  /* S: keys of other shards are refused */
-  uint32_t workers;                  /* W: workers a BARRIER waits for */
-  uint64_t dense_total;              /* floats in the whole dense vector */
-  const struct store_table *tables;  /* the store's tables (copied) */
+  const char *endpoint;             /* to bind: "tcp://0.0.0.0:27000" */
+  uint32_t rank;                    /* this shard's index, < nshards */
+  uint32_t nshards;                 /* S: keys of other shards are refused */
+  uint32_t workers;                 /* W: workers a BARRIER waits for */
+  uint64_t dense_total;             /* floats in the whole dense vector */
+  const struct store_table *tables; /* the store's tables (copied) */
   size_t ntables;
-  const struct net_opts *net;        /* NULL = plaintext defaults */
-  struct logger *log;                /* borrowed; NULL = stderr lines */
-  int poll_ms;                       /* 0 = SERVER_POLL_MS */
+  const struct net_opts *net; /* NULL = plaintext defaults */
+  struct logger *log;         /* borrowed; NULL = stderr lines */
+  int poll_ms;                /* 0 = SERVER_POLL_MS */
 };
 
 struct server;

@@ -43,7 +43,7 @@ struct client {
   uint16_t *gl, *gp;  /* [n] glen, plen grouped */
   uint32_t *gc, *gck; /* [n] count, clicks grouped */
   size_t capv;
-  float *gv; /* [capv] gradients grouped */
+  float *gv;   /* [capv] gradients grouped */
   size_t *pos; /* [S + 1] start of shard s's group */
   size_t *cur; /* [S] fill cursor of group() */
 };
@@ -126,17 +126,15 @@ static void sleep_ms(int ms) {
 }
 
 /* Waits for shard sh's reply to its request, resending on timeouts. */
-static int await(struct client *c, struct shard *sh, char *err,
-                 size_t errlen) {
+static int await(struct client *c, struct shard *sh, char *err, size_t errlen) {
   char e[512];
   for (;;) {
     int64_t left = (int64_t)c->timeout_ms -
                    (int64_t)((clock_ns() - sh->sent_ns) / 1000000u);
-    int rc = net_recv(sh->sock, sh->in, left > 0 ? (int)left : 0, e,
-                      sizeof(e));
+    int rc = net_recv(sh->sock, sh->in, left > 0 ? (int)left : 0, e, sizeof(e));
     if (rc == 0) {
-      if (msg_decode(net_msg_frames(sh->in), net_msg_nframes(sh->in),
-                     &sh->rep, e, sizeof(e)) < 0) {
+      if (msg_decode(net_msg_frames(sh->in), net_msg_nframes(sh->in), &sh->rep,
+                     e, sizeof(e)) < 0) {
         snprintf(err, errlen,
                  "pserver %s: its reply to %s (id %llu) does not decode: %s "
                  "(a pserver of another maskps version?)",
@@ -149,9 +147,8 @@ static int await(struct client *c, struct shard *sh, char *err,
       if (sh->rep.op == MSG_ERROR) {
         snprintf(err, errlen, "pserver %s refused %s (id %llu): %s: %.*s",
                  sh->endpoint, msg_op_name(sh->req.op),
-                 (unsigned long long)sh->req.id,
-                 msg_err_name(sh->rep.code), (int)sh->rep.text_len,
-                 sh->rep.text ? sh->rep.text : "");
+                 (unsigned long long)sh->req.id, msg_err_name(sh->rep.code),
+                 (int)sh->rep.text_len, sh->rep.text ? sh->rep.text : "");
         return -1;
       }
       if (sh->rep.op != sh->req.op) {
@@ -178,8 +175,8 @@ static int await(struct client *c, struct shard *sh, char *err,
                (unsigned long long)sh->req.id, sh->attempts, c->timeout_ms);
       return -1;
     }
-    int pause = c->backoff_ms << (sh->attempts - 1 < 10 ? sh->attempts - 1
-                                                        : 10);
+    int pause = c->backoff_ms
+                << (sh->attempts - 1 < 10 ? sh->attempts - 1 : 10);
     logger_warn(c->log,
                 "pserver %s: no answer to %s (id %llu) in %d ms; retry %d of "
                 "%d in %d ms",
@@ -206,8 +203,8 @@ static int round_trip(struct client *c, char *err, size_t errlen) {
 /* ---- the ps operations -------------------------------------------------- */
 
 static long net_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
-                     const uint64_t *keys, const struct ps_rows *out,
-                     char *err, size_t errlen) {
+                     const uint64_t *keys, const struct ps_rows *out, char *err,
+                     size_t errlen) {
   struct client *c = ctx;
   if (n == 0)
     return 0;
@@ -297,7 +294,7 @@ static int net_push(void *ctx, const struct ps_grads *g, char *err,
     }
     c->voff[i + 1] = c->voff[i] + g->glen[i];
   }
-  const size_t *goff = c->voff; /* gradient offsets, caller's order */
+  const size_t *goff = c->voff;         /* gradient offsets, caller's order */
   scratch(c, n, goff[n] ? goff[n] : 1); /* n unchanged: voff stays */
   group(c, n, g->keys);
   begin(c);
@@ -323,8 +320,7 @@ static int net_push(void *ctx, const struct ps_grads *g, char *err,
       snprintf(err, errlen,
                "push of %zu keys sends %zu keys / %zu floats to pserver %s, "
                "over a message's %u / %u; split the batch",
-               n, m, f - f0, c->sh[s].endpoint, MSG_MAX_KEYS,
-               MSG_MAX_FLOATS);
+               n, m, f - f0, c->sh[s].endpoint, MSG_MAX_KEYS, MSG_MAX_FLOATS);
       rc = -1;
       break;
     }
@@ -348,8 +344,8 @@ static int net_push(void *ctx, const struct ps_grads *g, char *err,
 /* Splits [off, off + len) over the dense blocks into one request per
  * pserver involved. */
 static int dense_requests(struct client *c, enum msg_op op, uint64_t step,
-                          size_t off, size_t len, const float *grads,
-                          char *err, size_t errlen) {
+                          size_t off, size_t len, const float *grads, char *err,
+                          size_t errlen) {
   if (len > c->dense_total || off > c->dense_total - len) {
     snprintf(err, errlen,
              "dense range [%zu, %zu) outside the dense vector of %llu floats",
@@ -415,8 +411,8 @@ static int net_push_dense(void *ctx, uint64_t step, size_t off, size_t len,
                         errlen);
 }
 
-static int net_set_dense(void *ctx, size_t off, size_t len,
-                         const float *values, char *err, size_t errlen) {
+static int net_set_dense(void *ctx, size_t off, size_t len, const float *values,
+                         char *err, size_t errlen) {
   (void)ctx, (void)off, (void)len, (void)values;
   snprintf(err, errlen,
            "setting dense values over the network is not possible: protocol "
@@ -446,8 +442,8 @@ static int net_barrier(void *ctx, uint64_t step, char *err, size_t errlen) {
   return broadcast(ctx, MSG_BARRIER, step, NULL, err, errlen);
 }
 
-static int net_checkpoint(void *ctx, uint64_t step, const char *dir,
-                          char *err, size_t errlen) {
+static int net_checkpoint(void *ctx, uint64_t step, const char *dir, char *err,
+                          size_t errlen) {
   if (strlen(dir) == 0 || strlen(dir) > MSG_MAX_PATH) {
     snprintf(err, errlen,
              "checkpoint directory name of %zu bytes (must be 1..%d)",
@@ -529,8 +525,7 @@ struct ps *ps_net_new(const struct ps_net_opts *o, char *err, size_t errlen) {
     sh->endpoint = xstrdup(o->endpoints[s]);
     sh->in = net_msg_new();
     msg_init(&sh->rep);
-    sh->sock = net_client_new(c->net, &o->endpoints[s], 1, o->net, err,
-                              errlen);
+    sh->sock = net_client_new(c->net, &o->endpoints[s], 1, o->net, err, errlen);
     if (!sh->sock) {
       net_ctx_free(c);
       return NULL;

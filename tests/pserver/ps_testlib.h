@@ -56,9 +56,8 @@ struct test_server {
 
 static inline void *ts_main(void *arg) {
   struct test_server *ts = arg;
-  struct store_options o = ts_options(ts->tables, ts->ntables,
-                                      ts->dense_total, ts->S, ts->rank,
-                                      ts->wal);
+  struct store_options o = ts_options(ts->tables, ts->ntables, ts->dense_total,
+                                      ts->S, ts->rank, ts->wal);
   if (ts->memory_mb)
     o.memory_mb = ts->memory_mb;
   struct store *st = store_open(ts->dir, &o, ts->err, sizeof(ts->err));

@@ -33,7 +33,9 @@ static uint64_t rnd(void) {
   rng_state += 0x9e3779b97f4a7c15ull;
   return keys_mix64(rng_state);
 }
-static float rnd_unit(void) { return (float)(rnd() >> 40) / (float)(1 << 24); }
+static float rnd_unit(void) {
+  return (float)(rnd() >> 40) / (float)(1 << 24);
+}
 
 /* Key i of a table's pool: spread over the 64-bit space like real ids. */
 static uint64_t pool_key(uint32_t table, uint64_t i) {
@@ -106,8 +108,7 @@ static void test_net_equals_local(void **state) {
   }
   struct store *stores[NS];
   for (uint32_t s = 0; s < NS; s++) {
-    struct store_options o =
-        ts_options(tables, 2, DENSE, NS, s, STORE_WAL_OFF);
+    struct store_options o = ts_options(tables, 2, DENSE, NS, s, STORE_WAL_OFF);
     char err[512];
     stores[s] = store_open(temp_dir(dirs[NS + s]), &o, err, sizeof(err));
     if (!stores[s])
@@ -165,8 +166,8 @@ static void test_net_equals_local(void **state) {
         for (unsigned j = 0; j < r.plen[i]; j++)
           g[goff++] = 0.5f * r.vals[off + j] + (rnd_unit() - 0.5f) * 0.01f;
         off += r.plen[i];
-        plen[i] = t->amtl ? (uint16_t)(rnd() % 3 == 0 ? 0 : 1 + rnd() % t->dim)
-                          : 0;
+        plen[i] =
+            t->amtl ? (uint16_t)(rnd() % 3 == 0 ? 0 : 1 + rnd() % t->dim) : 0;
         cnt[i] = 1 + (uint32_t)(rnd() % 3);
         clk[i] = (uint32_t)(rnd() % 2);
       }
@@ -194,8 +195,7 @@ static void test_net_equals_local(void **state) {
     assert_int_equal(
         ps_pull_dense(b.net, step, 0, DENSE, dense_net, err, sizeof(err)), 0);
     assert_int_equal(
-        ps_pull_dense(b.local, step, 0, DENSE, dense_loc, err, sizeof(err)),
-        0);
+        ps_pull_dense(b.local, step, 0, DENSE, dense_loc, err, sizeof(err)), 0);
     assert_memory_equal(dense_net, dense_loc, sizeof(dense_net));
     for (int i = 0; i < DENSE; i++)
       dg[i] = rnd_unit() - 0.5f;
@@ -203,8 +203,8 @@ static void test_net_equals_local(void **state) {
       fail_msg("net push_dense: %s", err);
     assert_int_equal(
         ps_push_dense(b.local, step, 0, DENSE, dg, err, sizeof(err)), 0);
-    assert_int_equal(
-        ps_push_dense(b.net, step, 490, 20, dg, err, sizeof(err)), 0);
+    assert_int_equal(ps_push_dense(b.net, step, 490, 20, dg, err, sizeof(err)),
+                     0);
     assert_int_equal(
         ps_push_dense(b.local, step, 490, 20, dg, err, sizeof(err)), 0);
     if (ps_barrier(b.net, step, err, sizeof(err)) < 0)
@@ -234,12 +234,11 @@ static void test_net_equals_local(void **state) {
     rows_free(&r);
   }
   /* Errors are the same kind on both: an unknown table, a bad range. */
-  struct ps_rows r1 = {calloc(1, 2), calloc(1, 4), calloc(1, 4),
-                       calloc(16, 4), 16};
+  struct ps_rows r1 = {calloc(1, 2), calloc(1, 4), calloc(1, 4), calloc(16, 4),
+                       16};
   assert_int_equal(ps_pull(b.net, 99, 0, 1, all, &r1, err, sizeof(err)), -1);
   assert_non_null(strstr(err, "unknown table 99"));
-  assert_int_equal(ps_pull(b.local, 99, 0, 1, all, &r1, err, sizeof(err)),
-                   -1);
+  assert_int_equal(ps_pull(b.local, 99, 0, 1, all, &r1, err, sizeof(err)), -1);
   assert_non_null(strstr(err, "unknown table 99"));
   rows_free(&r1);
   assert_int_equal(
@@ -260,8 +259,7 @@ static void test_net_equals_local(void **state) {
   snprintf(ckn[1], sizeof(ckn[1]), "%s/step", ck[1]);
   if (ps_checkpoint(b.net, STEPS, ckn[0], err, sizeof(err)) < 0)
     fail_msg("net checkpoint: %s", err);
-  assert_int_equal(ps_checkpoint(b.local, STEPS, ckn[1], err, sizeof(err)),
-                   0);
+  assert_int_equal(ps_checkpoint(b.local, STEPS, ckn[1], err, sizeof(err)), 0);
   for (uint32_t s = 0; s < NS; s++) {
     char p[160];
     snprintf(p, sizeof(p), "%s/shard-%u/CURRENT", ckn[0], s);

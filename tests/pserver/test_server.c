@@ -57,7 +57,9 @@ static struct store_table the_table(void) {
   return t;
 }
 
-static uint64_t key_of(uint64_t i) { return keys_mix64(i + 77); }
+static uint64_t key_of(uint64_t i) {
+  return keys_mix64(i + 77);
+}
 
 /* Pushes `steps` steps of gradients for keys 0..NKEYS-1 and some dense
  * gradients. */
@@ -74,8 +76,12 @@ static void feed(struct ps *ps, int steps) {
       for (unsigned j = 0; j < glen[i]; j++)
         g[f++] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
     }
-    struct ps_grads pg = {.table = TABLE, .step = (uint64_t)s, .n = NKEYS,
-                          .keys = keys, .glen = glen, .grads = g};
+    struct ps_grads pg = {.table = TABLE,
+                          .step = (uint64_t)s,
+                          .n = NKEYS,
+                          .keys = keys,
+                          .glen = glen,
+                          .grads = g};
     if (ps_push(ps, &pg, err, sizeof(err)) < 0)
       fail_msg("push: %s", err);
     for (int i = 0; i < DENSE; i++)
@@ -123,7 +129,9 @@ static void mp_byte(struct mp *m, uint8_t x) {
   if (m->n < sizeof(m->b))
     m->b[m->n++] = x;
 }
-static void mp_map(struct mp *m, unsigned n) { mp_byte(m, (uint8_t)(0x80 | n)); }
+static void mp_map(struct mp *m, unsigned n) {
+  mp_byte(m, (uint8_t)(0x80 | n));
+}
 static void mp_str(struct mp *m, const char *s) {
   size_t l = strlen(s);
   mp_byte(m, (uint8_t)(0xa0 | l));
@@ -379,8 +387,8 @@ static void test_hostile_then_shutdown(void **state) {
   for (uint64_t k = 0; k < HOSTILE; k += WINDOW) {
     /* Pipelined: a window of messages, then their replies in order. */
     for (int w = 0; w < WINDOW; w++) {
-      size_t nf = hostile(k + (uint64_t)w, fr, &hdr, bytes, sizeof(bytes),
-                          keys, &enc, &ids[w], &pass[w]);
+      size_t nf = hostile(k + (uint64_t)w, fr, &hdr, bytes, sizeof(bytes), keys,
+                          &enc, &ids[w], &pass[w]);
       assert_int_equal(net_send(raw, NULL, fr, nf, err, sizeof(err)), 0);
     }
     for (int w = 0; w < WINDOW; w++) {
@@ -409,8 +417,10 @@ static void test_hostile_then_shutdown(void **state) {
     }
   }
   double secs = (double)(clock_ns() - t0) / 1e9;
-  fprintf(stderr, "hostile: %zu ERROR replies (%zu with the id echoed), %zu "
-          "still-valid pulls, %.2f s\n", errors, id_echoed, passed, secs);
+  fprintf(stderr,
+          "hostile: %zu ERROR replies (%zu with the id echoed), %zu "
+          "still-valid pulls, %.2f s\n",
+          errors, id_echoed, passed, secs);
   assert_int_equal(errors + passed, HOSTILE);
   assert_true(errors > HOSTILE * 8 / 10);
   /* Kinds 4, 7, 8, 9 have a readable header: their id comes back. */
@@ -426,10 +436,11 @@ static void test_hostile_then_shutdown(void **state) {
   char *json = ps_net_stats(ps, 0, err, sizeof(err));
   if (!json)
     fail_msg("stats: %s", err);
-  const char *fields[] = {"\"keys\":", "\"bytes_disk\":", "\"cache_hit_rate\":",
-                          "\"pull_us\":{\"p50\":", "\"push_us\":",
-                          "\"compaction_debt_bytes\":", "\"stalls\":",
-                          "\"hist\":[0,", "\"malformed\":", "\"rows\":300,"};
+  const char *fields[] = {"\"keys\":",           "\"bytes_disk\":",
+                          "\"cache_hit_rate\":", "\"pull_us\":{\"p50\":",
+                          "\"push_us\":",        "\"compaction_debt_bytes\":",
+                          "\"stalls\":",         "\"hist\":[0,",
+                          "\"malformed\":",      "\"rows\":300,"};
   for (size_t i = 0; i < ARRAY_LEN(fields); i++)
     if (!strstr(json, fields[i]))
       fail_msg("stats lack %s: %s", fields[i], json);
@@ -473,9 +484,13 @@ static _Noreturn void child_main(const char *dir, const struct store_table *t,
   struct store *st = store_open(dir, &o, err, sizeof(err));
   if (!st)
     _exit(3);
-  struct server_opts so = {.endpoint = "tcp://127.0.0.1:*", .nshards = 1,
-                           .workers = 1, .dense_total = DENSE, .tables = t,
-                           .ntables = 1, .poll_ms = 20};
+  struct server_opts so = {.endpoint = "tcp://127.0.0.1:*",
+                           .nshards = 1,
+                           .workers = 1,
+                           .dense_total = DENSE,
+                           .tables = t,
+                           .ntables = 1,
+                           .poll_ms = 20};
   struct server *srv = server_new(st, &so, err, sizeof(err));
   if (!srv)
     _exit(4);
@@ -608,7 +623,7 @@ static void test_binary_sigterm(void **state) {
       break;
     got += (size_t)r;
     char *at = strstr(out, "serving on ");
-    if (at && strchr(at, ' ' ) && strstr(at, " ("))
+    if (at && strchr(at, ' ') && strstr(at, " ("))
       ep = at + strlen("serving on ");
   }
   if (!ep)
@@ -637,9 +652,9 @@ static void test_binary_sigterm(void **state) {
   /* Reopen its store as the config describes it. */
   char err[2048];
   struct config *cfg = config_new();
-  assert_int_equal(config_read_string(cfg, yaml, (size_t)yl, "run.yaml", err,
-                                      sizeof(err)),
-                   0);
+  assert_int_equal(
+      config_read_string(cfg, yaml, (size_t)yl, "run.yaml", err, sizeof(err)),
+      0);
   struct store_table tables[39];
   ps_local_tables_from_config(cfg, 39, tables);
   struct store_options o;
@@ -665,8 +680,8 @@ static void test_binary_sigterm(void **state) {
 static void expect_timeout(const char *ep) {
   struct ps *ps = client(ep, 150, 2);
   uint64_t k = 1;
-  struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4),
-                      calloc(D, 4), D};
+  struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4), calloc(D, 4),
+                      D};
   char err[1024];
   uint64_t t0 = clock_ns();
   long rc = ps_pull(ps, TABLE, 0, 1, &k, &r, err, sizeof(err));
@@ -776,8 +791,8 @@ static void test_stale_reply_dropped(void **state) {
   assert_int_equal(pthread_create(&th, NULL, fake_main, &f), 0);
   struct ps *ps = client(ep, 300, 0);
   uint64_t k = 9;
-  struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4),
-                      calloc(D, 4), D};
+  struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4), calloc(D, 4),
+                      D};
   assert_int_equal(ps_pull(ps, TABLE, 0, 1, &k, &r, err, sizeof(err)), -1);
   assert_non_null(strstr(err, "did not answer PULL"));
   /* The stale reply (111) arrives first and is dropped. */
@@ -843,8 +858,8 @@ static void test_retry_applied_once(void **state) {
   }
   /* Three sends, two distinct pushes: count 2, clicks 2. */
   struct ps *ps = client(ts.endpoint, WAIT_MS, 0);
-  struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4),
-                      calloc(D, 4), D};
+  struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4), calloc(D, 4),
+                      D};
   assert_int_equal(ps_pull(ps, TABLE, 1, 1, &key, &r, err, sizeof(err)), D);
   assert_int_equal(r.count[0], 2);
   assert_int_equal(r.clicks[0], 2);
@@ -875,8 +890,11 @@ struct worker_arg {
 static void *barrier_worker(void *p) {
   struct worker_arg *a = p;
   const char *eps[1] = {a->ep};
-  struct ps_net_opts o = {.endpoints = eps, .nshards = 1, .rank = a->rank,
-                          .dense_total = DENSE, .timeout_ms = WAIT_MS,
+  struct ps_net_opts o = {.endpoints = eps,
+                          .nshards = 1,
+                          .rank = a->rank,
+                          .dense_total = DENSE,
+                          .timeout_ms = WAIT_MS,
                           .retries = 0};
   struct ps *ps = ps_net_new(&o, a->err, sizeof(a->err));
   if (!ps) {
@@ -916,8 +934,11 @@ static void test_barrier_two_workers(void **state) {
   /* A worker rank outside cluster.workers is refused. */
   char err[1024];
   const char *eps[1] = {ts.endpoint};
-  struct ps_net_opts o = {.endpoints = eps, .nshards = 1, .rank = 2,
-                          .timeout_ms = WAIT_MS, .retries = 0};
+  struct ps_net_opts o = {.endpoints = eps,
+                          .nshards = 1,
+                          .rank = 2,
+                          .timeout_ms = WAIT_MS,
+                          .retries = 0};
   struct ps *ps = ps_net_new(&o, err, sizeof(err));
   assert_int_equal(ps_barrier(ps, 9, err, sizeof(err)), -1);
   assert_non_null(strstr(err, "2 workers"));
