@@ -1,0 +1,695 @@
+/* models: LR, FM, DNN, DeepFM, DCN, DCNv2 (full rank and the low-rank
+ * mixture, three structures) and EDCN (three bridges, with and without the
+ * cross residual) against the committed PyTorch fixtures
+ * (tests/nn/fixtures/<name>.bin, contract in tests/nn/README.md).
+ *
+ * For each fixture: the model is built from meta/config, its parameter set
+ * must hold exactly the fixture's param/<p> (same names, same element
+ * counts, nothing extra), the values are copied in by name, one forward on
+ * input/E (and input/w) gives output/logits and output/loss, and one
+ * backward from nn_logloss_backward gives every grad/<p>, grad/input/E and
+ * grad/input/w. Each tensor is compared with fixture_max_err against the
+ * README's tolerance table (1e-5; 1e-4 for edcn_hadamard and edcn_add,
+ * whose float32-vs-float64 error is 1.5e-6). A wrong formula, a swapped
+ * concatenation or a missing gradient term moves a tensor by >= 1e-3.
+ *
+ * Each fixture runs twice: in a model built for exactly B = 8 rows, and in
+ * one built for Bmax = 64 that first trains on a random batch of 64 rows
+ * (so every buffer is dirty and a batch smaller than Bmax must not read
+ * stale rows or offsets sized for Bmax).
+ *
+ * Also: the training init (biases 0, Xavier-normal weights with the
+ * std of their shape, EDCN gate logits 1), options that do not fit a model
+ * (NULL, a message, nothing registered), model_kind_parse / name, and
+ * model_options_from_config. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/check.h"
+#include "common/config.h"
+#include "tests/nn/fixture.h"
+#include "worker/nn/model.h"
+#include "worker/nn/ops.h"
+#include "worker/nn/params.h"
+
+/* ---- a few fields of meta/config (flat JSON written by make_fixtures.py) */
+
+/* The text right after "key": in json, or NULL. */
+static const char *json_at(const char *json, const char *key) {
+  char pat[64];
+  snprintf(pat, sizeof(pat), "\"%s\":", key);
+  const char *p = strstr(json, pat);
+  if (!p)
+    return NULL;
+  p += strlen(pat);
+  while (*p == ' ')
+    p++;
+  return p;
+}
+
+static double json_num(const char *json, const char *key, double dflt) {
+  const char *p = json_at(json, key);
+  return p ? strtod(p, NULL) : dflt;
+}
+
+static bool json_bool(const char *json, const char *key, bool dflt) {
+  const char *p = json_at(json, key);
+  return p ? strncmp(p, "true", 4) == 0 : dflt;
+}
+
+/* A string value copied into buf ("" if absent). */
+static void json_str(const char *json, const char *key, char *buf, size_t len) {
+  const char *p = json_at(json, key);
+  buf[0] = 0;
+  if (!p || *p != '"')
+    return;
+  p++;
+  size_t i = 0;
+  while (*p && *p != '"' && i + 1 < len)
+    buf[i++] = *p++;
+  buf[i] = 0;
+}
+
+/* A list of integers; returns their number (0 if absent or empty). */
+static int json_ints(const char *json, const char *key, int *out, int max) {
+  const char *p = json_at(json, key);
+  if (!p || *p != '[')
+    return 0;
+  p++;
+  int n = 0;
+  while (*p && *p != ']') {
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p) {
+      p++;
+      continue;
+    }
+    assert_true(n < max);
+    out[n++] = (int)v;
+    p = end;
+  }
+  return n;
+}
+
+/* ---- model from a fixture -------------------------------------------- */
+
+struct case_ {
+  const char *file; /* fixture name */
+  double tol;       /* README's suggested tolerance */
+};
+
+static const struct case_ cases[] = {
+    {"lr", 1e-5},
+    {"fm", 1e-5},
+    {"dnn", 1e-5},
+    {"deepfm", 1e-5},
+    {"dcn", 1e-5},
+    {"dcnv2_crossnet", 1e-5},
+    {"dcnv2_stacked", 1e-5},
+    {"dcnv2_parallel", 1e-5},
+    {"dcnv2_mix_parallel", 1e-5},
+    {"dcnv2_mix_stacked", 1e-5},
+    {"edcn_hadamard", 1e-4},
+    {"edcn_add", 1e-4},
+    {"edcn_concat", 1e-5},
+    {"edcn_hadamard_nores", 1e-5},
+};
+
+/* Options for the fixture's model; B, F, D out of the same JSON. */
+static void options_from_fixture(const char *json, struct model_options *o,
+                                 int *B, int *F, int *D) {
+  char model[64], s[64];
+  json_str(json, "model", model, sizeof(model));
+  *B = (int)json_num(json, "B", 0);
+  *F = (int)json_num(json, "F", 0);
+  *D = (int)json_num(json, "D", 0);
+  assert_true(*B > 0 && *F > 0 && *D > 0);
+  int kind;
+  if (strncmp(model, "dcnv2", 5) == 0)
+    kind = MODEL_DCNV2;
+  else if (strncmp(model, "edcn", 4) == 0)
+    kind = MODEL_EDCN;
+  else
+    kind = model_kind_parse(model);
+  if (kind < 0)
+    fail_msg("fixture model %s has no kind", model);
+  model_options_default(o, (enum model_kind)kind);
+  o->nhidden = json_ints(json, "hidden", o->hidden, MODEL_MAX_LAYERS);
+  o->dropout = 0; // README: dropout rate 0 in every fixture
+  if (kind == MODEL_DCN || kind == MODEL_DCNV2)
+    o->cross_layers = (int)json_num(json, "cross_layers", 0);
+  if (kind == MODEL_DCNV2) {
+    json_str(json, "structure", s, sizeof(s));
+    o->dcnv2_structure = strcmp(s, "crossnet_only") == 0 ? MODEL_CROSSNET_ONLY
+                         : strcmp(s, "stacked") == 0     ? MODEL_STACKED
+                                                         : MODEL_PARALLEL;
+    assert_true(strcmp(s, "crossnet_only") == 0 || strcmp(s, "stacked") == 0 ||
+                strcmp(s, "parallel") == 0);
+    if (json_bool(json, "mixture", false)) {
+      o->low_rank = (int)json_num(json, "rank", 0);
+      o->num_experts = (int)json_num(json, "experts", 0);
+    } else {
+      o->low_rank = 0;
+      o->num_experts = 1;
+    }
+  }
+  if (kind == MODEL_EDCN) {
+    o->cross_layers = (int)json_num(json, "layers", 0);
+    o->temperature = (float)json_num(json, "tau", 0);
+    o->cross_residual = json_bool(json, "cross_residual", true);
+    json_str(json, "bridge", s, sizeof(s));
+    o->bridge = strcmp(s, "add") == 0      ? MODEL_BRIDGE_ADD
+                : strcmp(s, "concat") == 0 ? MODEL_BRIDGE_CONCAT
+                                           : MODEL_BRIDGE_HADAMARD;
+    assert_true(strcmp(s, "add") == 0 || strcmp(s, "concat") == 0 ||
+                strcmp(s, "hadamard") == 0);
+  }
+}
+
+static const float *need(struct fixture *fx, const char *name, size_t n) {
+  struct fixture_shape sh;
+  const float *p = fixture_get(fx, name, &sh);
+  if (!p)
+    fail_msg("fixture has no float tensor %s", name);
+  if (sh.numel != n)
+    fail_msg("%s has %zu elements, expected %zu", name, sh.numel, n);
+  return p;
+}
+
+/* The worst error of the current case and its tensor, for the log. */
+static double case_worst;
+static char case_worst_name[80];
+
+static void expect(const char *file, const char *what, const float *got,
+                   const float *want, size_t n, double tol) {
+  size_t worst = 0;
+  double e = fixture_max_err(got, want, n, &worst);
+  if (e > case_worst) {
+    case_worst = e;
+    snprintf(case_worst_name, sizeof(case_worst_name), "%s", what);
+  }
+  if (!(e <= tol))
+    fail_msg("%s: %s differs from PyTorch by %.3g > %.0e (worst [%zu]: "
+             "%.8g vs %.8g)",
+             file, what, e, tol, worst, (double)got[worst],
+             (double)want[worst]);
+}
+
+/* Every fixture param/<p> has a view <p> of the same size and vice versa;
+ * copies the values. Returns the number of parameters. */
+static int copy_params(const char *file, struct fixture *fx, struct params *p) {
+  int nfx = 0;
+  for (size_t i = 0; i < fixture_count(fx); i++) {
+    const struct fixture_tensor *t = fixture_at(fx, i);
+    if (strncmp(t->name, "param/", 6) != 0)
+      continue;
+    nfx++;
+    int id = params_find(p, t->name + 6);
+    if (id < 0)
+      fail_msg("%s: fixture parameter %s is not in the model", file,
+               t->name + 6);
+    const struct params_view *v = params_view(p, id);
+    if (v->n != t->shape.numel)
+      fail_msg("%s: %s has %zu elements in the model, %zu in the fixture", file,
+               v->name, v->n, t->shape.numel);
+    memcpy(params_value(p, id), t->data, v->n * sizeof(float));
+  }
+  for (int id = 0; id < p->count; id++) {
+    char name[80];
+    snprintf(name, sizeof(name), "param/%s", params_view(p, id)->name);
+    if (!fixture_find(fx, name))
+      fail_msg("%s: model parameter %s is not in the fixture", file,
+               params_view(p, id)->name);
+  }
+  assert_int_equal(nfx, p->count);
+  return nfx;
+}
+
+/* Uniform in [-1, 1) from a fixed LCG (no libc rand state). */
+static float lcg(uint64_t *s) {
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (float)((*s >> 40) * (1.0 / (1 << 23))) - 1.0f;
+}
+
+static void run_case(const struct case_ *c, int Bmax) {
+  char err[512];
+  struct fixture *fx = fixture_open_named(c->file, err, sizeof(err));
+  if (!fx)
+    fail_msg("%s", err);
+  const char *json = fixture_text(fx, "meta/config");
+  assert_non_null(json);
+  struct model_options o;
+  int B, F, D;
+  options_from_fixture(json, &o, &B, &F, &D);
+  if (Bmax < B)
+    Bmax = B;
+  int C = F * D;
+
+  struct params *p = params_new();
+  struct model *m = model_new(&o, F, D, Bmax, p, err, sizeof(err));
+  if (!m)
+    fail_msg("%s: model_new: %s", c->file, err);
+  params_alloc(p, 7);
+  copy_params(c->file, fx, p);
+  bool lrw = model_uses_lr_weights(m);
+  assert_int_equal(lrw, fixture_find(fx, "input/w") != NULL);
+
+  float *logits = calloc((size_t)Bmax, sizeof(float));
+  float *dlogits = calloc((size_t)Bmax, sizeof(float));
+  float *dE = calloc((size_t)Bmax * C, sizeof(float));
+  float *dw = calloc((size_t)Bmax * F, sizeof(float));
+
+  if (Bmax > B) {
+    // a full random batch first: dirties every activation and cache
+    float *E = malloc((size_t)Bmax * C * sizeof(float));
+    float *w = malloc((size_t)Bmax * F * sizeof(float));
+    float *y = malloc((size_t)Bmax * sizeof(float));
+    uint64_t st = 42;
+    for (int i = 0; i < Bmax * C; i++)
+      E[i] = 3 * lcg(&st);
+    for (int i = 0; i < Bmax * F; i++)
+      w[i] = lcg(&st);
+    for (int i = 0; i < Bmax; i++)
+      y[i] = lcg(&st) > 0;
+    model_forward(m, E, lrw ? w : NULL, logits, Bmax, true);
+    nn_logloss_backward(logits, y, dlogits, Bmax, 1.0f);
+    model_backward(m, dlogits, dE, dw, Bmax);
+    free(E);
+    free(w);
+    free(y);
+    memset(dlogits, 0, (size_t)Bmax * sizeof(float));
+    memset(dE, 0xff, (size_t)Bmax * C * sizeof(float)); // NaN
+  }
+  params_zero_grad(p);
+  case_worst = 0;
+  case_worst_name[0] = 0;
+  memset(dE, 0, (size_t)B * C * sizeof(float));
+  memset(dw, 0, (size_t)B * F * sizeof(float));
+
+  const float *E =
+      fixture_find(fx, "input/E") ? need(fx, "input/E", B * C) : NULL;
+  const float *w = lrw ? need(fx, "input/w", (size_t)B * F) : NULL;
+  const float *y = need(fx, "input/y", B);
+  model_forward(m, E, w, logits, B, true);
+  expect(c->file, "output/logits", logits, need(fx, "output/logits", B), B,
+         c->tol);
+  float loss = (float)nn_logloss_forward(logits, y, B);
+  expect(c->file, "output/loss", &loss, need(fx, "output/loss", 1), 1, c->tol);
+
+  nn_logloss_backward(logits, y, dlogits, B, 1.0f);
+  model_backward(m, dlogits, E ? dE : NULL, lrw ? dw : NULL, B);
+  for (int id = 0; id < p->count; id++) {
+    const struct params_view *v = params_view(p, id);
+    char name[80];
+    snprintf(name, sizeof(name), "grad/%s", v->name);
+    expect(c->file, name, params_grad(p, id), need(fx, name, v->n), v->n,
+           c->tol);
+  }
+  if (fixture_find(fx, "grad/input/E"))
+    expect(c->file, "grad/input/E", dE, need(fx, "grad/input/E", B * C),
+           (size_t)B * C, c->tol);
+  if (lrw)
+    expect(c->file, "grad/input/w", dw, need(fx, "grad/input/w", B * F),
+           (size_t)B * F, c->tol);
+  // rows past B are none of the model's business
+  if (Bmax > B)
+    for (size_t i = (size_t)B * C; i < (size_t)Bmax * C; i++)
+      assert_true(isnan(dE[i]));
+  assert_true(model_flops_per_example(m) > 0);
+  print_message("%-20s Bmax %2d: %2d params, worst error %.2g (%s)\n", c->file,
+                Bmax, p->count, case_worst, case_worst_name);
+
+  free(logits);
+  free(dlogits);
+  free(dE);
+  free(dw);
+  model_free(m);
+  params_free(p);
+  fixture_free(fx);
+}
+
+static void test_fixtures_exact_batch(void **state) {
+  (void)state;
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++)
+    run_case(&cases[i], 0);
+}
+
+static void test_fixtures_in_bigger_model(void **state) {
+  (void)state;
+  for (size_t i = 0; i < ARRAY_LEN(cases); i++)
+    run_case(&cases[i], 64);
+}
+
+/* ---- training init (MODELS.md: Xavier-normal weights, zero biases) ---- */
+
+static bool ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* Builds o for F = 8, D = 8 and checks every initial value: biases 0, EDCN
+ * gate logits 1, every other tensor Xavier-normal: pooled over the model,
+ * value / sqrt(2 / (fan_in + fan_out)) has mean ~0 and std ~1. */
+static void check_init(const struct model_options *o) {
+  char err[256];
+  struct params *p = params_new();
+  struct model *m = model_new(o, 8, 8, 4, p, err, sizeof(err));
+  if (!m)
+    fail_msg("%s: %s", model_kind_name(o->kind), err);
+  params_alloc(p, 2024);
+  double s1 = 0, s2 = 0;
+  size_t n = 0;
+  for (int id = 0; id < p->count; id++) {
+    const struct params_view *v = params_view(p, id);
+    const float *x = params_value(p, id);
+    if (ends_with(v->name, ".bias")) {
+      for (size_t i = 0; i < v->n; i++)
+        if (x[i] != 0)
+          fail_msg("%s[%zu] = %g, a bias starts at 0", v->name, i,
+                   (double)x[i]);
+    } else if (strncmp(v->name, "reg.", 4) == 0) {
+      for (size_t i = 0; i < v->n; i++)
+        if (x[i] != 1)
+          fail_msg("%s[%zu] = %g, a gate logit starts at 1", v->name, i,
+                   (double)x[i]);
+    } else {
+      double std = sqrt(2.0 / (v->rows + v->cols));
+      for (size_t i = 0; i < v->n; i++) {
+        double z = x[i] / std;
+        s1 += z;
+        s2 += z * z;
+      }
+      n += v->n;
+    }
+  }
+  assert_true(n > 5000); // enough for the 5% bounds below (~6 sigma)
+  double mean = s1 / n, sd = sqrt(s2 / n - mean * mean);
+  if (!(fabs(mean) < 0.05 && fabs(sd - 1) < 0.05))
+    fail_msg("%s: weights / xavier std have mean %.4f, std %.4f over %zu",
+             model_kind_name(o->kind), mean, sd, n);
+  model_free(m);
+  params_free(p);
+}
+
+static void test_training_init(void **state) {
+  (void)state;
+  struct model_options o;
+  static const int hidden[] = {256, 32}; // non-square: Xavier != 1/fan_in
+  for (int k = MODEL_LR; k <= MODEL_EDCN; k++) {
+    model_options_default(&o, (enum model_kind)k);
+    o.nhidden = 2;
+    memcpy(o.hidden, hidden, sizeof(hidden));
+    o.cross_layers = 2;
+    if (k == MODEL_LR || k == MODEL_FM) {
+      // only lr.bias: it starts at 0
+      char err[256];
+      struct params *p = params_new();
+      struct model *m = model_new(&o, 8, 8, 4, p, err, sizeof(err));
+      assert_non_null(m);
+      params_alloc(p, 1);
+      assert_int_equal(p->count, 1);
+      assert_true(params_value(p, 0)[0] == 0);
+      model_free(m);
+      params_free(p);
+      continue;
+    }
+    check_init(&o);
+    if (k == MODEL_DCNV2) {
+      o.low_rank = 16;
+      o.num_experts = 3;
+      check_init(&o);
+    }
+    if (k == MODEL_EDCN) {
+      o.bridge = MODEL_BRIDGE_CONCAT;
+      check_init(&o);
+    }
+  }
+}
+
+/* ---- options that do not fit --------------------------------------- */
+
+/* model_new must refuse o with a message containing want, registering
+ * nothing. */
+static void refuse(const struct model_options *o, int F, int D, int Bmax,
+                   const char *want) {
+  char err[256] = "";
+  struct params *p = params_new();
+  struct model *m = model_new(o, F, D, Bmax, p, err, sizeof(err));
+  if (m)
+    fail_msg("model %s accepted options that should fail with '%s'",
+             model_kind_name(o->kind), want);
+  if (!strstr(err, want))
+    fail_msg("message '%s' does not mention '%s'", err, want);
+  assert_int_equal(p->count, 0);
+  params_free(p);
+}
+
+static void test_bad_options(void **state) {
+  (void)state;
+  struct model_options o;
+  model_options_default(&o, MODEL_DNN);
+  o.kind = MODEL_KIND_COUNT_;
+  refuse(&o, 4, 4, 8, "unknown kind");
+  o.kind = (enum model_kind) - 1;
+  refuse(&o, 4, 4, 8, "unknown kind");
+
+  for (int k = MODEL_LR; k <= MODEL_EDCN; k++) {
+    model_options_default(&o, (enum model_kind)k);
+    refuse(&o, 0, 4, 8, "F >= 1");
+    refuse(&o, 4, 0, 8, "D >= 1");
+    refuse(&o, 4, 4, 0, "Bmax >= 1");
+    o.dropout = 1;
+    refuse(&o, 4, 4, 8, "dropout");
+    model_options_default(&o, (enum model_kind)k);
+    o.hidden[1] = 0;
+    refuse(&o, 4, 4, 8, "hidden layer 1 has width 0");
+    o.nhidden = MODEL_MAX_LAYERS + 1;
+    refuse(&o, 4, 4, 8, "hidden layers");
+  }
+  static const enum model_kind mlps[] = {MODEL_DNN, MODEL_DEEPFM, MODEL_DCN};
+  for (size_t i = 0; i < ARRAY_LEN(mlps); i++) {
+    model_options_default(&o, mlps[i]);
+    o.nhidden = 0;
+    refuse(&o, 4, 4, 8, "hidden_units is empty");
+  }
+  model_options_default(&o, MODEL_DCNV2);
+  o.nhidden = 0;
+  o.dcnv2_structure = MODEL_STACKED;
+  refuse(&o, 4, 4, 8, "hidden_units is empty");
+  o.dcnv2_structure = MODEL_PARALLEL;
+  refuse(&o, 4, 4, 8, "hidden_units is empty");
+  o.dcnv2_structure = MODEL_CROSSNET_ONLY; // no MLP: fine
+  {
+    char err[256];
+    struct params *p = params_new();
+    struct model *m = model_new(&o, 4, 4, 8, p, err, sizeof(err));
+    assert_non_null(m);
+    assert_int_equal(params_find(p, "mlp.0.weight"), -1);
+    model_free(m);
+    params_free(p);
+  }
+  o.dcnv2_structure = (enum model_dcnv2_structure)9;
+  refuse(&o, 4, 4, 8, "unknown structure");
+  model_options_default(&o, MODEL_DCNV2);
+  o.num_experts = 3;
+  refuse(&o, 4, 4, 8, "low_rank");
+  o.low_rank = -2;
+  refuse(&o, 4, 4, 8, "negative");
+  o.low_rank = 4;
+  o.num_experts = 0;
+  refuse(&o, 4, 4, 8, "num_experts 0");
+  for (int k = MODEL_DCN; k <= MODEL_EDCN; k++) {
+    model_options_default(&o, (enum model_kind)k);
+    o.cross_layers = 0;
+    refuse(&o, 4, 4, 8, "cross_layers 0");
+    o.cross_layers = MODEL_MAX_LAYERS + 1;
+    refuse(&o, 4, 4, 8, "cross_layers");
+  }
+  model_options_default(&o, MODEL_EDCN);
+  o.temperature = 0;
+  refuse(&o, 4, 4, 8, "temperature");
+  model_options_default(&o, MODEL_EDCN);
+  o.bridge = (enum model_bridge)7;
+  refuse(&o, 4, 4, 8, "unknown bridge");
+}
+
+static void test_kind_names(void **state) {
+  (void)state;
+  for (int k = 0; k < MODEL_KIND_COUNT_; k++)
+    assert_int_equal(model_kind_parse(model_kind_name((enum model_kind)k)), k);
+  assert_string_equal(model_kind_name(MODEL_DCNV2), "dcnv2");
+  assert_string_equal(model_kind_name(MODEL_MASKFUSION), "maskfusion");
+  assert_string_equal(model_kind_name(MODEL_KIND_COUNT_), "?");
+  assert_int_equal(model_kind_parse("nope"), -1);
+  assert_int_equal(model_kind_parse("DNN"), -1);
+  assert_int_equal(model_kind_parse(""), -1);
+  assert_int_equal(model_kind_parse(NULL), -1);
+}
+
+/* ---- from a config ----------------------------------------------------- */
+
+static void set(struct config *cfg, const char *kv) {
+  char err[512];
+  if (config_set(cfg, kv, err, sizeof(err)) != 0)
+    fail_msg("config_set %s: %s", kv, err);
+}
+
+static void test_options_from_config(void **state) {
+  (void)state;
+  char err[512];
+  struct config *cfg = config_new();
+  struct model_options o;
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), 0);
+  struct model_options d;
+  model_options_default(&d, MODEL_DNN);
+  assert_int_equal(o.kind, MODEL_DNN); // the config's default model
+  assert_int_equal(o.nhidden, d.nhidden);
+  assert_int_equal(o.hidden[0], d.hidden[0]);
+  assert_int_equal(o.cross_layers, d.cross_layers);
+  assert_int_equal(o.num_blocks, d.num_blocks);
+  assert_true(o.temperature == d.temperature);
+
+  set(cfg, "model.name=dcnv2");
+  set(cfg, "model.hidden_units=[32,16]");
+  set(cfg, "model.cross_layers=2");
+  set(cfg, "model.low_rank=4");
+  set(cfg, "model.num_experts=2");
+  set(cfg, "model.dcnv2_structure=stacked");
+  set(cfg, "model.dropout=0.25");
+  set(cfg, "train.seed=5");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), 0);
+  assert_int_equal(o.kind, MODEL_DCNV2);
+  assert_int_equal(o.nhidden, 2);
+  assert_int_equal(o.hidden[0], 32);
+  assert_int_equal(o.hidden[1], 16);
+  assert_int_equal(o.cross_layers, 2);
+  assert_int_equal(o.low_rank, 4);
+  assert_int_equal(o.num_experts, 2);
+  assert_int_equal(o.dcnv2_structure, MODEL_STACKED);
+  assert_true(o.dropout == 0.25f);
+  assert_int_equal(o.dropout_seed, 5);
+  struct params *p = params_new();
+  struct model *m = model_new(&o, 3, 4, 16, p, err, sizeof(err));
+  assert_non_null(m);
+  assert_true(params_find(p, "cross.1.U") >= 0);
+  assert_true(params_find(p, "gate.weight") >= 0);
+  model_free(m);
+  params_free(p);
+
+  set(cfg, "model.name=edcn");
+  set(cfg, "model.bridge=concat");
+  set(cfg, "model.temperature=0.5");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), 0);
+  assert_int_equal(o.kind, MODEL_EDCN);
+  assert_int_equal(o.bridge, MODEL_BRIDGE_CONCAT);
+  assert_true(o.temperature == 0.5f);
+  assert_true(o.cross_residual); // MODELS.md's cross layer
+
+  set(cfg, "model.activation=tanh");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "model.activation"));
+  set(cfg, "model.activation=relu");
+  set(cfg, "model.use_bn=true");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "model.use_bn"));
+  set(cfg, "model.use_bn=false");
+  set(cfg, "model.hidden_units=[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "model.hidden_units"));
+  set(cfg, "model.hidden_units=[8]");
+  set(cfg, "model.cross_layers=17");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "model.cross_layers"));
+  config_free(cfg);
+}
+
+/* ---- dropout --------------------------------------------------------- */
+
+/* A DNN with dropout: evaluation equals the same weights without dropout;
+ * a training forward and its backward follow the mask of
+ * nn_dropout_keep(dropout_seed + layer, step 1, row*H + unit), computed
+ * here by hand for one hidden layer of H units:
+ *   z_b = sum_j w1_j relu(a_bj) keep_bj / (1 - p) + b1
+ *   dLoss/d b0_j = sum_b dz_b w1_j [a_bj > 0] keep_bj / (1 - p). */
+static void test_dropout(void **state) {
+  (void)state;
+  enum { F = 4, D = 4, C = F * D, B = 16, H = 32 };
+  const float rate = 0.5f;
+  char err[256];
+  struct model_options o;
+  model_options_default(&o, MODEL_DNN);
+  o.nhidden = 1;
+  o.hidden[0] = H;
+  o.dropout_seed = 77;
+  struct params *p0 = params_new(), *p1 = params_new();
+  struct model *m0 = model_new(&o, F, D, B, p0, err, sizeof(err));
+  o.dropout = rate;
+  struct model *m1 = model_new(&o, F, D, B, p1, err, sizeof(err));
+  assert_non_null(m0);
+  assert_non_null(m1);
+  params_alloc(p0, 3);
+  params_alloc(p1, 3); // same names, same seed: same values
+  float E[B * C], z0[B], z1[B], z2[B], dz[B], a[B * H];
+  uint64_t st = 9;
+  for (int i = 0; i < B * C; i++)
+    E[i] = 2 * lcg(&st);
+  model_forward(m0, E, NULL, z0, B, true);
+  model_forward(m1, E, NULL, z1, B, false); // evaluation: no dropout
+  for (int b = 0; b < B; b++)
+    assert_true(z0[b] == z1[b]);
+
+  model_forward(m1, E, NULL, z2, B, true); // the first training step
+  const float *W0 = params_value(p1, params_find(p1, "mlp.0.weight"));
+  const float *b0 = params_value(p1, params_find(p1, "mlp.0.bias"));
+  const float *w1 = params_value(p1, params_find(p1, "mlp.1.weight"));
+  const float *b1 = params_value(p1, params_find(p1, "mlp.1.bias"));
+  nn_linear_forward(E, W0, b0, a, B, C, H);
+  for (int b = 0; b < B; b++)
+    dz[b] = 0.1f * (b + 1);
+  params_zero_grad(p1);
+  model_backward(m1, dz, NULL, NULL, B);
+  const float *db0 = params_grad(p1, params_find(p1, "mlp.0.bias"));
+  int kept = 0;
+  double want_db[H] = {0};
+  for (int b = 0; b < B; b++) {
+    double z = b1[0];
+    for (int j = 0; j < H; j++) {
+      bool keep = nn_dropout_keep(77, 1, (size_t)b * H + j, rate);
+      kept += keep;
+      double s = keep ? 1.0 / (1 - rate) : 0.0;
+      if (a[b * H + j] > 0) {
+        z += w1[j] * a[b * H + j] * s;
+        want_db[j] += dz[b] * w1[j] * s;
+      }
+    }
+    assert_true(fabs(z - z2[b]) < 1e-5 * (1 + fabs(z)));
+  }
+  assert_true(kept > B * H / 4 && kept < 3 * B * H / 4); // a real mask
+  for (int j = 0; j < H; j++)
+    assert_true(fabs(want_db[j] - db0[j]) < 1e-5);
+  model_free(m0);
+  model_free(m1);
+  params_free(p0);
+  params_free(p1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_fixtures_exact_batch),
+      cmocka_unit_test(test_fixtures_in_bigger_model),
+      cmocka_unit_test(test_training_init),
+      cmocka_unit_test(test_bad_options),
+      cmocka_unit_test(test_kind_names),
+      cmocka_unit_test(test_options_from_config),
+      cmocka_unit_test(test_dropout),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,135 @@
+/* mlp: Linear (+ ReLU + dropout) layers with their activations; see mlp.h. */
+#include "worker/nn/mlp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/check.h"
+#include "worker/nn/ops.h"
+#include "worker/nn/params.h"
+
+void mlp_init(struct mlp *m, struct params *p, const char *prefix, int in,
+              const int *hidden, int nhidden, bool logit, float dropout,
+              uint64_t seed, int Bmax) {
+  CHECK(nhidden >= 0 && nhidden <= MODEL_MAX_LAYERS && nhidden + logit >= 1,
+        "nhidden %d logit %d", nhidden, (int)logit);
+  CHECK(in >= 1 && Bmax >= 1 && dropout >= 0 && dropout < 1, "in %d Bmax %d",
+        in, Bmax);
+  memset(m, 0, sizeof(*m));
+  m->p = p;
+  m->n = nhidden + (logit ? 1 : 0);
+  m->in = in;
+  m->logit = logit;
+  m->dropout = dropout;
+  m->seed = seed;
+  m->Bmax = Bmax;
+  int I = in;
+  for (int i = 0; i < m->n; i++) {
+    int O = i < nhidden ? hidden[i] : 1;
+    CHECK(O >= 1, "layer %d width %d", i, O);
+    m->width[i] = O;
+    char name[PARAMS_NAME_MAX + 1];
+    snprintf(name, sizeof(name), "%s.%d.weight", prefix, i);
+    m->wid[i] = params_add(p, name, 1, O, I, PARAMS_XAVIER_NORMAL, 1.0f);
+    snprintf(name, sizeof(name), "%s.%d.bias", prefix, i);
+    m->bid[i] = params_add(p, name, 1, 1, O, PARAMS_ZEROS, 0.0f);
+    size_t sz = (size_t)Bmax * O * sizeof(float);
+    m->out[i] = xaligned(sz);
+    m->dout[i] = xaligned(sz);
+    m->dpre[i] = xaligned(sz);
+    bool hid = !(logit && i == m->n - 1);
+    if (hid && dropout > 0)
+      m->ddrop[i] = xaligned(sz);
+    I = O;
+  }
+}
+
+void mlp_deinit(struct mlp *m) {
+  for (int i = 0; i < MLP_MAX_LAYERS; i++) {
+    free(m->out[i]);
+    free(m->dout[i]);
+    free(m->dpre[i]);
+    free(m->ddrop[i]);
+  }
+  memset(m, 0, sizeof(*m));
+}
+
+int mlp_out_width(const struct mlp *m) {
+  return m->width[m->n - 1];
+}
+
+/* Layer i is hidden (ReLU, dropout) unless it is the logit layer. */
+static bool is_hidden(const struct mlp *m, int i) {
+  return !(m->logit && i == m->n - 1);
+}
+
+const float *mlp_forward(struct mlp *m, const float *x, int B, bool train) {
+  CHECK(B >= 1 && B <= m->Bmax, "B %d Bmax %d", B, m->Bmax);
+  m->dropped = train && m->dropout > 0;
+  if (m->dropped)
+    m->step++;
+  const float *h = x; // (B, I_i)
+  int I = m->in;
+  for (int i = 0; i < m->n; i++) {
+    int O = m->width[i];
+    float *y = m->out[i]; // (B, O)
+    nn_linear_forward(h, params_value(m->p, m->wid[i]),
+                      params_value(m->p, m->bid[i]), y, B, I, O);
+    if (is_hidden(m, i)) {
+      nn_relu_forward(y, y, (size_t)B * O);
+      if (m->dropped)
+        nn_dropout_forward(y, y, (size_t)B * O, m->dropout, m->seed + i,
+                           m->step);
+    }
+    h = y;
+    I = O;
+  }
+  return h;
+}
+
+void mlp_backward(struct mlp *m, const float *x, const float *dy, float *dx,
+                  int B) {
+  CHECK(B >= 1 && B <= m->Bmax, "B %d Bmax %d", B, m->Bmax);
+  const float *g = dy; // dLoss/d out[i], (B, O_i)
+  for (int i = m->n - 1; i >= 0; i--) {
+    int O = m->width[i], I = i ? m->width[i - 1] : m->in;
+    size_t n = (size_t)B * O;
+    const float *gpre = g; // dLoss/d (x W^T + b)
+    if (is_hidden(m, i)) {
+      const float *grelu = g; // dLoss/d ReLU output
+      if (m->dropped) {
+        memset(m->ddrop[i], 0, n * sizeof(float));
+        nn_dropout_backward(g, m->ddrop[i], n, m->dropout, m->seed + i,
+                            m->step);
+        grelu = m->ddrop[i];
+      }
+      // out[i] > 0 exactly where the ReLU passed and dropout kept
+      // (kept units are scaled by 1/(1-p) > 0); a dropped unit's grelu is
+      // already 0, so the ReLU mask of out[i] is the right one.
+      memset(m->dpre[i], 0, n * sizeof(float));
+      nn_relu_backward(m->out[i], grelu, m->dpre[i], n);
+      gpre = m->dpre[i];
+    }
+    const float *in = i ? m->out[i - 1] : x;
+    float *din = dx;
+    if (i) {
+      din = m->dout[i - 1];
+      memset(din, 0, (size_t)B * I * sizeof(float));
+    }
+    nn_linear_backward(in, params_value(m->p, m->wid[i]), gpre, din,
+                       params_grad(m->p, m->wid[i]),
+                       params_grad(m->p, m->bid[i]), B, I, O);
+    g = din;
+  }
+}
+
+double mlp_flops(const struct mlp *m) {
+  double f = 0;
+  int I = m->in;
+  for (int i = 0; i < m->n; i++) {
+    f += (double)I * m->width[i];
+    I = m->width[i];
+  }
+  return f;
+}

@@ -1,0 +1,266 @@
+/* model: the table of model kinds, options, and the checks every kind
+ * shares; the models themselves are model_<kind>.c (see model_impl.h). */
+#include "worker/nn/model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/check.h"
+#include "common/config.h"
+#include "worker/nn/model_impl.h"
+#include "worker/nn/params.h"
+
+struct model {
+  const struct model_impl *impl; /* the kind's functions */
+  void *self;                    /* the kind's state */
+  int Bmax;                      /* rows forward/backward accept */
+  int lastB;                     /* rows of the last forward; 0 = none */
+};
+
+/* Names of every kind, as the config and the fixtures spell them. */
+static const char *const kind_names[MODEL_KIND_COUNT_] = {
+    [MODEL_LR] = "lr",
+    [MODEL_FM] = "fm",
+    [MODEL_DNN] = "dnn",
+    [MODEL_DEEPFM] = "deepfm",
+    [MODEL_DCN] = "dcn",
+    [MODEL_DCNV2] = "dcnv2",
+    [MODEL_EDCN] = "edcn",
+    [MODEL_SERMASKNET] = "sermasknet",
+    [MODEL_PARAMASKNET] = "paramasknet",
+    [MODEL_MASKFUSION] = "maskfusion",
+};
+
+/* The kinds built so far; NULL = named but not implemented yet. */
+static const struct model_impl *const impls[MODEL_KIND_COUNT_] = {
+    [MODEL_LR] = &model_impl_lr,     [MODEL_FM] = &model_impl_fm,
+    [MODEL_DNN] = &model_impl_dnn,   [MODEL_DEEPFM] = &model_impl_deepfm,
+    [MODEL_DCN] = &model_impl_dcn,   [MODEL_DCNV2] = &model_impl_dcnv2,
+    [MODEL_EDCN] = &model_impl_edcn,
+};
+
+const char *model_kind_name(enum model_kind k) {
+  if ((int)k < 0 || k >= MODEL_KIND_COUNT_)
+    return "?";
+  return kind_names[k];
+}
+
+int model_kind_parse(const char *name) {
+  for (int k = 0; name && k < MODEL_KIND_COUNT_; k++)
+    if (strcmp(name, kind_names[k]) == 0)
+      return k;
+  return -1;
+}
+
+void model_options_default(struct model_options *o, enum model_kind kind) {
+  // The defaults of the config schema (common/config.c), so a model built
+  // from defaults is the one a default config builds.
+  memset(o, 0, sizeof(*o));
+  o->kind = kind;
+  o->nhidden = 3;
+  for (int i = 0; i < o->nhidden; i++)
+    o->hidden[i] = 400;
+  o->dropout = 0;
+  o->dropout_seed = 2024;
+  o->cross_layers = 3;
+  o->dcnv2_structure = MODEL_PARALLEL;
+  o->low_rank = 0;
+  o->num_experts = 1;
+  o->bridge = MODEL_BRIDGE_HADAMARD;
+  o->temperature = 1;
+  o->cross_residual = true;
+  o->num_blocks = 3;
+  for (int i = 0; i < MODEL_MAX_LAYERS; i++)
+    o->block_dim[i] = 64;
+  o->reduction_ratio = 1;
+  o->emb_layernorm = true;
+  o->net_layernorm = true;
+}
+
+int model_options_from_config(struct model_options *o, const struct config *cfg,
+                              char *err, size_t errlen) {
+  const struct config_model *c = &cfg->model;
+  // config_model_name lists the kinds in the same order, but map by name so
+  // a reordering of either enum cannot silently build another model.
+  static const struct {
+    enum config_model_name c;
+    enum model_kind k;
+  } kinds[] = {
+      {CONFIG_MODEL_LR, MODEL_LR},
+      {CONFIG_MODEL_FM, MODEL_FM},
+      {CONFIG_MODEL_DNN, MODEL_DNN},
+      {CONFIG_MODEL_DEEPFM, MODEL_DEEPFM},
+      {CONFIG_MODEL_DCN, MODEL_DCN},
+      {CONFIG_MODEL_DCNV2, MODEL_DCNV2},
+      {CONFIG_MODEL_EDCN, MODEL_EDCN},
+      {CONFIG_MODEL_SERMASKNET, MODEL_SERMASKNET},
+      {CONFIG_MODEL_PARAMASKNET, MODEL_PARAMASKNET},
+      {CONFIG_MODEL_MASKFUSION, MODEL_MASKFUSION},
+  };
+  int kind = -1;
+  for (size_t i = 0; i < ARRAY_LEN(kinds); i++)
+    if (kinds[i].c == c->name)
+      kind = (int)kinds[i].k;
+  if (kind < 0) {
+    snprintf(err, errlen, "model.name: unknown model number %d", (int)c->name);
+    return -1;
+  }
+  model_options_default(o, (enum model_kind)kind);
+  const char *name = kind_names[kind];
+  if (c->hidden_units.n > MODEL_MAX_LAYERS) {
+    snprintf(err, errlen,
+             "model.hidden_units: %zu layers, at most %d are supported",
+             c->hidden_units.n, MODEL_MAX_LAYERS);
+    return -1;
+  }
+  o->nhidden = (int)c->hidden_units.n;
+  for (size_t i = 0; i < c->hidden_units.n; i++) {
+    int64_t h = c->hidden_units.v[i];
+    if (h < 1 || h > (1 << 20)) {
+      snprintf(err, errlen,
+               "model.hidden_units[%zu]: %lld is out of range "
+               "(expected 1..%d)",
+               i, (long long)h, 1 << 20);
+      return -1;
+    }
+    o->hidden[i] = (int)h;
+  }
+  if (c->activation != CONFIG_ACT_RELU) {
+    snprintf(err, errlen,
+             "model.activation: only relu is implemented (model %s)", name);
+    return -1;
+  }
+  if (c->use_bn) {
+    snprintf(err, errlen,
+             "model.use_bn: batch norm between hidden layers is not "
+             "implemented (model %s); set it to false",
+             name);
+    return -1;
+  }
+  o->dropout = (float)c->dropout;
+  o->dropout_seed = (uint64_t)cfg->train.seed;
+  if (c->cross_layers > MODEL_MAX_LAYERS) {
+    snprintf(err, errlen, "model.cross_layers: %lld, at most %d are supported",
+             (long long)c->cross_layers, MODEL_MAX_LAYERS);
+    return -1;
+  }
+  o->cross_layers = (int)c->cross_layers;
+  switch (c->dcnv2_structure) {
+  case CONFIG_DCNV2_CROSSNET_ONLY:
+    o->dcnv2_structure = MODEL_CROSSNET_ONLY;
+    break;
+  case CONFIG_DCNV2_STACKED:
+    o->dcnv2_structure = MODEL_STACKED;
+    break;
+  case CONFIG_DCNV2_PARALLEL:
+    o->dcnv2_structure = MODEL_PARALLEL;
+    break;
+  }
+  o->low_rank = (int)c->low_rank;
+  o->num_experts = (int)c->num_experts;
+  switch (c->bridge) {
+  case CONFIG_BRIDGE_HADAMARD:
+    o->bridge = MODEL_BRIDGE_HADAMARD;
+    break;
+  case CONFIG_BRIDGE_ADD:
+    o->bridge = MODEL_BRIDGE_ADD;
+    break;
+  case CONFIG_BRIDGE_CONCAT:
+    o->bridge = MODEL_BRIDGE_CONCAT;
+    break;
+  }
+  o->temperature = (float)c->temperature;
+  if (c->num_blocks > MODEL_MAX_LAYERS) {
+    snprintf(err, errlen, "model.num_blocks: %lld, at most %d are supported",
+             (long long)c->num_blocks, MODEL_MAX_LAYERS);
+    return -1;
+  }
+  o->num_blocks = (int)c->num_blocks;
+  for (int i = 0; i < MODEL_MAX_LAYERS; i++)
+    o->block_dim[i] = (int)c->block_dim;
+  o->reduction_ratio = (float)c->reduction_ratio;
+  o->emb_layernorm = c->emb_layernorm;
+  o->net_layernorm = c->net_layernorm;
+  return 0;
+}
+
+struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
+                        struct params *params, char *err, size_t errlen) {
+  CHECK(params && params->values == NULL,
+        "model_new needs a params set that is not allocated yet");
+  if ((int)o->kind < 0 || o->kind >= MODEL_KIND_COUNT_) {
+    snprintf(err, errlen, "model: unknown kind %d", (int)o->kind);
+    return NULL;
+  }
+  const char *name = kind_names[o->kind];
+  const struct model_impl *impl = impls[o->kind];
+  if (!impl) {
+    snprintf(err, errlen, "model %s: not implemented in this build", name);
+    return NULL;
+  }
+  if (F < 1 || D < 1 || Bmax < 1) {
+    snprintf(err, errlen,
+             "model %s: needs F >= 1 fields, D >= 1 floats per embedding and "
+             "a batch of Bmax >= 1 rows (got F %d, D %d, Bmax %d)",
+             name, F, D, Bmax);
+    return NULL;
+  }
+  if (o->nhidden < 0 || o->nhidden > MODEL_MAX_LAYERS) {
+    snprintf(err, errlen, "model %s: %d hidden layers (expected 0..%d)", name,
+             o->nhidden, MODEL_MAX_LAYERS);
+    return NULL;
+  }
+  for (int i = 0; i < o->nhidden; i++)
+    if (o->hidden[i] < 1) {
+      snprintf(err, errlen, "model %s: hidden layer %d has width %d", name, i,
+               o->hidden[i]);
+      return NULL;
+    }
+  if (!(o->dropout >= 0 && o->dropout < 1)) {
+    snprintf(err, errlen, "model %s: dropout %g is not in [0, 1)", name,
+             (double)o->dropout);
+    return NULL;
+  }
+  void *self = impl->init(o, F, D, Bmax, params, err, errlen);
+  if (!self)
+    return NULL;
+  struct model *m = xcalloc(1, sizeof(*m));
+  m->impl = impl;
+  m->self = self;
+  m->Bmax = Bmax;
+  return m;
+}
+
+void model_free(struct model *m) {
+  if (!m)
+    return;
+  m->impl->free(m->self);
+  free(m);
+}
+
+bool model_uses_lr_weights(const struct model *m) {
+  return m->impl->uses_lr_weights;
+}
+
+void model_forward(struct model *m, const float *E, const float *w,
+                   float *logits, int B, bool train) {
+  CHECK(B >= 1 && B <= m->Bmax, "B %d Bmax %d", B, m->Bmax);
+  CHECK(logits, "model %s: logits is required", m->impl->name);
+  CHECK(!m->impl->uses_lr_weights || w, "model %s needs w (B, F)",
+        m->impl->name);
+  m->impl->forward(m->self, E, w, logits, B, train);
+  m->lastB = B;
+}
+
+void model_backward(struct model *m, const float *dlogits, float *dE, float *dw,
+                    int B) {
+  CHECK(B == m->lastB, "backward of %d rows after a forward of %d", B,
+        m->lastB);
+  CHECK(dlogits, "model %s: dlogits is required", m->impl->name);
+  m->impl->backward(m->self, dlogits, dE, dw, B);
+}
+
+double model_flops_per_example(const struct model *m) {
+  return m->impl->flops(m->self);
+}
