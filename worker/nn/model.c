@@ -38,6 +38,9 @@ static const struct model_impl *const impls[MODEL_KIND_COUNT_] = {
     [MODEL_DNN] = &model_impl_dnn,   [MODEL_DEEPFM] = &model_impl_deepfm,
     [MODEL_DCN] = &model_impl_dcn,   [MODEL_DCNV2] = &model_impl_dcnv2,
     [MODEL_EDCN] = &model_impl_edcn,
+    [MODEL_SERMASKNET] = &model_impl_sermasknet,
+    [MODEL_PARAMASKNET] = &model_impl_paramasknet,
+    [MODEL_MASKFUSION] = &model_impl_maskfusion,
 };
 
 const char *model_kind_name(enum model_kind k) {
