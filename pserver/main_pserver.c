@@ -58,8 +58,10 @@ static const char HELP[] =
     "                       train.run_dir/db, plus /shard-R)\n"
     "  --help               this text\n"
     "\n"
-    "Keys it reads: cluster.pservers, cluster.workers (a sync-mode BARRIER\n"
-    "waits for that many workers), cluster.host, cluster.base_port,\n"
+    "Keys it reads: cluster.pservers, cluster.workers and train.mode (in\n"
+    "sync mode a BARRIER waits for every worker, and with several workers\n"
+    "a step's pushes are summed in worker order and applied once, when the\n"
+    "step's barrier completes), cluster.host, cluster.base_port,\n"
     "pserver.memory_mb and pserver.wal (durability: sync, async, off),\n"
     "embedding.*, optimizer.*, train.seed (initial rows), train.run_dir,\n"
     "log.level, log.jsonl (records in run_dir/logs/pserver-R.jsonl),\n"
@@ -297,6 +299,7 @@ int main(int argc, char **argv) {
       .ntables = ntables,
       .net = cfg->security.curve ? &nopts : NULL,
       .log = lg,
+      .sync = cfg->train.mode == CONFIG_MODE_SYNC,
   };
   struct server *srv = status ? NULL : server_new(st, &o, err, sizeof(err));
   if (!status && !srv) {

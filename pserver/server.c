@@ -55,6 +55,24 @@ struct waiter {
   uint64_t step;
 };
 
+/* A push held in sync mode (workers > 1) until its step's barrier: owned
+ * copies of the request's arrays. */
+struct held {
+  uint8_t op;     /* MSG_PUSH or MSG_PUSH_DENSE */
+  uint32_t from;  /* worker rank: the order of the sum */
+  uint64_t seq;   /* arrival order, to keep one rank's pushes in order */
+  uint64_t step;  /* the worker's step */
+  uint32_t table; /* PUSH */
+  uint32_t n;     /* PUSH: keys */
+  uint64_t off;   /* PUSH_DENSE: offset in the whole dense vector */
+  uint32_t nvals; /* floats in vals */
+  uint64_t *keys;
+  uint16_t *glen, *plen;
+  uint32_t *count, *clicks;
+  float *vals;
+  size_t *goff; /* [n + 1] PUSH: key i's gradients start at vals + goff[i] */
+};
+
 struct done {
   uint32_t from;
   uint64_t id;
@@ -71,6 +89,10 @@ struct server {
   struct store *store;
   struct logger *log;
   uint32_t rank, S, W;
+  bool hold; /* sync mode with W > 1: pushes wait for the barrier */
+  struct held *held;
+  size_t nheld, capheld;
+  uint64_t held_seq;
   uint64_t dense_off, dense_len; /* this shard's block of the dense vector */
   struct store_table *tables;
   size_t ntables;
@@ -243,6 +265,258 @@ static void ack(struct server *srv, const struct net_peer *peer,
   send_to(srv, peer, &rep);
 }
 
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The checks the store would make, made when a push is held so that its
+ * sender hears of a bad push (and not the whole step at the barrier).
+ * Returns 0, or -1 after an ERROR reply. */
+static int check_push(struct server *srv, const struct net_peer *peer,
+                      const struct msg *req, const struct store_table *t) {
+  for (uint32_t i = 0; i < req->n; i++) {
+    unsigned p = req->plen[i];
+    if (req->glen[i] > t->dim || p > t->dim ||
+        (!t->amtl && p != 0 && p != t->dim)) {
+      send_error(srv, peer, req, MSG_E_RANGE,
+                 "pserver %u: table %u (dim %u%s) key 0x%016llx: glen %u, "
+                 "plen %u out of range",
+                 srv->rank, t->id, t->dim, t->amtl ? ", amtl" : "",
+                 (unsigned long long)req->keys[i], req->glen[i], p);
+      return -1;
+    }
+  }
+  uint64_t *sorted = xmalloc((req->n ? req->n : 1) * sizeof(uint64_t));
+  memcpy(sorted, req->keys, req->n * sizeof(uint64_t));
+  qsort(sorted, req->n, sizeof(uint64_t), cmp_u64);
+  int rc = 0;
+  for (uint32_t i = 1; i < req->n && rc == 0; i++)
+    if (sorted[i] == sorted[i - 1]) {
+      send_error(srv, peer, req, MSG_E_RANGE,
+                 "pserver %u: table %u: key 0x%016llx appears twice in one "
+                 "push (sum its gradients first)",
+                 srv->rank, t->id, (unsigned long long)sorted[i]);
+      rc = -1;
+    }
+  free(sorted);
+  return rc;
+}
+
+static void *dup_array(const void *p, size_t bytes) {
+  void *q = xmalloc(bytes ? bytes : 1);
+  if (bytes)
+    memcpy(q, p, bytes);
+  return q;
+}
+
+/* Keeps a copy of req until its step's barrier. */
+static void hold(struct server *srv, const struct msg *req) {
+  if (srv->nheld == srv->capheld) {
+    srv->capheld = srv->capheld ? 2 * srv->capheld : 16;
+    srv->held = xrealloc(srv->held, srv->capheld * sizeof(*srv->held));
+  }
+  struct held *h = &srv->held[srv->nheld++];
+  memset(h, 0, sizeof(*h));
+  h->op = req->op;
+  h->from = req->from;
+  h->seq = srv->held_seq++;
+  h->step = req->step;
+  h->table = req->table;
+  h->n = req->n;
+  h->off = req->off;
+  h->nvals = req->nvals;
+  h->vals = dup_array(req->vals, req->nvals * sizeof(float));
+  if (req->op == MSG_PUSH) {
+    h->keys = dup_array(req->keys, req->n * sizeof(uint64_t));
+    h->glen = dup_array(req->glen, req->n * sizeof(uint16_t));
+    h->plen = dup_array(req->plen, req->n * sizeof(uint16_t));
+    h->count = dup_array(req->count, req->n * sizeof(uint32_t));
+    h->clicks = dup_array(req->clicks, req->n * sizeof(uint32_t));
+    h->goff = xmalloc((req->n + 1) * sizeof(size_t));
+    h->goff[0] = 0;
+    for (uint32_t i = 0; i < req->n; i++)
+      h->goff[i + 1] = h->goff[i] + req->glen[i];
+  }
+}
+
+static void held_clear(struct server *srv) {
+  for (size_t i = 0; i < srv->nheld; i++) {
+    struct held *h = &srv->held[i];
+    free(h->keys);
+    free(h->glen);
+    free(h->plen);
+    free(h->count);
+    free(h->clicks);
+    free(h->vals);
+    free(h->goff);
+  }
+  srv->nheld = 0;
+}
+
+/* One key's contribution from one held push, for sorting. */
+struct contrib {
+  uint64_t key;
+  uint32_t from;
+  uint64_t seq;
+  const struct held *h;
+  uint32_t i; /* index of the key in h */
+};
+
+static int cmp_contrib(const void *a, const void *b) {
+  const struct contrib *x = a, *y = b;
+  if (x->key != y->key)
+    return x->key < y->key ? -1 : 1;
+  if (x->from != y->from)
+    return x->from < y->from ? -1 : 1;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static uint32_t sat32(uint64_t x) {
+  return x > UINT32_MAX ? UINT32_MAX : (uint32_t)x;
+}
+
+/* Sums the held pushes of table t per key in (rank, arrival) order and
+ * applies them as one push. Returns 0 or -1 with srv->err set. */
+static int apply_table(struct server *srv, const struct store_table *t,
+                       uint64_t step) {
+  size_t m = 0;
+  for (size_t k = 0; k < srv->nheld; k++)
+    if (srv->held[k].op == MSG_PUSH && srv->held[k].table == t->id)
+      m += srv->held[k].n;
+  if (m == 0)
+    return 0;
+  struct contrib *c = xmalloc(m * sizeof(*c));
+  size_t at = 0;
+  for (size_t k = 0; k < srv->nheld; k++) {
+    const struct held *h = &srv->held[k];
+    if (h->op != MSG_PUSH || h->table != t->id)
+      continue;
+    for (uint32_t i = 0; i < h->n; i++)
+      c[at++] = (struct contrib){h->keys[i], h->from, h->seq, h, i};
+  }
+  qsort(c, m, sizeof(*c), cmp_contrib);
+  uint64_t *keys = xmalloc(m * sizeof(uint64_t));
+  uint16_t *glen = xmalloc(m * sizeof(uint16_t));
+  uint16_t *plen = xmalloc(m * sizeof(uint16_t));
+  uint32_t *count = xmalloc(m * sizeof(uint32_t));
+  uint32_t *clicks = xmalloc(m * sizeof(uint32_t));
+  float *g = xmalloc(m * t->dim * sizeof(float));
+  size_t n = 0, f = 0;
+  for (size_t a = 0; a < m;) {
+    size_t b = a;
+    unsigned gl = 0, pl = 0;
+    uint64_t cnt = 0, clk = 0;
+    while (b < m && c[b].key == c[a].key) {
+      const struct held *h = c[b].h;
+      uint32_t i = c[b].i;
+      gl = h->glen[i] > gl ? h->glen[i] : gl;
+      pl = h->plen[i] > pl ? h->plen[i] : pl;
+      cnt += h->count[i];
+      clk += h->clicks[i];
+      b++;
+    }
+    /* Entry e is the sum, in (rank, arrival) order, of the contributions
+     * that have it; the first one is copied, not added to 0, so a key that
+     * one worker pushed gets that worker's gradient bit for bit. Entries
+     * nobody sent (past every glen) are 0. */
+    float *acc = g + f;
+    memset(acc, 0, gl * sizeof(float));
+    unsigned covered = 0;
+    for (size_t j = a; j < b; j++) {
+      const struct held *h = c[j].h;
+      const float *src = h->vals + h->goff[c[j].i];
+      unsigned len = h->glen[c[j].i];
+      for (unsigned e = 0; e < len; e++)
+        acc[e] = e >= covered ? src[e] : acc[e] + src[e];
+      covered = len > covered ? len : covered;
+    }
+    keys[n] = c[a].key;
+    glen[n] = (uint16_t)gl;
+    plen[n] = (uint16_t)pl;
+    count[n] = sat32(cnt);
+    clicks[n] = sat32(clk);
+    f += gl;
+    n++;
+    a = b;
+  }
+  int rc = ps_local_shard_push(srv->store, t, n, keys, glen, g, plen, count,
+                               clicks, step, srv->err, sizeof(srv->err));
+  free(c);
+  free(keys);
+  free(glen);
+  free(plen);
+  free(count);
+  free(clicks);
+  free(g);
+  return rc;
+}
+
+static int cmp_held_order(const void *a, const void *b) {
+  const struct held *x = *(const struct held *const *)a;
+  const struct held *y = *(const struct held *const *)b;
+  if (x->from != y->from)
+    return x->from < y->from ? -1 : 1;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Sums the held dense pushes per float in (rank, arrival) order and applies
+ * one Adam step to each contiguous run of pushed floats. */
+static int apply_dense(struct server *srv) {
+  size_t nd = 0;
+  for (size_t k = 0; k < srv->nheld; k++)
+    nd += srv->held[k].op == MSG_PUSH_DENSE;
+  if (nd == 0)
+    return 0;
+  const struct held **order = xmalloc(nd * sizeof(*order));
+  nd = 0;
+  for (size_t k = 0; k < srv->nheld; k++)
+    if (srv->held[k].op == MSG_PUSH_DENSE)
+      order[nd++] = &srv->held[k];
+  qsort(order, nd, sizeof(*order), cmp_held_order);
+  size_t L = (size_t)srv->dense_len;
+  float *acc = xcalloc(L ? L : 1, sizeof(float));
+  uint8_t *touched = xcalloc(L ? L : 1, 1);
+  for (size_t k = 0; k < nd; k++) {
+    const struct held *h = order[k];
+    size_t base = (size_t)(h->off - srv->dense_off);
+    for (uint32_t e = 0; e < h->nvals; e++) {
+      acc[base + e] =
+          touched[base + e] ? acc[base + e] + h->vals[e] : h->vals[e];
+      touched[base + e] = 1;
+    }
+  }
+  int rc = 0;
+  for (size_t a = 0; a < L && rc == 0;) {
+    if (!touched[a]) {
+      a++;
+      continue;
+    }
+    size_t b = a;
+    while (b < L && touched[b])
+      b++;
+    rc = store_dense_push(srv->store, a, b - a, acc + a, srv->err,
+                          sizeof(srv->err));
+    a = b;
+  }
+  free(order);
+  free(acc);
+  free(touched);
+  return rc;
+}
+
+/* Applies every held push (the step is complete). Returns 0 or -1 with
+ * srv->err set; the held pushes are dropped either way. */
+static int apply_held(struct server *srv, uint64_t step) {
+  int rc = 0;
+  for (size_t i = 0; i < srv->ntables && rc == 0; i++)
+    rc = apply_table(srv, &srv->tables[i], step);
+  if (rc == 0)
+    rc = apply_dense(srv);
+  held_clear(srv);
+  return rc;
+}
+
 static void on_push(struct server *srv, const struct net_peer *peer,
                     const struct msg *req) {
   uint64_t t0 = clock_ns();
@@ -253,9 +527,13 @@ static void on_push(struct server *srv, const struct net_peer *peer,
   const struct store_table *t = table_of(srv, peer, req);
   if (!t || check_shard(srv, peer, req) < 0)
     return;
-  if (ps_local_shard_push(srv->store, t, req->n, req->keys, req->glen,
-                          req->vals, req->plen, req->count, req->clicks,
-                          req->step, srv->err, sizeof(srv->err)) < 0) {
+  if (srv->hold) {
+    if (check_push(srv, peer, req, t) < 0)
+      return;
+    hold(srv, req);
+  } else if (ps_local_shard_push(srv->store, t, req->n, req->keys, req->glen,
+                                 req->vals, req->plen, req->count, req->clicks,
+                                 req->step, srv->err, sizeof(srv->err)) < 0) {
     send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
                srv->err);
     return;
@@ -313,8 +591,10 @@ static void on_push_dense(struct server *srv, const struct net_peer *peer,
   }
   if (dense_range(srv, peer, req) < 0)
     return;
-  if (store_dense_push(srv->store, req->off - srv->dense_off, req->nvals,
-                       req->vals, srv->err, sizeof(srv->err)) < 0) {
+  if (srv->hold) {
+    hold(srv, req);
+  } else if (store_dense_push(srv->store, req->off - srv->dense_off, req->nvals,
+                              req->vals, srv->err, sizeof(srv->err)) < 0) {
     send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
                srv->err);
     return;
@@ -325,7 +605,10 @@ static void on_push_dense(struct server *srv, const struct net_peer *peer,
   ack(srv, peer, req);
 }
 
-static void release_barrier(struct server *srv, uint64_t step) {
+/* Answers every waiter of `step`: OK, or an ERROR with text when the
+ * step's pushes could not be applied. */
+static void release_barrier(struct server *srv, uint64_t step,
+                            const char *fail) {
   size_t keep = 0;
   for (size_t i = 0; i < srv->nwait; i++) {
     struct waiter *w = &srv->wait[i];
@@ -333,12 +616,20 @@ static void release_barrier(struct server *srv, uint64_t step) {
       srv->wait[keep++] = *w;
       continue;
     }
+    struct msg q;
+    msg_init(&q);
+    q.op = MSG_BARRIER;
+    q.id = w->id;
+    q.from = w->from;
+    q.step = step;
+    if (fail) {
+      send_error(srv, &w->peer, &q, MSG_E_STORE,
+                 "pserver %u: applying the pushes of step %llu failed: %s",
+                 srv->rank, (unsigned long long)step, fail);
+      continue;
+    }
     struct msg rep;
-    msg_init(&rep);
-    rep.op = MSG_BARRIER;
-    rep.reply = true;
-    rep.id = w->id;
-    rep.from = srv->rank;
+    msg_reply_to(&rep, &q, srv->rank);
     rep.step = step;
     send_to(srv, &w->peer, &rep);
   }
@@ -387,8 +678,15 @@ static void on_barrier(struct server *srv, const struct net_peer *peer,
         (struct waiter){*peer, req->id, req->from, req->step};
     arrived++;
   }
-  if (arrived >= srv->W)
-    release_barrier(srv, req->step);
+  if (arrived < srv->W)
+    return;
+  if (srv->nheld && apply_held(srv, req->step) < 0) {
+    logger_error(srv->log, "pserver %u: step %llu: %s", srv->rank,
+                 (unsigned long long)req->step, srv->err);
+    release_barrier(srv, req->step, srv->err);
+    return;
+  }
+  release_barrier(srv, req->step, NULL);
 }
 
 static void on_checkpoint(struct server *srv, const struct net_peer *peer,
@@ -426,6 +724,13 @@ static void on_stats(struct server *srv, const struct net_peer *peer,
 }
 
 static void fail_waiters(struct server *srv) {
+  if (srv->nheld) {
+    logger_warn(srv->log,
+                "pserver %u: dropping %zu pushes of a step whose barrier "
+                "never completed",
+                srv->rank, srv->nheld);
+    held_clear(srv);
+  }
   for (size_t i = 0; i < srv->nwait; i++) {
     struct waiter *w = &srv->wait[i];
     struct msg q;
@@ -548,6 +853,7 @@ struct server *server_new(struct store *st, const struct server_opts *o,
   srv->rank = o->rank;
   srv->S = o->nshards;
   srv->W = o->workers;
+  srv->hold = o->sync && o->workers > 1;
   ps_dense_block(o->dense_total, o->nshards, o->rank, &srv->dense_off,
                  &srv->dense_len);
   srv->tables = xmalloc(o->ntables * sizeof(*srv->tables));
@@ -629,6 +935,8 @@ void server_free(struct server *srv) {
   free(srv->clicks);
   free(srv->vals);
   free(srv->wait);
+  held_clear(srv);
+  free(srv->held);
   free(srv);
 }
 

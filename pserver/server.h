@@ -25,10 +25,23 @@
  * a slow (not lost) push is not applied twice. This memory does not survive
  * a restart.
  *
- * Not done here: summing the pushes of W workers of one sync step before a
- * single update (pushes are applied as they arrive; with one worker, or in
- * async mode, that is exact), and holding a sync-mode PULL of step t+1
- * until step t is applied (the worker's barrier does that ordering).
+ * Sync mode with several workers (opts.sync, workers > 1): BSP as
+ * DESIGN.md puts it, a step's gradients from all workers are summed before
+ * one update. A PUSH or PUSH_DENSE is checked (table, shard, lengths,
+ * duplicate keys; a bad one gets its ERROR at once), answered, and held;
+ * when the last worker's BARRIER of the step arrives, the held pushes are
+ * summed per key in worker-rank order (so the result does not depend on
+ * arrival order: deterministic), applied as one push per table and one
+ * Adam step per dense float, and only then are the barriers answered (with
+ * an ERROR if applying failed). Per key: gradients summed entry by entry
+ * over the longest glen, counts and clicks summed, the new prefix the
+ * largest asked for (0 = keep only if every worker said keep). With one
+ * worker, or in async mode, a push is applied when it arrives. Pushes still
+ * held at shutdown (a step without its barrier) are dropped, with a
+ * warning.
+ *
+ * Not done here: holding a sync-mode PULL of step t+1 until step t is
+ * applied (the worker's barrier already orders them).
  *
  * Threads: one. The server borrows the store (one thread owns a store) and
  * its socket stays with the thread that called server_new; server_run must
@@ -59,6 +72,7 @@ struct server_opts {
   const struct net_opts *net; /* NULL = plaintext defaults */
   struct logger *log;         /* borrowed; NULL = stderr lines */
   int poll_ms;                /* 0 = SERVER_POLL_MS */
+  int sync;                   /* 1: train.mode sync (see above) */
 };
 
 struct server;

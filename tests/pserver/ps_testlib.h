@@ -42,6 +42,7 @@ struct test_server {
   uint64_t dense_total;
   enum store_wal wal;
   size_t memory_mb; /* 0 = TS_MEMORY_MB */
+  int sync;         /* server_opts.sync */
   /* outputs */
   char endpoint[256];
   int rc; /* server_run's result; -2 if it never started */
@@ -70,7 +71,8 @@ static inline void *ts_main(void *arg) {
                              .dense_total = ts->dense_total,
                              .tables = ts->tables,
                              .ntables = ts->ntables,
-                             .poll_ms = 20};
+                             .poll_ms = 20,
+                             .sync = ts->sync};
     srv = server_new(st, &so, ts->err, sizeof(ts->err));
   }
   pthread_mutex_lock(&ts->mu);
