@@ -1,0 +1,422 @@
+/* maskps: the command a user runs (DESIGN.md "Processes and data flow").
+ *
+ *   maskps train CONFIG [--set section.key=value ...]
+ *   maskps predict RUN_DIR DATA_FILE
+ *
+ * `train` runs embedded mode: the worker loop of worker/train.h against an
+ * in-process store (pserver/ps_local.h) in run_dir/db, no sockets. This is
+ * the one program that knows both worker/ and pserver/ (it wires them).
+ * Distributed mode (cluster.pservers > 0) is not launched from here yet.
+ *
+ * Run directory: config.yaml (every key, as run), logs/worker-0.jsonl
+ * (train/valid/test/done records), dense.bin (the best dense parameters),
+ * db/shard-0 (the embedding rows at the end of training).
+ *
+ * Exit codes: 0 done; 1 the run failed (data, store, divergence); 2 the
+ * command line or the config is wrong; 130 interrupted (Ctrl-C). */
+#include "common/check.h"
+#include "common/config.h"
+#include "common/logger.h"
+#include "common/ps.h"
+#include "pserver/ps_local.h"
+#include "pserver/store.h"
+#include "worker/nn/params.h"
+#include "worker/reader.h"
+#include "worker/train.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char usage[] =
+    "maskps: train CTR models on a parameter server.\n"
+    "\n"
+    "usage:\n"
+    "  maskps train CONFIG [--set section.key=value ...]\n"
+    "      Train the model CONFIG describes. With no cluster in the config\n"
+    "      (cluster.pservers: 0) it runs embedded: one process, the embedding\n"
+    "      tables in a local RocksDB under train.run_dir/db. Prints the test\n"
+    "      AUC and logloss of the best validation epoch.\n"
+    "      --set overrides any key of the config file, e.g.\n"
+    "        --set train.epochs=3 --set model.hidden_units=[400,400]\n"
+    "        --set data.train=[data/day_0.tsv] --set train.run_dir=runs/try2\n"
+    "      (the key reference is configs/README.md).\n"
+    "  maskps predict RUN_DIR DATA_FILE\n"
+    "      Print one click probability per line of DATA_FILE (same format as\n"
+    "      the training data, label column included and ignored), in input\n"
+    "      order, with the trained run in RUN_DIR. A malformed line is an\n"
+    "      error: every line must get its answer.\n"
+    "  maskps --help\n"
+    "\n"
+    "The run directory gets config.yaml (every setting, as run),\n"
+    "logs/worker-0.jsonl (one JSON object per event: train loss and\n"
+    "samples/s, valid and test metrics), dense.bin and db/.\n"
+    "\n"
+    "Exit status: 0 done, 1 the run failed, 2 bad command line or config,\n"
+    "130 interrupted.\n";
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+  (void)sig;
+  g_stop = 1;
+}
+
+/* mkdir -p; 0 or -1 with errno set. */
+static int make_dirs(const char *path) {
+  char p[4096];
+  if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p)) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  for (char *s = p + 1; *s; s++)
+    if (*s == '/') {
+      *s = 0;
+      if (mkdir(p, 0755) < 0 && errno != EEXIST)
+        return -1;
+      *s = '/';
+    }
+  return mkdir(p, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+/* The store directory of shard 0 for cfg. */
+static void db_dir(const struct config *cfg, char *out, size_t len) {
+  if (cfg->pserver.db_dir[0])
+    snprintf(out, len, "%s/shard-0", cfg->pserver.db_dir);
+  else
+    snprintf(out, len, "%s/db/shard-0", cfg->train.run_dir);
+}
+
+/* Opens (create = 1: creates) the one store of embedded mode with the
+ * trainer's tables and wraps it as a struct ps. NULL with err set. */
+static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
+                                bool dense_via_ps, int create,
+                                struct store **st_out, char *err,
+                                size_t errlen) {
+  uint32_t ids[TRAIN_MAX_TABLES];
+  int dims[TRAIN_MAX_TABLES];
+  int nt = train_tables(tr, ids, dims);
+  struct store_table tables[TRAIN_MAX_TABLES];
+  ps_local_tables_from_config(cfg, (uint32_t)nt, tables);
+  for (int i = 0; i < nt; i++) {
+    tables[i].id = ids[i];
+    tables[i].dim = (unsigned)dims[i];
+  }
+  uint64_t dense = dense_via_ps ? train_dense_total(tr) : 0;
+  struct store_options so;
+  ps_local_store_options(cfg, dense, 1, 0, &so);
+  so.tables = tables;
+  so.ntables = (size_t)nt;
+  so.create_if_missing = create;
+  char dir[4096];
+  db_dir(cfg, dir, sizeof(dir));
+  if (create && make_dirs(dir) < 0) {
+    snprintf(err, errlen, "cannot create the store directory %.512s: %s", dir,
+             strerror(errno));
+    return NULL;
+  }
+  struct store *st = store_open(dir, &so, err, errlen);
+  if (!st)
+    return NULL;
+  struct ps *ps = ps_local_new(&st, 1, tables, (size_t)nt, dense, err, errlen);
+  if (!ps) {
+    store_close(st, NULL, 0); /* err already says why */
+    return NULL;
+  }
+  *st_out = st;
+  return ps;
+}
+
+/* Bytes per stored row of table 0 against a fixed-D table: the AMTL
+ * saving (1.0 without AMTL). */
+static void report_storage(struct store *st, const struct config *cfg,
+                           struct logger *lg) {
+  struct store_table_stats ts;
+  uint64_t *hist = xcalloc((size_t)cfg->embedding.dim + 1, sizeof(uint64_t));
+  char err[512];
+  if (store_table_scan(st, 0, &ts, hist, err, sizeof(err)) == 0 && ts.rows) {
+    double per_key = (double)ts.value_bytes / (double)ts.rows;
+    /* a full row: 32-byte header + D values + the optimizer's D slots each */
+    double full = (double)ts.value_bytes / (double)ts.rows;
+    if (ts.mean_p > 0)
+      full = 32 + (per_key - 32) * (double)cfg->embedding.dim / ts.mean_p;
+    printf("embeddings: %llu rows, %.1f bytes/key (mean prefix %.2f of %lld; "
+           "fixed D: %.1f bytes/key, saving %.1f%%)\n",
+           (unsigned long long)ts.rows, per_key, ts.mean_p,
+           (long long)cfg->embedding.dim, full,
+           full > 0 ? 100 * (1 - per_key / full) : 0.0);
+    logger_record(lg, 0, "storage", "rows", (double)ts.rows, "bytes_per_key",
+                  per_key, "fixed_bytes_per_key", full, "mean_prefix",
+                  ts.mean_p, NULL);
+  } else if (err[0]) {
+    logger_warn(lg, "storage statistics unavailable: %s", err);
+  }
+  free(hist);
+}
+
+static int cmd_train(int argc, char **argv) {
+  if (argc < 1) {
+    fprintf(stderr, "maskps train: which config? (maskps train CONFIG)\n");
+    return 2;
+  }
+  char err[1024] = "";
+  struct config *cfg = config_new();
+  if (config_read_file(cfg, argv[0], err, sizeof(err))) {
+    fprintf(stderr, "maskps: %s\n", err);
+    config_free(cfg);
+    return 2;
+  }
+  for (int i = 1; i < argc; i++) {
+    const char *a = NULL;
+    if (!strcmp(argv[i], "--set") && i + 1 < argc)
+      a = argv[++i];
+    else if (!strncmp(argv[i], "--set=", 6))
+      a = argv[i] + 6;
+    if (!a) {
+      fprintf(stderr,
+              "maskps train: unexpected argument '%s' (expected --set "
+              "section.key=value)\n",
+              argv[i]);
+      config_free(cfg);
+      return 2;
+    }
+    if (config_set(cfg, a, err, sizeof(err))) {
+      fprintf(stderr, "maskps: %s\n", err);
+      config_free(cfg);
+      return 2;
+    }
+  }
+  if (config_validate(cfg, err, sizeof(err))) {
+    fprintf(stderr, "maskps: %s\n", err);
+    config_free(cfg);
+    return 2;
+  }
+  if (cfg->cluster.pservers > 0) {
+    fprintf(stderr,
+            "maskps: cluster.pservers is %lld: the local cluster launcher is "
+            "not built yet; set cluster.pservers=0 to train embedded\n",
+            (long long)cfg->cluster.pservers);
+    config_free(cfg);
+    return 2;
+  }
+
+  /* run directory: refuse to mix a new run into an old one's tables */
+  const char *run = cfg->train.run_dir;
+  char path[4096], dbdir[4096];
+  db_dir(cfg, dbdir, sizeof(dbdir));
+  if (exists(dbdir)) {
+    fprintf(stderr,
+            "maskps: %s exists (tables of an earlier run): remove it or "
+            "choose another train.run_dir (--set train.run_dir=...)\n",
+            dbdir);
+    config_free(cfg);
+    return 2;
+  }
+  snprintf(path, sizeof(path), "%s/logs", run);
+  if (make_dirs(path) < 0) {
+    fprintf(stderr, "maskps: cannot create %s: %s\n", path, strerror(errno));
+    config_free(cfg);
+    return 1;
+  }
+  snprintf(path, sizeof(path), "%s/config.yaml", run);
+  FILE *f = fopen(path, "w");
+  if (!f || config_dump(cfg, f) || fclose(f)) {
+    fprintf(stderr, "maskps: cannot write %s: %s\n", path, strerror(errno));
+    config_free(cfg);
+    return 1;
+  }
+  snprintf(path, sizeof(path), "%s/logs/worker-0.jsonl", run);
+  struct logger *lg = logger_new("worker", 0, cfg->log.jsonl ? path : NULL,
+                                 cfg->log.level, err, sizeof(err));
+  if (!lg) {
+    fprintf(stderr, "maskps: %s\n", err);
+    config_free(cfg);
+    return 1;
+  }
+
+  bool tty = isatty(STDERR_FILENO);
+  char best[4096];
+  snprintf(best, sizeof(best), "%s/dense.bin", run);
+  struct train_opts to = {
+      .cfg = cfg,
+      .log = lg,
+      .progress = cfg->log.progress == CONFIG_PROGRESS_ON ||
+                          (cfg->log.progress == CONFIG_PROGRESS_AUTO && tty)
+                      ? stderr
+                      : NULL,
+      .dense_via_ps = false,
+      .best_path = best,
+      .stop = &g_stop,
+  };
+  int status = 1;
+  struct store *st = NULL;
+  struct ps *ps = NULL;
+  struct trainer *tr = train_new(&to, err, sizeof(err));
+  if (!tr) {
+    logger_error(lg, "%s", err);
+    status = 2;
+    goto out;
+  }
+  ps = open_embedded(cfg, tr, to.dense_via_ps, 1, &st, err, sizeof(err));
+  if (!ps) {
+    logger_error(lg, "%s", err);
+    goto out;
+  }
+  logger_info(lg,
+              "embedded mode: %s, %d fields x %lld floats, %llu dense "
+              "parameters, store %s",
+              config_enum_name("model", "name", (int)cfg->model.name),
+              train_fields(tr), (long long)cfg->embedding.dim,
+              (unsigned long long)train_dense_total(tr), dbdir);
+  struct sigaction sa = {.sa_handler = on_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  struct train_result res;
+  if (train_run(tr, ps, &res, err, sizeof(err))) {
+    logger_error(lg, "%s", err);
+    goto out;
+  }
+  printf("trained %llu steps (%d epochs, %.0f samples/s)%s\n",
+         (unsigned long long)res.steps, res.epochs, res.samples_per_s,
+         res.interrupted     ? ", interrupted"
+         : res.stopped_early ? ", stopped early"
+                             : "");
+  if (res.has_valid)
+    printf("best validation: epoch %d, AUC %.4f, logloss %.4f\n",
+           res.best_epoch, res.valid.auc, res.valid.logloss);
+  if (res.has_test)
+    printf("test AUC %.4f  logloss %.4f\n", res.test.auc, res.test.logloss);
+  else
+    printf("no test data (data.test or data.split_test): no test metrics\n");
+  report_storage(st, cfg, lg);
+  status = res.interrupted ? 130 : 0;
+out:
+  ps_free(ps);
+  if (st && store_close(st, err, sizeof(err))) {
+    logger_error(lg, "closing the store: %s", err);
+    status = 1;
+  }
+  train_free(tr);
+  logger_free(lg);
+  config_free(cfg);
+  return status;
+}
+
+static int cmd_predict(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "maskps predict: expected RUN_DIR DATA_FILE\n");
+    return 2;
+  }
+  const char *run = argv[0], *data = argv[1];
+  char err[1024] = "", path[4096];
+  snprintf(path, sizeof(path), "%s/config.yaml", run);
+  struct config *cfg = config_load_file(path, err, sizeof(err));
+  if (!cfg) {
+    fprintf(stderr, "maskps predict: %s\n", err);
+    return 2;
+  }
+  /* the run's own directory, wherever it was moved to */
+  free(cfg->train.run_dir);
+  cfg->train.run_dir = xstrdup(run);
+  struct logger *lg =
+      logger_new("predict", 0, NULL, LOGGER_WARN, err, sizeof(err));
+  /* learn the field count from the data file */
+  const char *paths[] = {data};
+  struct reader_options ro = {
+      .format = cfg->data.format == CONFIG_FORMAT_LIBFM ? READER_LIBFM
+                                                        : READER_CRITEO,
+      .paths = paths,
+      .npaths = 1,
+      .nranks = 1,
+      .report_first = 10,
+      .log = lg,
+  };
+  int status = 1;
+  struct trainer *tr = NULL;
+  struct store *st = NULL;
+  struct ps *ps = NULL;
+  struct reader *r = reader_open(&ro, err, sizeof(err));
+  if (!r) {
+    fprintf(stderr, "maskps predict: %s\n", err);
+    status = 2;
+    goto out;
+  }
+  int F = (int)reader_nfields(r);
+  reader_free(r);
+  if (F <= 0) {
+    fprintf(stderr, "maskps predict: %s: no valid line\n", data);
+    goto out;
+  }
+  struct train_opts to = {.cfg = cfg, .log = lg, .fields = F};
+  tr = train_new(&to, err, sizeof(err));
+  if (!tr) {
+    fprintf(stderr, "maskps predict: %s\n", err);
+    goto out;
+  }
+  snprintf(path, sizeof(path), "%s/dense.bin", run);
+  char report[1024];
+  int n = params_load(train_params(tr), path, false, report, sizeof(report),
+                      err, sizeof(err));
+  if (n < 0) {
+    fprintf(stderr, "maskps predict: %s\n", err);
+    goto out;
+  }
+  if (n != train_params(tr)->count) {
+    fprintf(stderr, "maskps predict: %s does not fit the model: %s\n", path,
+            report);
+    goto out;
+  }
+  ps = open_embedded(cfg, tr, false, 0, &st, err, sizeof(err));
+  if (!ps) {
+    fprintf(stderr, "maskps predict: %s\n", err);
+    goto out;
+  }
+  struct metrics_result mr;
+  if (train_eval_files(tr, ps, paths, 1, stdout, &mr, err, sizeof(err))) {
+    fprintf(stderr, "maskps predict: %s\n", err);
+    goto out;
+  }
+  if (fflush(stdout)) {
+    fprintf(stderr, "maskps predict: writing the output failed: %s\n",
+            strerror(errno));
+    goto out;
+  }
+  fprintf(stderr, "%llu lines; against their labels: AUC %.4f logloss %.4f\n",
+          (unsigned long long)mr.n, mr.auc, mr.logloss);
+  status = 0;
+out:
+  ps_free(ps);
+  if (st && store_close(st, err, sizeof(err)))
+    fprintf(stderr, "maskps predict: closing the store: %s\n", err);
+  train_free(tr);
+  logger_free(lg);
+  config_free(cfg);
+  return status;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+      !strcmp(argv[1], "help")) {
+    fputs(usage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "train"))
+    return cmd_train(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "predict"))
+    return cmd_predict(argc - 2, argv + 2);
+  fprintf(stderr,
+          "maskps: unknown command '%s' (train, predict; see maskps "
+          "--help)\n",
+          argv[1]);
+  return 2;
+}

@@ -1,0 +1,745 @@
+/* train: reader -> batch -> pull -> model -> push, evaluation and the
+ * plateau schedule. See train.h for the rules; this file is the loop. */
+#include "worker/train.h"
+
+#include "common/check.h"
+#include "common/config.h"
+#include "common/keys.h"
+#include "common/logger.h"
+#include "worker/batch.h"
+#include "worker/nn/model.h"
+#include "worker/nn/ops.h"
+#include "worker/nn/params.h"
+#include "worker/reader.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- data sources ------------------------------------------------------- */
+
+enum { PART_ALL = -1, PART_TRAIN = 0, PART_VALID = 1, PART_TEST = 2 };
+
+/* A reader and the part of its lines this pass wants. */
+struct source {
+  struct reader *r;
+  int part;                       /* PART_*; ALL = every line */
+  double split_valid, split_test; /* held-out fractions of the lines */
+  uint64_t split_key;             /* mixed data.split_seed */
+  uint64_t max_lines;             /* 0 = all */
+};
+
+/* Which part a training line belongs to: a hash of (line, seed) in [0, 1)
+ * against the held-out fractions, so the split does not depend on the
+ * content, the epoch or the batch size. */
+static int split_part(const struct source *s, uint64_t line) {
+  double u = (double)(keys_mix64(line ^ s->split_key) >> 11) * 0x1.0p-53;
+  if (u < s->split_test)
+    return PART_TEST;
+  if (u < s->split_test + s->split_valid)
+    return PART_VALID;
+  return PART_TRAIN;
+}
+
+/* Next example of the source: 1, 0 at the end, -1 on a reader error. */
+static int source_next(struct source *s, struct data_example *ex) {
+  for (;;) {
+    if (s->max_lines && reader_lines(s->r) >= s->max_lines)
+      return 0;
+    int rc = reader_next(s->r, ex);
+    if (rc <= 0)
+      return rc;
+    if (s->part == PART_ALL)
+      return 1;
+    /* reader_next counts every line it reads, of every share */
+    if (split_part(s, reader_lines(s->r) - 1) == s->part)
+      return 1;
+  }
+}
+
+static void source_close(struct source *s) {
+  reader_free(s->r);
+  s->r = NULL;
+}
+
+/* ---- the trainer -------------------------------------------------------- */
+
+struct trainer {
+  struct train_opts o;
+  const struct config *cfg;
+  struct source train, valid, test;
+  bool has_valid, has_test;
+  int F, D, Bmax;
+  int ntables;
+  uint32_t ids[TRAIN_MAX_TABLES];
+  int dims[TRAIN_MAX_TABLES];
+  bool lrw; /* the model takes LR weights: table 1 */
+  struct params *p;
+  struct model *m;
+  struct batch *b;
+  uint64_t *exkeys;        /* [F] one example's keys */
+  float *E, *dE;           /* (Bmax, F*D) */
+  float *w, *dw;           /* (Bmax, F) when lrw */
+  float *logits, *dlogits; /* (Bmax) */
+  float *best;             /* [params len] best dense values */
+  struct metrics *met;
+  double lr; /* current dense lr */
+};
+
+/* err formatting that never overflows (messages are truncated). */
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+/* Opens a source over paths (or the training files with a split part). */
+static int source_open(struct trainer *tr, struct source *s,
+                       const struct config_strings *paths, int part,
+                       const char *what, char *err, size_t errlen) {
+  const struct config *cfg = tr->cfg;
+  struct reader_options ro = {
+      .format = cfg->data.format == CONFIG_FORMAT_LIBFM ? READER_LIBFM
+                                                        : READER_CRITEO,
+      .paths = (const char *const *)paths->v,
+      .npaths = paths->n,
+      .rank = 0,
+      .nranks = 1,
+      .bad_line_fraction = cfg->data.bad_line_fraction,
+      .report_first = (uint32_t)cfg->data.report_bad_lines,
+      .log = tr->o.log,
+  };
+  char rerr[512];
+  memset(s, 0, sizeof(*s));
+  s->r = reader_open(&ro, rerr, sizeof(rerr));
+  if (!s->r)
+    return fail(err, errlen, "data.%s: %s", what, rerr);
+  s->part = part;
+  s->split_valid = cfg->data.split_valid;
+  s->split_test = cfg->data.split_test;
+  s->split_key = keys_mix64((uint64_t)cfg->data.split_seed ^ 0x5eedULL);
+  s->max_lines = (uint64_t)cfg->data.max_lines;
+  return 0;
+}
+
+static int check_supported(const struct config *cfg, char *err, size_t errlen) {
+  if (cfg->data.format == CONFIG_FORMAT_CSV)
+    return fail(err, errlen,
+                "data.format: csv is not supported by the training loop yet "
+                "(use criteo or libfm)");
+  if (cfg->data.shuffle_buffer > 0)
+    return fail(err, errlen,
+                "data.shuffle_buffer: %lld, but shuffling is not implemented "
+                "yet; set it to 0 (file order)",
+                (long long)cfg->data.shuffle_buffer);
+  if (cfg->embedding.amtl)
+    return fail(err, errlen,
+                "embedding.amtl: true, but the AMTL layer is not wired into "
+                "the training loop yet; set it to false");
+  return 0;
+}
+
+/* Opens train, valid and test sources and learns F. */
+static int open_data(struct trainer *tr, char *err, size_t errlen) {
+  const struct config *cfg = tr->cfg;
+  if (source_open(tr, &tr->train, &cfg->data.train,
+                  cfg->data.split_valid > 0 || cfg->data.split_test > 0
+                      ? PART_TRAIN
+                      : PART_ALL,
+                  "train", err, errlen))
+    return -1;
+  tr->F = (int)reader_nfields(tr->train.r);
+  if (tr->F <= 0) {
+    fail(err, errlen,
+         "data.train: no valid line to learn the field count from");
+    return -1;
+  }
+  /* validation and test: their own files, or a held-out part of train */
+  struct {
+    struct source *s;
+    const struct config_strings *paths;
+    double split;
+    int part;
+    const char *what;
+    bool *has;
+  } parts[] = {
+      {&tr->valid, &cfg->data.valid, cfg->data.split_valid, PART_VALID, "valid",
+       &tr->has_valid},
+      {&tr->test, &cfg->data.test, cfg->data.split_test, PART_TEST, "test",
+       &tr->has_test},
+  };
+  for (size_t i = 0; i < ARRAY_LEN(parts); i++) {
+    int rc = 0;
+    if (parts[i].paths->n)
+      rc = source_open(tr, parts[i].s, parts[i].paths, PART_ALL, parts[i].what,
+                       err, errlen);
+    else if (parts[i].split > 0)
+      rc = source_open(tr, parts[i].s, &cfg->data.train, parts[i].part,
+                       parts[i].what, err, errlen);
+    else
+      continue;
+    if (rc)
+      return -1;
+    *parts[i].has = true;
+    int F = (int)reader_nfields(parts[i].s->r);
+    if (F != tr->F) {
+      fail(err, errlen,
+           "data.%s has %d fields per line, data.train has %d: they must "
+           "match",
+           parts[i].what, F, tr->F);
+      return -1;
+    }
+  }
+
+  return 0;
+}
+
+struct trainer *train_new(const struct train_opts *o, char *err,
+                          size_t errlen) {
+  CHECK(o->cfg, "no config");
+  const struct config *cfg = o->cfg;
+  if (check_supported(cfg, err, errlen))
+    return NULL;
+  struct trainer *tr = xcalloc(1, sizeof(*tr));
+  tr->o = *o;
+  tr->cfg = cfg;
+  if (o->fields > 0)
+    tr->F = o->fields;
+  else if (open_data(tr, err, errlen))
+    goto fail;
+  tr->D = (int)cfg->embedding.dim;
+  tr->Bmax = (int)cfg->train.batch_size;
+  struct model_options mo;
+  char merr[512];
+  if (model_options_from_config(&mo, cfg, merr, sizeof(merr))) {
+    fail(err, errlen, "%s", merr);
+    goto fail;
+  }
+  tr->p = params_new();
+  tr->m = model_new(&mo, tr->F, tr->D, tr->Bmax, tr->p, merr, sizeof(merr));
+  if (!tr->m) {
+    fail(err, errlen, "model.name %s: %s",
+         config_enum_name("model", "name", (int)cfg->model.name), merr);
+    goto fail;
+  }
+  params_alloc(tr->p, (uint64_t)cfg->train.seed);
+  tr->lrw = model_uses_lr_weights(tr->m);
+  tr->ntables = tr->lrw ? 2 : 1;
+  tr->ids[0] = 0;
+  tr->dims[0] = tr->D;
+  tr->ids[1] = 1;
+  tr->dims[1] = 1;
+  tr->b = batch_new(tr->Bmax, tr->F, tr->ntables, tr->ids, tr->dims);
+  size_t BF = (size_t)tr->Bmax * (size_t)tr->F;
+  tr->exkeys = xcalloc((size_t)tr->F, sizeof(uint64_t));
+  tr->E = xaligned(BF * (size_t)tr->D * sizeof(float));
+  tr->dE = xaligned(BF * (size_t)tr->D * sizeof(float));
+  if (tr->lrw) {
+    tr->w = xaligned(BF * sizeof(float));
+    tr->dw = xaligned(BF * sizeof(float));
+  }
+  tr->logits = xaligned((size_t)tr->Bmax * sizeof(float));
+  tr->dlogits = xaligned((size_t)tr->Bmax * sizeof(float));
+  tr->best = xmalloc(tr->p->len * sizeof(float));
+  memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
+  tr->met = metrics_new();
+  tr->lr = cfg->optimizer.lr;
+  return tr;
+fail:
+  train_free(tr);
+  return NULL;
+}
+
+void train_free(struct trainer *tr) {
+  if (!tr)
+    return;
+  source_close(&tr->train);
+  source_close(&tr->valid);
+  source_close(&tr->test);
+  model_free(tr->m);
+  params_free(tr->p);
+  batch_free(tr->b);
+  free(tr->exkeys);
+  free(tr->E);
+  free(tr->dE);
+  free(tr->w);
+  free(tr->dw);
+  free(tr->logits);
+  free(tr->dlogits);
+  free(tr->best);
+  metrics_free(tr->met);
+  free(tr);
+}
+
+int train_tables(const struct trainer *tr, uint32_t *ids, int *dims) {
+  for (int i = 0; i < tr->ntables; i++) {
+    ids[i] = tr->ids[i];
+    dims[i] = tr->dims[i];
+  }
+  return tr->ntables;
+}
+
+uint64_t train_dense_total(const struct trainer *tr) {
+  return tr->p->len;
+}
+int train_fields(const struct trainer *tr) {
+  return tr->F;
+}
+struct params *train_params(struct trainer *tr) {
+  return tr->p;
+}
+
+/* ---- one batch ---------------------------------------------------------- */
+
+/* Fills the batch from src: returns its size (0 at the end) or -1. */
+static int fill_batch(struct trainer *tr, struct source *src, char *err,
+                      size_t errlen) {
+  batch_clear(tr->b);
+  struct data_example ex = {.keys = tr->exkeys};
+  while (tr->b->B < tr->Bmax) {
+    int rc = source_next(src, &ex);
+    if (rc < 0)
+      return fail(err, errlen, "%s", reader_error(src->r));
+    if (rc == 0)
+      break;
+    batch_add(tr->b, &ex);
+  }
+  return tr->b->B;
+}
+
+/* Pulls every table of the batch and builds E (and w). */
+static int pull_and_gather(struct trainer *tr, struct ps *ps, uint64_t step,
+                           char *err, size_t errlen) {
+  struct batch *b = tr->b;
+  for (int t = 0; t < tr->ntables; t++) {
+    struct ps_rows out;
+    batch_pull_out(b, t, &out);
+    char perr[512];
+    if (ps_pull(ps, b->t[t].id, step, b->U, b->keys, &out, perr, sizeof(perr)) <
+        0)
+      return fail(err, errlen, "step %llu: pull of table %u: %s",
+                  (unsigned long long)step, b->t[t].id, perr);
+    batch_expand(b, t);
+  }
+  batch_gather(b, 0, tr->E);
+  if (tr->lrw)
+    batch_gather(b, 1, tr->w);
+  return 0;
+}
+
+static int pull_dense(struct trainer *tr, struct ps *ps, uint64_t step,
+                      char *err, size_t errlen) {
+  char perr[512];
+  if (ps_pull_dense(ps, step, 0, tr->p->len, tr->p->values, perr, sizeof(perr)))
+    return fail(err, errlen, "step %llu: dense pull: %s",
+                (unsigned long long)step, perr);
+  return 0;
+}
+
+/* One training step on the filled batch; *loss gets its mean logloss. */
+static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
+                      double *loss, char *err, size_t errlen) {
+  const struct config *cfg = tr->cfg;
+  struct batch *b = tr->b;
+  int B = b->B;
+  if (pull_and_gather(tr, ps, step, err, errlen))
+    return -1;
+  if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
+    return -1;
+  params_zero_grad(tr->p);
+  model_forward(tr->m, tr->E, tr->w, tr->logits, B, true);
+  *loss = nn_logloss_forward(tr->logits, b->labels, B);
+  memset(tr->dlogits, 0, (size_t)B * sizeof(float));
+  nn_logloss_backward(tr->logits, b->labels, tr->dlogits, B, 1.0f);
+  size_t BF = (size_t)B * (size_t)tr->F;
+  memset(tr->dE, 0, BF * (size_t)tr->D * sizeof(float));
+  if (tr->lrw)
+    memset(tr->dw, 0, BF * sizeof(float));
+  model_backward(tr->m, tr->dlogits, tr->dE, tr->dw, B);
+
+  /* global norm over every gradient of the step, dense and sparse */
+  double sq = batch_scatter(b, 0, tr->dE);
+  if (tr->lrw)
+    sq += batch_scatter(b, 1, tr->dw);
+  double dn = params_clip_grad_norm(tr->p, 0); /* measure only */
+  double norm = sqrt(dn * dn + sq);
+  if (!isfinite(norm) || !isfinite(*loss))
+    return fail(err, errlen,
+                "step %llu: the loss diverged (loss %g, gradient norm %g); "
+                "lower optimizer.lr or optimizer.sparse_lr",
+                (unsigned long long)step, *loss, norm);
+  double clip = cfg->optimizer.clip_norm;
+  if (clip > 0 && norm > clip) {
+    float s = (float)(clip / (norm + 1e-6));
+    for (size_t i = 0; i < tr->p->len; i++)
+      tr->p->grads[i] *= s;
+    for (int t = 0; t < tr->ntables; t++)
+      batch_scale_grads(b, t, s);
+  }
+
+  for (int t = 0; t < tr->ntables; t++) {
+    struct ps_grads g;
+    batch_push_in(b, t, step, &g);
+    char perr[512];
+    if (ps_push(ps, &g, perr, sizeof(perr)))
+      return fail(err, errlen, "step %llu: push to table %u: %s",
+                  (unsigned long long)step, g.table, perr);
+  }
+  if (tr->o.dense_via_ps) {
+    char perr[512];
+    if (ps_push_dense(ps, step, 0, tr->p->len, tr->p->grads, perr,
+                      sizeof(perr)))
+      return fail(err, errlen, "step %llu: dense push: %s",
+                  (unsigned long long)step, perr);
+  } else if (cfg->optimizer.dense == CONFIG_DENSE_SGD) {
+    params_sgd_step(tr->p, (float)tr->lr);
+  } else {
+    struct params_adam a = {
+        .lr = (float)tr->lr,
+        .beta1 = (float)cfg->optimizer.beta1,
+        .beta2 = (float)cfg->optimizer.beta2,
+        .eps = (float)cfg->optimizer.eps,
+        .weight_decay = (float)cfg->optimizer.dense_l2,
+    };
+    params_adam_step(tr->p, &a);
+  }
+  if (cfg->train.mode == CONFIG_MODE_SYNC) {
+    char perr[512];
+    if (ps_barrier(ps, step, perr, sizeof(perr)))
+      return fail(err, errlen, "step %llu: barrier: %s",
+                  (unsigned long long)step, perr);
+  }
+  return 0;
+}
+
+/* ---- evaluation --------------------------------------------------------- */
+
+static double sigmoid(double z) {
+  return z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z));
+}
+
+/* Forward passes over a source (rewound first); metrics into out; one
+ * probability per example to probs when not NULL. `strict`: a bad line is
+ * an error (predict must answer every line). */
+static int eval_source(struct trainer *tr, struct ps *ps, struct source *src,
+                       uint64_t step, FILE *probs, bool strict,
+                       struct metrics_result *out, char *err, size_t errlen) {
+  reader_rewind(src->r);
+  metrics_reset(tr->met);
+  if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
+    return -1;
+  for (;;) {
+    int B = fill_batch(tr, src, err, errlen);
+    if (B < 0)
+      return -1;
+    if (strict && reader_bad_lines(src->r))
+      return fail(err, errlen,
+                  "%llu malformed line(s) (see above): every line needs an "
+                  "answer, fix or remove them",
+                  (unsigned long long)reader_bad_lines(src->r));
+    if (B == 0)
+      break;
+    if (pull_and_gather(tr, ps, step, err, errlen))
+      return -1;
+    model_forward(tr->m, tr->E, tr->w, tr->logits, B, false);
+    metrics_add(tr->met, tr->logits, tr->b->labels, tr->b->groups, (size_t)B);
+    if (probs)
+      for (int i = 0; i < B; i++)
+        if (fprintf(probs, "%.6f\n", sigmoid(tr->logits[i])) < 0)
+          return fail(err, errlen, "writing predictions failed");
+  }
+  metrics_compute(tr->met, out);
+  return 0;
+}
+
+int train_eval_files(struct trainer *tr, struct ps *ps,
+                     const char *const *paths, size_t npaths, FILE *probs_out,
+                     struct metrics_result *out, char *err, size_t errlen) {
+  struct config_strings cs = {.v = (char **)paths, .n = npaths};
+  struct source s;
+  if (source_open(tr, &s, &cs, PART_ALL, "predict", err, errlen))
+    return -1;
+  if ((int)reader_nfields(s.r) != tr->F) {
+    fail(err, errlen, "%s: %u fields per line, the model was trained on %d",
+         paths[0], reader_nfields(s.r), tr->F);
+    source_close(&s);
+    return -1;
+  }
+  int rc = eval_source(tr, ps, &s, 0, probs_out, true, out, err, errlen);
+  source_close(&s);
+  return rc;
+}
+
+/* ---- progress ----------------------------------------------------------- */
+
+static void fmt_duration(double s, char *buf, size_t len) {
+  if (!(s >= 0) || s > 1e7)
+    snprintf(buf, len, "?");
+  else if (s >= 3600)
+    snprintf(buf, len, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+  else if (s >= 60)
+    snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+  else
+    snprintf(buf, len, "%.0fs", s);
+}
+
+struct progress {
+  double t0, last_line, last_rec; /* clock_sec() */
+  double loss_sum;                /* since the last record, example-weighted */
+  uint64_t loss_n;
+  uint64_t examples_at_rec;
+  double train_seconds;
+  bool line_shown;
+};
+
+static void progress_clear(struct trainer *tr, struct progress *pg) {
+  if (tr->o.progress && pg->line_shown) {
+    fprintf(tr->o.progress, "\r\033[K");
+    fflush(tr->o.progress);
+    pg->line_shown = false;
+  }
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static void log_eval(struct trainer *tr, uint64_t step, const char *event,
+                     int epoch, const struct metrics_result *r) {
+  logger_record(tr->o.log, step, event, "epoch", (double)epoch, "auc", r->auc,
+                "logloss", r->logloss, "gauc", r->gauc, "examples",
+                (double)r->n, "positives", (double)r->positives, "lr", tr->lr,
+                "sparse_lr_decayed", 0.0, NULL);
+}
+
+/* Evaluates valid (and test on improvement); updates the schedule. Sets
+ * *stop when patience runs out. */
+static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
+                    int *bad_evals, double *best_auc, bool *stop,
+                    struct train_result *res, char *err, size_t errlen) {
+  const struct config *cfg = tr->cfg;
+  struct metrics_result v;
+  if (!tr->has_valid) {
+    /* nothing to select on: the current state is the best */
+    memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
+    res->best_epoch = epoch;
+    res->best_step = step;
+    if (tr->has_test) {
+      if (eval_source(tr, ps, &tr->test, step, NULL, false, &res->test, err,
+                      errlen))
+        return -1;
+      log_eval(tr, step, "test", epoch, &res->test);
+    }
+    return 0;
+  }
+  if (eval_source(tr, ps, &tr->valid, step, NULL, false, &v, err, errlen))
+    return -1;
+  log_eval(tr, step, "valid", epoch, &v);
+  bool better = isfinite(v.auc) && v.auc > *best_auc;
+  logger_info(tr->o.log,
+              "epoch %d step %llu: valid AUC %.4f logloss %.4f gAUC %.4f%s",
+              epoch, (unsigned long long)step, v.auc, v.logloss, v.gauc,
+              better ? " (best so far)" : "");
+  if (better) {
+    *best_auc = v.auc;
+    *bad_evals = 0;
+    res->valid = v;
+    res->best_epoch = epoch;
+    res->best_step = step;
+    if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
+      return -1;
+    memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
+    if (tr->has_test) {
+      if (eval_source(tr, ps, &tr->test, step, NULL, false, &res->test, err,
+                      errlen))
+        return -1;
+      log_eval(tr, step, "test", epoch, &res->test);
+    }
+    return 0;
+  }
+  ++*bad_evals;
+  if (*bad_evals >= cfg->train.patience) {
+    logger_info(tr->o.log,
+                "no improvement in %d evaluation(s) (train.patience): "
+                "stopping",
+                *bad_evals);
+    *stop = true;
+    res->stopped_early = true;
+    return 0;
+  }
+  tr->lr *= cfg->train.lr_decay_factor;
+  if (tr->o.dense_via_ps)
+    logger_warn(tr->o.log,
+                "lr decay to %g not applied: the dense optimizer runs on the "
+                "parameter store, which takes no learning rate",
+                tr->lr);
+  else
+    logger_info(tr->o.log,
+                "no improvement: dense lr x %g = %g (the embeddings keep "
+                "optimizer.sparse_lr)",
+                cfg->train.lr_decay_factor, tr->lr);
+  return 0;
+}
+
+int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
+              char *err, size_t errlen) {
+  const struct config *cfg = tr->cfg;
+  memset(res, 0, sizeof(*res));
+  res->first_loss = res->last_loss = NAN;
+  res->valid.auc = res->valid.logloss = res->valid.gauc = NAN;
+  res->test.auc = res->test.logloss = res->test.gauc = NAN;
+  res->has_valid = tr->has_valid;
+  res->has_test = tr->has_test;
+  char perr[512];
+  if (!tr->train.r)
+    return fail(err, errlen, "no training data was opened (train_opts.fields)");
+  if (tr->o.dense_via_ps) {
+    if (ps->dense_total != tr->p->len)
+      return fail(err, errlen,
+                  "the parameter store holds %llu dense floats, the model "
+                  "has %zu",
+                  (unsigned long long)ps->dense_total, tr->p->len);
+    if (ps_set_dense(ps, 0, tr->p->len, tr->p->values, perr, sizeof(perr)))
+      return fail(err, errlen, "setting the initial dense values: %s", perr);
+  }
+  const uint64_t max_steps = (uint64_t)cfg->train.max_steps;
+  const uint64_t eval_every = (uint64_t)cfg->train.eval_every_steps;
+  const double interval = cfg->log.interval_s;
+  struct progress pg = {.t0 = clock_sec()};
+  pg.last_line = pg.last_rec = pg.t0;
+  uint64_t step = 0, steps_per_epoch = 0;
+  double best_auc = -INFINITY;
+  int bad_evals = 0;
+  bool stop = false, evaluated_now = false;
+  int rc = 0;
+  for (int epoch = 1; epoch <= cfg->train.epochs && !stop; epoch++) {
+    res->epochs = epoch;
+    reader_rewind(tr->train.r);
+    double epoch_loss = 0, t_epoch = clock_sec();
+    uint64_t epoch_examples = 0, epoch_steps = 0;
+    for (;;) {
+      if (max_steps && step >= max_steps) {
+        stop = true;
+        break;
+      }
+      if (tr->o.stop && *tr->o.stop) {
+        res->interrupted = stop = true;
+        break;
+      }
+      int B = fill_batch(tr, &tr->train, err, errlen);
+      if (B < 0) {
+        rc = -1;
+        goto out;
+      }
+      if (B == 0)
+        break;
+      step++;
+      double loss;
+      if (train_step(tr, ps, step, &loss, err, errlen)) {
+        rc = -1;
+        goto out;
+      }
+      evaluated_now = false;
+      if (tr->o.on_step)
+        tr->o.on_step(tr->o.ctx, step, loss);
+      epoch_loss += loss * B;
+      epoch_examples += (uint64_t)B;
+      epoch_steps++;
+      res->steps = step;
+      res->examples += (uint64_t)B;
+      pg.loss_sum += loss * B;
+      pg.loss_n += (uint64_t)B;
+
+      double now = clock_sec();
+      double train_s = pg.train_seconds + (now - t_epoch);
+      double sps = train_s > 0 ? (double)res->examples / train_s : 0;
+      if (now - pg.last_rec >= interval) {
+        logger_record(tr->o.log, step, "train", "epoch", (double)epoch, "loss",
+                      pg.loss_sum / (double)pg.loss_n, "samples_per_s", sps,
+                      "lr", tr->lr, "examples", (double)res->examples, NULL);
+        pg.last_rec = now;
+        pg.loss_sum = 0;
+        pg.loss_n = 0;
+      }
+      if (tr->o.progress && now - pg.last_line >= 0.5) {
+        char eta[32] = "?";
+        uint64_t total = 0;
+        if (steps_per_epoch)
+          total = steps_per_epoch * (uint64_t)cfg->train.epochs;
+        if (max_steps && (!total || max_steps < total))
+          total = max_steps;
+        if (total && step <= total && train_s > 0)
+          fmt_duration((double)(total - step) * train_s / (double)step, eta,
+                       sizeof(eta));
+        fprintf(tr->o.progress,
+                "\r\033[Kepoch %d step %llu  %.0f samples/s  loss %.4f  ETA %s",
+                epoch, (unsigned long long)step, sps,
+                epoch_loss / (double)epoch_examples, eta);
+        fflush(tr->o.progress);
+        pg.line_shown = true;
+        pg.last_line = now;
+      }
+      if (eval_every && step % eval_every == 0) {
+        pg.train_seconds += clock_sec() - t_epoch;
+        progress_clear(tr, &pg);
+        if (evaluate(tr, ps, step, epoch, &bad_evals, &best_auc, &stop, res,
+                     err, errlen)) {
+          rc = -1;
+          goto out;
+        }
+        evaluated_now = true;
+        t_epoch = clock_sec();
+        if (stop)
+          break;
+      }
+    }
+    pg.train_seconds += clock_sec() - t_epoch;
+    progress_clear(tr, &pg);
+    if (epoch == 1)
+      steps_per_epoch = epoch_steps;
+    if (epoch_examples) {
+      double mean = epoch_loss / (double)epoch_examples;
+      if (epoch == 1)
+        res->first_loss = mean;
+      res->last_loss = mean;
+      logger_info(tr->o.log, "epoch %d: %llu steps, train loss %.4f", epoch,
+                  (unsigned long long)epoch_steps, mean);
+    }
+    if (res->interrupted)
+      break;
+    /* per-epoch evaluation; with eval_every_steps, a last one at the end
+     * unless the last step was just evaluated */
+    bool last = stop || epoch == cfg->train.epochs;
+    if (!res->stopped_early && !evaluated_now && (!eval_every || last)) {
+      if (evaluate(tr, ps, step, epoch, &bad_evals, &best_auc, &stop, res, err,
+                   errlen)) {
+        rc = -1;
+        goto out;
+      }
+      evaluated_now = true;
+    }
+  }
+  /* the best dense parameters are the result */
+  memcpy(tr->p->values, tr->best, tr->p->len * sizeof(float));
+  if (tr->o.best_path &&
+      params_save(tr->p, tr->o.best_path, false, perr, sizeof(perr))) {
+    rc = fail(err, errlen, "%s", perr);
+    goto out;
+  }
+out:
+  progress_clear(tr, &pg);
+  res->seconds = pg.train_seconds;
+  res->samples_per_s =
+      pg.train_seconds > 0 ? (double)res->examples / pg.train_seconds : 0;
+  res->lr = tr->lr;
+  logger_record(tr->o.log, step, "done", "ok", rc == 0 ? 1.0 : 0.0, "steps",
+                (double)res->steps, "examples", (double)res->examples,
+                "samples_per_s", res->samples_per_s, "best_epoch",
+                (double)res->best_epoch, "valid_auc", res->valid.auc,
+                "test_auc", res->test.auc, "test_logloss", res->test.logloss,
+                NULL);
+  return rc;
+}

@@ -1,0 +1,153 @@
+/*
+ * train: the worker's training loop (DESIGN.md "Processes and data flow",
+ * MODELS.md "Training conventions"), written against common/ps.h alone so
+ * the same loop runs embedded (an in-process store) and distributed.
+ *
+ * One step:
+ *   reader -> batch (distinct keys, index map, batch counts/clicks)
+ *     -> ps_pull of every table -> E (B, F*D) [+ w (B, F) for LR/FM/DeepFM]
+ *     -> model forward, logloss, backward -> dE [, dw] -> per-key grads
+ *     -> global grad-norm clip over dense AND sparse gradients (FuxiCTR
+ *        clips every parameter of the model, embeddings included)
+ *     -> ps_push of every table (prefix lengths, counts, clicks) and the
+ *        dense step.
+ *
+ * Tables: table 0 holds the D-float embeddings of every field; models that
+ * take LR weights (LR, FM, DeepFM) also read table 1, of 1 float per key.
+ * train_tables() says which; whoever opens the store creates them.
+ *
+ * Dense parameters, two ways (train_opts.dense_via_ps):
+ *   0  the worker holds them (params + Adam/SGD): embedded mode's default.
+ *      The learning rate is then the worker's, so lr x lr_decay_factor on a
+ *      plateau applies to the dense network.
+ *   1  through ps_pull_dense/ps_push_dense every step (Adam on the
+ *      pserver), the initial values set with ps_set_dense. This is the
+ *      distributed path (several workers must share one dense vector); run
+ *      embedded this way, it is the reference for the sync-mode
+ *      equivalence test. ps.h carries no learning rate, so a decay cannot
+ *      reach the pserver's Adam: it is logged as not applied.
+ * Sparse tables: their optimizer and lr live in the store (ps.h has no lr
+ * either), so the plateau decay does not reach the embeddings yet; the
+ * eval record says so (sparse_lr_decayed 0). This is a known gap against
+ * FuxiCTR, which decays every parameter's lr.
+ *
+ * Evaluation: once per epoch (or every train.eval_every_steps) on the
+ * validation data: AUC, logloss, gAUC. When the validation AUC improves,
+ * the dense parameters are kept as the best and the test data is evaluated
+ * at once, so "the test metrics of the best state" need no restore of the
+ * embedding rows (the store has moved on by the end); otherwise lr is
+ * multiplied by train.lr_decay_factor, and after train.patience evaluations
+ * without improvement training stops. At the end the best dense parameters
+ * are copied back (and saved when a path is given).
+ *
+ * Validation/test data: data.valid/data.test files, or the lines of the
+ * training files held out by data.split_valid/split_test (a hash of the
+ * line number and data.split_seed decides, so the split is fixed across
+ * runs and epochs). data.max_lines caps every pass.
+ *
+ * Logs: JSONL records via the logger: "train" every log.interval_s (loss
+ * averaged since the last record, samples/s, lr, epoch), "valid" and "test"
+ * per evaluation, "done" at the end; a progress line on opts.progress
+ * (a terminal): samples/s, loss, and the ETA once the epoch's length is
+ * known (after the first epoch, or from train.max_steps).
+ *
+ * Determinism: a run is a function of the config (seeds, data order); two
+ * runs of one config give the same per-step losses, bit for bit, when
+ * OpenBLAS runs on one thread.
+ *
+ * Not here yet: shuffle buffers (data.shuffle_buffer is refused), the
+ * overlap of pulls with compute, AMTL (embedding.amtl is refused until the
+ * layer is wired), several workers' readers (rank/nranks are fixed to 0/1).
+ */
+#ifndef MASKPS_TRAIN_H
+#define MASKPS_TRAIN_H
+
+#include "common/ps.h"
+#include "worker/metrics.h"
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct config;
+struct logger;
+struct params;
+
+#define TRAIN_MAX_TABLES 2
+
+struct train_opts {
+  const struct config *cfg; /* borrowed; must outlive the trainer */
+  struct logger *log;       /* borrowed; human lines and JSONL; may be NULL */
+  FILE *progress;           /* progress line target (a tty), NULL = none */
+  bool dense_via_ps;        /* see the header comment */
+  const char *best_path;    /* save the best dense params here; NULL = no */
+  int fields; /* 0: open the config's data and learn F from data.train;
+                 > 0: open no data, F = fields (prediction only: then
+                 train_run fails and train_eval_files works) */
+  /* called after every training step with its loss (tests); may be NULL */
+  void (*on_step)(void *ctx, uint64_t step, double loss);
+  void *ctx;
+  volatile sig_atomic_t *stop; /* set (Ctrl-C): stop after the step */
+};
+
+struct train_result {
+  uint64_t steps;              /* training steps taken */
+  uint64_t examples;           /* training examples seen */
+  int epochs;                  /* epochs started */
+  int best_epoch;              /* epoch of the best validation AUC, 0 = none */
+  uint64_t best_step;          /* step of that evaluation */
+  double seconds;              /* wall time of the training passes */
+  double samples_per_s;        /* examples / seconds (evaluation excluded) */
+  double lr;                   /* dense lr at the end */
+  double first_loss;           /* mean training loss of the first epoch */
+  double last_loss;            /* mean training loss of the last epoch */
+  bool has_valid, has_test;    /* whether there was such data */
+  struct metrics_result valid; /* best validation metrics */
+  struct metrics_result test;  /* test metrics at the best validation */
+  bool stopped_early;          /* patience ran out */
+  bool interrupted;            /* opts.stop was set */
+};
+
+struct trainer;
+
+/* Opens the readers (learning the field count F), checks the config, and
+ * builds the model and its dense parameters (initialised from train.seed).
+ * Returns NULL with a message in err for an outside fault (no data file, a
+ * model option that does not fit, a setting not supported yet). Caller owns
+ * the result; free with train_free(). */
+struct trainer *train_new(const struct train_opts *o, char *err, size_t errlen);
+void train_free(struct trainer *tr);
+
+/* The tables the loop uses: ids[i], dims[i] floats per row; returns their
+ * count (1 or 2). Arrays hold TRAIN_MAX_TABLES. */
+int train_tables(const struct trainer *tr, uint32_t *ids, int *dims);
+
+/* Floats in the flat dense vector (the store's dense_total when
+ * dense_via_ps). */
+uint64_t train_dense_total(const struct trainer *tr);
+
+/* F: fields per example. */
+int train_fields(const struct trainer *tr);
+
+/* The dense parameters (borrowed): after train_run, the best ones. */
+struct params *train_params(struct trainer *tr);
+
+/* Trains as the config says against ps, whose tables must be those of
+ * train_tables (and whose dense_total train_dense_total when dense_via_ps).
+ * Fills res (also on failure, as far as it got). Returns 0, or -1 with err
+ * set: a data error (too many bad lines, I/O), a parameter-store error,
+ * or a diverged loss (a non-finite gradient norm, named with its step). */
+int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
+              char *err, size_t errlen);
+
+/* Evaluates the current state on files (paths/globs; format of the
+ * config) and, when logits_out is not NULL, writes one click probability
+ * per good line, in input order ("%.6f\n"). Pulls rows without pushing.
+ * Returns 0, or -1 with err set. */
+int train_eval_files(struct trainer *tr, struct ps *ps,
+                     const char *const *paths, size_t npaths, FILE *logits_out,
+                     struct metrics_result *out, char *err, size_t errlen);
+
+#endif
