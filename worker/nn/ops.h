@@ -35,7 +35,7 @@
  * Weight layout: a linear layer's W is (O, I), torch.nn.Linear's layout, so
  * PyTorch fixtures copy over unchanged: y = x W^T + b.
  *
- * Not here: parameters and optimizers (nn/param.h), the matrix product itself
+ * Not here: parameters and optimizers (nn/params.h), the matrix product itself
  * (nn/gemm.h), the models.
  */
 #ifndef MASKPS_NN_OPS_H
@@ -161,8 +161,9 @@ void nn_masked_softmax_forward(const float *x, const float *mask, float *y,
 /* Inverted dropout with drop probability p in [0, 1): y = x * keep / (1 - p)
  * with keep a Bernoulli(1 - p) draw that depends only on (seed, step, i):
  * no state, no storage, the same mask again in backward and on a replay.
- * Give every dropout layer its own seed. p = 0 copies x (evaluation mode is
- * p = 0). In place is fine. */
+ * Give every dropout layer its own seed, and mix the worker rank into it
+ * when several workers train (else they drop the same units). p = 0 copies
+ * x (evaluation mode is p = 0). In place is fine. */
 void nn_dropout_forward(const float *x, float *y, size_t n, float p,
                         uint64_t seed, uint64_t step);
 /* dx += dy * keep / (1 - p), regenerating the forward mask. */
@@ -278,13 +279,14 @@ void nn_cross2_backward(const float *x0, const float *xl, const float *W,
                         const float *u, const float *dy, float *dx0, float *dxl,
                         float *dW, float *db, float *work, int B, int C);
 
-/* DCNv2's low-rank mixture of experts (DCN-Mix, as DeepCTR's CrossNetMix):
+/* DCNv2's low-rank mixture of experts (DCN-Mix, FuxiCTR's CrossNetMix):
  *   expert k: E_k = x0 * (U_k tanh(Cm_k tanh(V_k xl)) + b)
  *   gate:     g = softmax over k of (G xl)
  *   y (B,C) = sum_k g_k E_k + xl
  * Parameters (one layer): V (K,R,C), Cm (K,R,R), U (K,C,R) (each expert a
  * linear layout), b (C) shared by the experts, G (K,C) gate weights without
- * bias. */
+ * bias. FuxiCTR shares one G by all layers: give every layer the same G and
+ * dG, and the gradients add up. */
 struct nn_crossmix {
   const float *V, *Cm, *U, *b, *G; /* values, shapes above */
   float *dV, *dCm, *dU, *db, *dG;  /* their gradients (backward only) */
