@@ -36,7 +36,8 @@ void mlp_init(struct mlp *m, struct params *p, const char *prefix, int in,
     m->bid[i] = params_add(p, name, 1, 1, O, PARAMS_ZEROS, 0.0f);
     size_t sz = (size_t)Bmax * O * sizeof(float);
     m->out[i] = xaligned(sz);
-    m->dout[i] = xaligned(sz);
+    if (i < m->n - 1) // the last layer's dout is the caller's dy
+      m->dout[i] = xaligned(sz);
     m->dpre[i] = xaligned(sz);
     bool hid = !(logit && i == m->n - 1);
     if (hid && dropout > 0)

@@ -48,7 +48,8 @@ struct mlp {
   int Bmax;                     /* rows every buffer holds */
   float *out[MLP_MAX_LAYERS];   /* (Bmax, O_i) layer output (after ReLU and
                                    dropout for a hidden layer) */
-  float *dout[MLP_MAX_LAYERS];  /* (Bmax, O_i) dLoss/d out (backward) */
+  float *dout[MLP_MAX_LAYERS];  /* (Bmax, O_i) dLoss/d out (backward); NULL
+                                   for the last layer (its dy is the caller's) */
   float *dpre[MLP_MAX_LAYERS];  /* (Bmax, O_i) dLoss/d pre-activation */
   float *ddrop[MLP_MAX_LAYERS]; /* (Bmax, O_i) dLoss/d ReLU output, only
                                    with dropout */
