@@ -35,6 +35,14 @@
  * Weight layout: a linear layer's W is (O, I), torch.nn.Linear's layout, so
  * PyTorch fixtures copy over unchanged: y = x W^T + b.
  *
+ * A hidden layer as a model writes it (W, b, dW, db are params.h views;
+ * h is kept from forward to backward; dz is zeroed scratch):
+ *
+ *   forward:   nn_linear_forward(x, W, b, h, B, I, O);       // h (B,O)
+ *              nn_relu_forward(h, h, (size_t)B * O);         // in place
+ *   backward:  nn_relu_backward(h, dh, dz, (size_t)B * O);   // dz (B,O)
+ *              nn_linear_backward(x, W, dz, dx, dW, db, B, I, O);
+ *
  * Not here: parameters and optimizers (nn/params.h), the matrix product itself
  * (nn/gemm.h), the models.
  */
