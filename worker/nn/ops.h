@@ -334,7 +334,10 @@ void nn_logloss_backward(const float *z, const float *y, float *dz, int B,
  * p in 0..D (AMTL; NULL = every row is full D): entries at and beyond p are
  * treated as zero whatever the block holds, and get no gradient.
  * idx (B*F) maps (b, f) to its unique row, or -1 for "no row" (a missing
- * value or padding): zeros, no gradient. */
+ * value or padding): zeros, no gradient. An idx outside [-1, U) or a prefix
+ * above D is a CHECK (our bug): prefixes arrive from the pserver, so the
+ * code that decodes a pull reply must refuse p > D there, as an outside
+ * fault with a message. */
 
 /* out (B, F*D): field f of row b = row idx[b*F+f], masked to its prefix. */
 void nn_embed_gather(const float *rows, const uint16_t *prefix,
