@@ -681,6 +681,121 @@ static void test_dropout(void **state) {
   params_free(p1);
 }
 
+/* ---- finite differences, independent of PyTorch ---------------------
+ * For every kind (and the EDCN variants, whose cross layer without the
+ * residual is a static op of model_edcn.c), backward against central
+ * differences of L = sum_b r_b z_b, in float with h = 1e-3: per tensor
+ * max |fd - grad| < 1e-2 max |grad| + 1e-4 (float rounding of L over 2h
+ * is ~5e-5; a wrong term is O(1)). */
+
+static double fd_loss(struct model *m, const float *E, const float *w,
+                      const float *r, float *z, int B) {
+  model_forward(m, E, w, z, B, true);
+  double L = 0;
+  for (int b = 0; b < B; b++)
+    L += (double)r[b] * z[b];
+  return L;
+}
+
+/* Compares grad (n) with central differences over x (n), perturbed in
+ * place and restored. */
+static void fd_check(const char *what, struct model *m, float *x,
+                     const float *grad, size_t n, const float *E,
+                     const float *w, const float *r, float *z, int B) {
+  const float h = 1e-3f;
+  double maxg = 0, maxd = 0;
+  size_t worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    float x0 = x[i];
+    x[i] = x0 + h;
+    double lp = fd_loss(m, E, w, r, z, B);
+    x[i] = x0 - h;
+    double lm = fd_loss(m, E, w, r, z, B);
+    x[i] = x0;
+    double fd = (lp - lm) / (2 * h), d = fabs(fd - grad[i]);
+    if (fabs(grad[i]) > maxg)
+      maxg = fabs(grad[i]);
+    if (d > maxd) {
+      maxd = d;
+      worst = i;
+    }
+  }
+  if (!(maxd <= 1e-2 * maxg + 1e-4))
+    fail_msg("%s: finite differences differ by %.3g (max |grad| %.3g), "
+             "worst [%zu] grad %.6g",
+             what, maxd, maxg, worst, (double)grad[worst]);
+}
+
+static void gradcheck(const struct model_options *o, const char *label) {
+  enum { F = 3, D = 2, C = F * D, B = 4 };
+  char err[256];
+  struct params *p = params_new();
+  struct model *m = model_new(o, F, D, B, p, err, sizeof(err));
+  if (!m)
+    fail_msg("%s: %s", label, err);
+  params_alloc(p, 11);
+  uint64_t st = 1234;
+  for (size_t i = 0; i < p->len; i++) // not the init: biases 0, gates 1
+    p->values[i] += 0.3f * lcg(&st);
+  float E[B * C], w[B * F], r[B], z[B], dE[B * C] = {0}, dw[B * F] = {0};
+  for (int i = 0; i < B * C; i++)
+    E[i] = lcg(&st);
+  for (int i = 0; i < B * F; i++)
+    w[i] = lcg(&st);
+  for (int b = 0; b < B; b++)
+    r[b] = lcg(&st);
+  bool lrw = model_uses_lr_weights(m);
+  const float *wp = lrw ? w : NULL;
+  params_zero_grad(p);
+  fd_loss(m, E, wp, r, z, B);
+  model_backward(m, r, dE, lrw ? dw : NULL, B);
+  for (int id = 0; id < p->count; id++) {
+    char what[96];
+    snprintf(what, sizeof(what), "%s %s", label, params_view(p, id)->name);
+    fd_check(what, m, params_value(p, id), params_grad(p, id),
+             params_view(p, id)->n, E, wp, r, z, B);
+  }
+  char what[96];
+  snprintf(what, sizeof(what), "%s dE", label);
+  if (o->kind != MODEL_LR)
+    fd_check(what, m, E, dE, B * C, E, wp, r, z, B);
+  if (lrw) {
+    snprintf(what, sizeof(what), "%s dw", label);
+    fd_check(what, m, w, dw, B * F, E, wp, r, z, B);
+  }
+  model_free(m);
+  params_free(p);
+}
+
+static void test_finite_differences(void **state) {
+  (void)state;
+  struct model_options o;
+  for (int k = MODEL_LR; k <= MODEL_EDCN; k++) {
+    model_options_default(&o, (enum model_kind)k);
+    o.nhidden = 2;
+    o.hidden[0] = 5;
+    o.hidden[1] = 4;
+    o.cross_layers = 2;
+    o.temperature = 0.7f;
+    gradcheck(&o, model_kind_name((enum model_kind)k));
+    if (k == MODEL_DCNV2) {
+      o.dcnv2_structure = MODEL_STACKED;
+      o.low_rank = 2;
+      o.num_experts = 3;
+      gradcheck(&o, "dcnv2 mixture stacked");
+    }
+    if (k == MODEL_EDCN) {
+      static const char *bridges[] = {"edcn hadamard nores", "edcn add nores",
+                                      "edcn concat nores"};
+      o.cross_residual = false;
+      for (int br = 0; br < 3; br++) {
+        o.bridge = (enum model_bridge)br;
+        gradcheck(&o, bridges[br]);
+      }
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fixtures_exact_batch),
@@ -690,6 +805,7 @@ int main(void) {
       cmocka_unit_test(test_kind_names),
       cmocka_unit_test(test_options_from_config),
       cmocka_unit_test(test_dropout),
+      cmocka_unit_test(test_finite_differences),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
