@@ -300,6 +300,7 @@ int main(int argc, char **argv) {
       .net = cfg->security.curve ? &nopts : NULL,
       .log = lg,
       .sync = cfg->train.mode == CONFIG_MODE_SYNC,
+      .stats_every_s = cfg->log.interval_s,
   };
   struct server *srv = status ? NULL : server_new(st, &o, err, sizeof(err));
   if (!status && !srv) {

@@ -117,6 +117,8 @@ struct server {
   uint64_t errors, malformed, dropped;
   struct lat pull_lat, push_lat;
   int shutdown;
+  double stats_every_s;
+  uint64_t logged_requests; /* requests counted at the last record */
   char err[1024];
 };
 
@@ -854,6 +856,7 @@ struct server *server_new(struct store *st, const struct server_opts *o,
   srv->S = o->nshards;
   srv->W = o->workers;
   srv->hold = o->sync && o->workers > 1;
+  srv->stats_every_s = o->stats_every_s;
   ps_dense_block(o->dense_total, o->nshards, o->rank, &srv->dense_off,
                  &srv->dense_len);
   srv->tables = xmalloc(o->ntables * sizeof(*srv->tables));
@@ -899,19 +902,29 @@ int server_run(struct server *srv, volatile sig_atomic_t *stop, char *err,
   logger_info(srv->log, "pserver %u of %u: serving on %s (%u workers)",
               srv->rank, srv->S, server_endpoint(srv), srv->W);
   int rc = 0;
+  double next_stats = clock_sec() + srv->stats_every_s;
   while (!(stop && *stop)) {
+    if (srv->stats_every_s > 0 && clock_sec() >= next_stats) {
+      server_log_stats(srv);
+      next_stats = clock_sec() + srv->stats_every_s;
+    }
     int r = server_step(srv, srv->poll_ms, err, errlen);
     if (r < 0) {
       rc = -1;
       break;
     }
-    if (r == 2)
+    if (r == 2) {
+      if (srv->stats_every_s > 0)
+        server_log_stats(srv);
       return 0; /* SHUTDOWN flushed before answering */
+    }
   }
   if (stop && *stop)
     logger_info(srv->log, "pserver %u: stop requested (signal); flushing",
                 srv->rank);
   fail_waiters(srv);
+  if (srv->stats_every_s > 0)
+    server_log_stats(srv); /* the last numbers, however short the run */
   char e[512];
   if (store_flush(srv->store, e, sizeof(e)) < 0) {
     if (rc == 0)
@@ -967,6 +980,33 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...) {
 
 static double finite_or_zero(double x) {
   return isfinite(x) ? x : 0;
+}
+
+int server_log_stats(struct server *srv) {
+  struct store_stats st;
+  char e[512];
+  if (store_stats(srv->store, &st, e, sizeof(e)) < 0) {
+    logger_warn(srv->log, "pserver %u: stats: %s", srv->rank, e);
+    return -1;
+  }
+  uint64_t total = 0;
+  for (unsigned op = 1; op < MSG_OP_COUNT_; op++)
+    total += srv->requests[op];
+  double since = (double)(total - srv->logged_requests);
+  srv->logged_requests = total;
+  return logger_record(
+      srv->log, srv->step, "pserver", "keys", (double)st.rows_estimate,
+      "bytes_disk", (double)st.sst_bytes, "bytes_memtable",
+      (double)st.memtable_bytes, "row_cache_bytes", (double)st.row_cache_bytes,
+      "block_cache_bytes", (double)st.block_cache_bytes, "cache_hit_rate",
+      st.row_cache_hit_rate, "write_stopped", (double)st.write_stopped,
+      "delayed_write_rate", (double)st.delayed_write_rate,
+      "compaction_debt_bytes", (double)st.pending_compaction_bytes,
+      "pull_p50_us", lat_quantile(&srv->pull_lat, 0.5), "pull_p99_us",
+      lat_quantile(&srv->pull_lat, 0.99), "push_p50_us",
+      lat_quantile(&srv->push_lat, 0.5), "push_p99_us",
+      lat_quantile(&srv->push_lat, 0.99), "requests", since, "errors",
+      (double)srv->errors, "malformed", (double)srv->malformed, NULL);
 }
 
 char *server_stats_json(struct server *srv, char *err, size_t errlen) {

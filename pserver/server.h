@@ -73,6 +73,9 @@ struct server_opts {
   struct logger *log;         /* borrowed; NULL = stderr lines */
   int poll_ms;                /* 0 = SERVER_POLL_MS */
   int sync;                   /* 1: train.mode sync (see above) */
+  double stats_every_s;       /* server_run logs a "pserver" record this
+                                 often (log.interval_s) and once when it
+                                 stops; 0 = never */
 };
 
 struct server;
@@ -94,6 +97,13 @@ const char *server_endpoint(const struct server *srv);
  * or the final flush failed. stop may be NULL. */
 int server_run(struct server *srv, volatile sig_atomic_t *stop, char *err,
                size_t errlen);
+
+/* Writes one JSONL record (event "pserver") with the cheap statistics:
+ * keys, bytes on disk, memtable and caches, cache hit rate, stalls,
+ * compaction debt, pull/push latency p50/p99 (us) and the requests since
+ * the last record. No table scan. Returns 0, or -1 if the store's
+ * statistics or the write failed. */
+int server_log_stats(struct server *srv);
 
 /* Answers at most one request, waiting up to timeout_ms (-1 forever).
  * Returns 1 if a message was handled, 0 on timeout, 2 after SHUTDOWN was

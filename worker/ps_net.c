@@ -525,7 +525,14 @@ struct ps *ps_net_new(const struct ps_net_opts *o, char *err, size_t errlen) {
     sh->endpoint = xstrdup(o->endpoints[s]);
     sh->in = net_msg_new();
     msg_init(&sh->rep);
-    sh->sock = net_client_new(c->net, &o->endpoints[s], 1, o->net, err, errlen);
+    struct net_opts no = {0};
+    if (o->net)
+      no = *o->net;
+    if (o->server_pubs)
+      no.curve_server_pub = o->server_pubs[s];
+    sh->sock =
+        net_client_new(c->net, &o->endpoints[s], 1,
+                       o->net || o->server_pubs ? &no : NULL, err, errlen);
     if (!sh->sock) {
       net_ctx_free(c);
       return NULL;

@@ -53,7 +53,11 @@ struct ps_net_opts {
   int retries;    /* resends after a timeout; < 0 = PS_NET_RETRIES */
   int backoff_ms; /* first pause; 0 = PS_NET_BACKOFF_MS, doubled */
   const struct net_opts *net; /* NULL = plaintext defaults */
-  struct logger *log;         /* borrowed; retries are logged; may be NULL */
+  /* CURVE (security.curve): pserver i's public key (Z85), [nshards]; each
+   * socket gets net's options with curve_server_pub = server_pubs[i]. NULL
+   * = use net as it is for every pserver. */
+  const char *const *server_pubs;
+  struct logger *log; /* borrowed; retries are logged; may be NULL */
 };
 
 /* Connects one DEALER to each endpoint (without waiting for the pservers:

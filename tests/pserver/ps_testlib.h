@@ -41,8 +41,9 @@ struct test_server {
   uint32_t rank, S, W;
   uint64_t dense_total;
   enum store_wal wal;
-  size_t memory_mb; /* 0 = TS_MEMORY_MB */
-  int sync;         /* server_opts.sync */
+  size_t memory_mb;           /* 0 = TS_MEMORY_MB */
+  int sync;                   /* server_opts.sync */
+  const struct net_opts *net; /* server_opts.net (CURVE); NULL = plain */
   /* outputs */
   char endpoint[256];
   int rc; /* server_run's result; -2 if it never started */
@@ -72,7 +73,8 @@ static inline void *ts_main(void *arg) {
                              .tables = ts->tables,
                              .ntables = ts->ntables,
                              .poll_ms = 20,
-                             .sync = ts->sync};
+                             .sync = ts->sync,
+                             .net = ts->net};
     srv = server_new(st, &so, ts->err, sizeof(ts->err));
   }
   pthread_mutex_lock(&ts->mu);

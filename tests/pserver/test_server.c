@@ -13,7 +13,10 @@
  *     next request's;
  *   - a retried push (same id) is applied once;
  *   - a sync barrier of two workers releases both together;
- *   - STATS JSON has the promised fields and counts. */
+ *   - STATS JSON has the promised fields and counts; the binary writes
+ *     periodic and final JSONL records;
+ *   - CURVE: a client with the pserver's public key is served, a plaintext
+ *     one is not. */
 #include "common/check.h"
 #include "common/config.h"
 #include "common/keys.h"
@@ -609,7 +612,7 @@ static void test_binary_sigterm(void **state) {
     close(fds[1]);
     execl(bin, bin, "--config", cfg_path, "--rank", "0", "--endpoint",
           "tcp://127.0.0.1:*", "--dense-floats", dense_arg, "--set",
-          "log.level=info", (char *)NULL);
+          "log.level=info", "--set", "log.interval_s=0.05", (char *)NULL);
     _exit(127);
   }
   close(fds[1]);
@@ -672,6 +675,64 @@ static void test_binary_sigterm(void **state) {
   ps_free(loc);
   assert_int_equal(store_close(st, err, sizeof(err)), 0);
   config_free(cfg);
+  /* Its JSONL log: periodic "pserver" records and the final stats. */
+  char logp[160], line[16384];
+  snprintf(logp, sizeof(logp), "%s/run/logs/pserver-0.jsonl", dir);
+  FILE *lf = fopen(logp, "r");
+  assert_non_null(lf);
+  int periodic = 0, final = 0;
+  while (fgets(line, sizeof(line), lf)) {
+    periodic += strstr(line, "\"event\":\"pserver\",") != NULL &&
+                strstr(line, "\"pull_p99_us\":") != NULL;
+    final += strstr(line, "\"event\":\"pserver_stats\"") != NULL &&
+             strstr(line, "\"rows\":300,") != NULL;
+  }
+  fclose(lf);
+  assert_true(periodic >= 1);
+  assert_int_equal(final, 1);
+  rm_tree(dir);
+}
+
+/* CURVE: a pserver with a keypair serves a client that knows its public
+ * key; a plaintext client gets no answer. */
+static void test_curve(void **state) {
+  (void)state;
+  rng_state = 17;
+  char err[1024];
+  struct net_keypair kp;
+  assert_int_equal(net_keypair_new(&kp, err, sizeof(err)), 0);
+  struct net_opts sec = {.curve_self = &kp};
+  char dir[64];
+  struct store_table t = the_table();
+  struct test_server ts = serve_one(dir, STORE_WAL_OFF, &t, 1);
+  ts.net = &sec;
+  assert_int_equal(ts_start(&ts), 0);
+  const char *eps[1] = {ts.endpoint}, *pubs[1] = {kp.pub};
+  struct ps_net_opts o = {.endpoints = eps,
+                          .nshards = 1,
+                          .dense_total = DENSE,
+                          .timeout_ms = WAIT_MS,
+                          .retries = 0,
+                          .server_pubs = pubs};
+  struct ps *ps = ps_net_new(&o, err, sizeof(err));
+  assert_non_null(ps);
+  feed(ps, 1);
+  uint64_t a = checksum(ps), b = checksum(ps);
+  assert_true(a == b);
+  struct ps *plain = client(ts.endpoint, 200, 0);
+  uint64_t k = key_of(1);
+  struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4), calloc(D, 4),
+                      D};
+  assert_int_equal(ps_pull(plain, TABLE, 0, 1, &k, &r, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "did not answer"));
+  ps_free(plain);
+  free(r.plen);
+  free(r.count);
+  free(r.clicks);
+  free(r.vals);
+  assert_int_equal(ps_net_shutdown(ps, err, sizeof(err)), 0);
+  assert_int_equal(ts_join(&ts), 0);
+  ps_free(ps);
   rm_tree(dir);
 }
 
@@ -953,6 +1014,7 @@ int main(void) {
       cmocka_unit_test(test_sigterm), /* first: fork before any thread */
       cmocka_unit_test(test_binary_sigterm),
       cmocka_unit_test(test_hostile_then_shutdown),
+      cmocka_unit_test(test_curve),
       cmocka_unit_test(test_timeouts),
       cmocka_unit_test(test_stale_reply_dropped),
       cmocka_unit_test(test_retry_applied_once),
