@@ -115,7 +115,10 @@ long ps_pull(struct ps *ps, uint32_t table, uint64_t step, size_t n,
 /* Applies one push (see the header comment for the arrays): the optimizer
  * runs on every admitted row, stats are added, prefixes change. Returns 0,
  * or -1 with err set (unknown table, duplicate key, glen over D, a prefix
- * out of range, a pserver unreachable, a store error). */
+ * out of range, a pserver unreachable, a store error). In sync mode with
+ * several workers the pservers answer at once but apply the step's pushes
+ * of all workers, summed, when its barrier completes: pull after
+ * ps_barrier to see them. */
 int ps_push(struct ps *ps, const struct ps_grads *g, char *err, size_t errlen);
 
 /* Dense vector, floats [off, off + len) of dense_total (len may be 0).
@@ -135,9 +138,12 @@ int ps_set_dense(struct ps *ps, size_t off, size_t len, const float *values,
                  char *err, size_t errlen);
 
 /* Sync mode: returns once every worker of the run has reached the barrier
- * of `step` on every shard (a worker calls it after its pushes of the step
- * were answered). In-process (one worker) it returns 0 at once. Returns 0,
- * or -1 with err set (a pserver unreachable). */
+ * of `step` on every shard and the step's pushes are applied (a worker
+ * calls it after its pushes of the step were answered, and pulls step
+ * t+1 after it). In-process (one worker) it returns 0 at once. Returns 0,
+ * or -1 with err set: a pserver unreachable, the step's pushes could not
+ * be applied, or the slowest worker took longer than the client's request
+ * timeout times its attempts (ps_net.h). */
 int ps_barrier(struct ps *ps, uint64_t step, char *err, size_t errlen);
 
 /* A consistent checkpoint of every shard: shard i writes dir/shard-<i>
