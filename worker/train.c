@@ -722,8 +722,10 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
       evaluated_now = true;
     }
   }
-  /* the best dense parameters are the result */
-  memcpy(tr->p->values, tr->best, tr->p->len * sizeof(float));
+  /* the best dense parameters are the result (if an evaluation chose any:
+   * with no valid AUC ever, e.g. one class, the last ones) */
+  if (res->best_epoch > 0)
+    memcpy(tr->p->values, tr->best, tr->p->len * sizeof(float));
   if (tr->o.best_path &&
       params_save(tr->p, tr->o.best_path, false, perr, sizeof(perr))) {
     rc = fail(err, errlen, "%s", perr);
