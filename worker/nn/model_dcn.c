@@ -204,6 +204,7 @@ static void dcn_forward(void *self, const float *E, const float *w,
   struct dcn *s = self;
   struct params *p = s->p;
   int C = s->C, L = s->L;
+  CHECK(E, "E (B, F*D) is required");
   memcpy(s->xs[0], E, (size_t)B * C * sizeof(float)); // x_0 (B, C)
   const float *x0 = s->xs[0];
   for (int l = 0; l < L; l++) {

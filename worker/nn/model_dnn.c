@@ -67,6 +67,7 @@ static void dnn_forward(void *self, const float *E, const float *w,
                         float *logits, int B, bool train) {
   struct dnn *s = self;
   int F = s->F, D = s->D;
+  CHECK(E, "E (B, F*D) is required");
   memcpy(s->x, E, (size_t)B * s->C * sizeof(float));     // (B, C), kept for dW
   const float *y = mlp_forward(&s->mlp, s->x, B, train); // (B, 1)
   memcpy(logits, y, (size_t)B * sizeof(float));

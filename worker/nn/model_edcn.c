@@ -194,6 +194,7 @@ static void edcn_forward(void *self, const float *E, const float *w,
   s->dropped = train && s->dropout > 0;
   if (s->dropped)
     s->step++;
+  CHECK(E, "E (B, F*D) is required");
   memcpy(s->x, E, n * sizeof(float)); // x (B, C)
   const float *x0 = s->c[0];
   for (int l = 0; l < L; l++) {
