@@ -132,7 +132,7 @@ int main(int argc, char **argv) {
       return 1;
     eps[s] = ts[s].endpoint;
   }
-  struct ps_net_opts no = {.endpoints = eps, .nshards = NS, .retries = 0};
+  struct ps_net_opts no = {.endpoints = eps, .nshards = NS, .retries = -1};
   struct ps *net = ps_net_new(&no, err, sizeof(err));
   if (!net) {
     fprintf(stderr, "bench_ps: %s\n", err);

@@ -503,7 +503,9 @@ struct ps *ps_net_new(const struct ps_net_opts *o, char *err, size_t errlen) {
   c->rank = o->rank;
   c->dense_total = o->dense_total;
   c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : PS_NET_TIMEOUT_MS;
-  c->retries = o->retries >= 0 ? o->retries : PS_NET_RETRIES;
+  c->retries = o->retries > 0   ? o->retries
+               : o->retries < 0 ? 0
+                                : PS_NET_RETRIES;
   c->backoff_ms = o->backoff_ms > 0 ? o->backoff_ms : PS_NET_BACKOFF_MS;
   c->log = o->log;
   msg_enc_init(&c->enc);

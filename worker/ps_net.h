@@ -50,7 +50,7 @@ struct ps_net_opts {
   uint32_t rank;                /* this worker's rank (`from`) */
   uint64_t dense_total;         /* floats in the whole dense vector */
   int timeout_ms;               /* per attempt; 0 = PS_NET_TIMEOUT_MS */
-  int retries;    /* resends after a timeout; < 0 = PS_NET_RETRIES */
+  int retries;    /* resends after a timeout; 0 = PS_NET_RETRIES, -1 none */
   int backoff_ms; /* first pause; 0 = PS_NET_BACKOFF_MS, doubled */
   const struct net_opts *net; /* NULL = plaintext defaults */
   /* CURVE (security.curve): pserver i's public key (Z85), [nshards]; each

@@ -127,7 +127,7 @@ static void test_net_equals_local(void **state) {
                            .rank = 0,
                            .dense_total = DENSE,
                            .timeout_ms = 20000,
-                           .retries = 0};
+                           .retries = -1};
   b.net = ps_net_new(&no, err, sizeof(err));
   if (!b.net)
     fail_msg("ps_net_new: %s", err);
@@ -355,7 +355,7 @@ static void *sync_worker_main(void *p) {
                           .rank = w->rank,
                           .dense_total = DENSE,
                           .timeout_ms = 20000,
-                          .retries = 0};
+                          .retries = -1};
   struct ps *ps = ps_net_new(&o, w->err, sizeof(w->err));
   w->rc = ps ? 0 : -1;
   uint64_t keys[WBATCH];
@@ -517,7 +517,7 @@ static void test_sync_two_workers(void **state) {
                            .nshards = NS,
                            .dense_total = DENSE,
                            .timeout_ms = 20000,
-                           .retries = 0};
+                           .retries = -1};
   struct both b = {ps_net_new(&no, err, sizeof(err)), local};
   assert_non_null(b.net);
   static uint64_t all[WPOOL];

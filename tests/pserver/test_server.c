@@ -364,7 +364,7 @@ static void test_hostile_then_shutdown(void **state) {
   struct store_table t = the_table();
   struct test_server ts = serve_one(dir, STORE_WAL_ASYNC, &t, 1);
   assert_int_equal(ts_start(&ts), 0);
-  struct ps *ps = client(ts.endpoint, WAIT_MS, 0);
+  struct ps *ps = client(ts.endpoint, WAIT_MS, -1);
   feed(ps, 3);
   uint64_t before = checksum(ps);
 
@@ -539,7 +539,7 @@ static void test_sigterm(void **state) {
   char *nl = strchr(ep, '\n');
   assert_non_null(nl);
   *nl = 0;
-  struct ps *ps = client(ep, WAIT_MS, 0);
+  struct ps *ps = client(ep, WAIT_MS, -1);
   feed(ps, 2);
   uint64_t before = checksum(ps);
   ps_free(ps);
@@ -632,7 +632,7 @@ static void test_binary_sigterm(void **state) {
   if (!ep)
     fail_msg("maskps-pserver did not start: %s", out);
   *strstr(ep, " (") = 0;
-  struct ps *ps = client(ep, WAIT_MS, 0);
+  struct ps *ps = client(ep, WAIT_MS, -1);
   feed(ps, 2);
   uint64_t before = checksum(ps);
   ps_free(ps);
@@ -712,14 +712,14 @@ static void test_curve(void **state) {
                           .nshards = 1,
                           .dense_total = DENSE,
                           .timeout_ms = WAIT_MS,
-                          .retries = 0,
+                          .retries = -1,
                           .server_pubs = pubs};
   struct ps *ps = ps_net_new(&o, err, sizeof(err));
   assert_non_null(ps);
   feed(ps, 1);
   uint64_t a = checksum(ps), b = checksum(ps);
   assert_true(a == b);
-  struct ps *plain = client(ts.endpoint, 200, 0);
+  struct ps *plain = client(ts.endpoint, 200, -1);
   uint64_t k = key_of(1);
   struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4), calloc(D, 4),
                       D};
@@ -850,7 +850,7 @@ static void test_stale_reply_dropped(void **state) {
   snprintf(ep, sizeof(ep), "%s", net_sock_endpoint(f.sock));
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, fake_main, &f), 0);
-  struct ps *ps = client(ep, 300, 0);
+  struct ps *ps = client(ep, 300, -1);
   uint64_t k = 9;
   struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4), calloc(D, 4),
                       D};
@@ -918,7 +918,7 @@ static void test_retry_applied_once(void **state) {
     assert_int_equal(rep.id, q.id);
   }
   /* Three sends, two distinct pushes: count 2, clicks 2. */
-  struct ps *ps = client(ts.endpoint, WAIT_MS, 0);
+  struct ps *ps = client(ts.endpoint, WAIT_MS, -1);
   struct ps_rows r = {calloc(1, 2), calloc(1, 4), calloc(1, 4), calloc(D, 4),
                       D};
   assert_int_equal(ps_pull(ps, TABLE, 1, 1, &key, &r, err, sizeof(err)), D);
@@ -956,7 +956,7 @@ static void *barrier_worker(void *p) {
                           .rank = a->rank,
                           .dense_total = DENSE,
                           .timeout_ms = WAIT_MS,
-                          .retries = 0};
+                          .retries = -1};
   struct ps *ps = ps_net_new(&o, a->err, sizeof(a->err));
   if (!ps) {
     a->rc = -1;
@@ -999,7 +999,7 @@ static void test_barrier_two_workers(void **state) {
                           .nshards = 1,
                           .rank = 2,
                           .timeout_ms = WAIT_MS,
-                          .retries = 0};
+                          .retries = -1};
   struct ps *ps = ps_net_new(&o, err, sizeof(err));
   assert_int_equal(ps_barrier(ps, 9, err, sizeof(err)), -1);
   assert_non_null(strstr(err, "2 workers"));
