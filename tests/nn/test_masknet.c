@@ -9,7 +9,10 @@
  * README's tolerance. Bmax is twice the batch, so a batch smaller than the
  * buffers works too. A second backward after zeroing the gradients must give
  * the same values bit for bit (every scratch buffer is cleared), and a
- * backward with dE = NULL the same parameter gradients.
+ * backward with dE = NULL the same parameter gradients. Models are built
+ * through model_new (the kind table). Also: options that do not fit are
+ * refused with a reason, and the default options give MODELS.md's training
+ * init (Xavier-normal weights, zero biases, gamma 1).
  *
  * Tolerances (README "Tolerances"): sermasknet 1e-4, sermasknet_noln 1e-5,
  * paramasknet 1e-5, maskfusion 1e-4 (2e-4 for grad/fc.bias, a nearly
@@ -27,7 +30,7 @@
 #include <cmocka.h>
 
 #include "tests/nn/fixture.h"
-#include "worker/nn/model_impl.h"
+#include "worker/nn/model.h"
 #include "worker/nn/ops.h"
 #include "worker/nn/params.h"
 
@@ -138,7 +141,6 @@ static char *copy_params(const struct fixture *fx, struct params *p) {
 
 struct run {
   const char *model;
-  const struct model_impl *impl;
   struct model_options o;
   double tol;
   const char *loose_name; /* one tensor with a looser tolerance, or NULL */
@@ -153,9 +155,10 @@ static void run_fixture(const struct run *r) {
       D = (int)json_num(js, "D"), C = F * D, Bmax = 2 * B;
   struct params *p = params_new();
   char err[256] = "";
-  void *m = r->impl->init(&r->o, F, D, Bmax, p, err, sizeof(err));
+  struct model *m = model_new(&r->o, F, D, Bmax, p, err, sizeof(err));
   if (!m)
     fail_msg("%s: %s", r->model, err);
+  assert_false(model_uses_lr_weights(m));
   params_alloc(p, 7);
   char *names = copy_params(fx, p);
 
@@ -163,14 +166,14 @@ static void run_fixture(const struct run *r) {
   const float *y = need(fx, "input/y", B);
   float logits[64], dlogits[64];
   float *dE = calloc((size_t)B * C, sizeof(float));
-  r->impl->forward(m, E, NULL, logits, B, true);
+  model_forward(m, E, NULL, logits, B, true);
   expect(fx, r->model, "output/logits", logits, B, r->tol);
   float loss = (float)nn_logloss_forward(logits, y, B);
   expect(fx, r->model, "output/loss", &loss, 1, r->tol);
   memset(dlogits, 0, sizeof(dlogits));
   nn_logloss_backward(logits, y, dlogits, B, 1.0f);
   params_zero_grad(p);
-  r->impl->backward(m, dlogits, dE, NULL, B);
+  model_backward(m, dlogits, dE, NULL, B);
   expect(fx, r->model, "grad/input/E", dE, (size_t)B * C, r->tol);
   char *save = NULL;
   for (char *nm = strtok_r(names, "\n", &save); nm;
@@ -190,24 +193,24 @@ static void run_fixture(const struct run *r) {
   memcpy(g1, p->grads, p->len * sizeof(float));
   float *dE2 = calloc((size_t)B * C, sizeof(float));
   params_zero_grad(p);
-  r->impl->backward(m, dlogits, dE2, NULL, B);
+  model_backward(m, dlogits, dE2, NULL, B);
   assert_memory_equal(g1, p->grads, p->len * sizeof(float));
   assert_memory_equal(dE, dE2, (size_t)B * C * sizeof(float));
   params_zero_grad(p);
-  r->impl->backward(m, dlogits, NULL, NULL, B);
+  model_backward(m, dlogits, NULL, NULL, B);
   assert_memory_equal(g1, p->grads, p->len * sizeof(float));
 
   // A smaller batch after a larger one: the first rows' logits are the
   // same (rows are independent: no batch statistics in these models).
   float logits2[64];
-  r->impl->forward(m, E, NULL, logits2, B / 2, true);
+  model_forward(m, E, NULL, logits2, B / 2, true);
   assert_memory_equal(logits, logits2, (size_t)(B / 2) * sizeof(float));
 
   free(g1);
   free(dE2);
   free(dE);
   free(names);
-  r->impl->free(m);
+  model_free(m);
   params_free(p);
   fixture_free(fx);
 }
@@ -237,12 +240,8 @@ static struct model_options masknet_options(const char *model,
 
 static void test_sermasknet(void **state) {
   (void)state;
-  struct run r = {"sermasknet",
-                  &model_impl_sermasknet,
-                  masknet_options("sermasknet", MODEL_SERMASKNET),
-                  1e-4,
-                  NULL,
-                  0};
+  struct run r = {"sermasknet", masknet_options("sermasknet", MODEL_SERMASKNET),
+                  1e-4, NULL, 0};
   assert_true(r.o.emb_layernorm && r.o.net_layernorm);
   run_fixture(&r);
 }
@@ -250,11 +249,8 @@ static void test_sermasknet(void **state) {
 static void test_sermasknet_noln(void **state) {
   (void)state;
   struct run r = {"sermasknet_noln",
-                  &model_impl_sermasknet,
-                  masknet_options("sermasknet_noln", MODEL_SERMASKNET),
-                  1e-5,
-                  NULL,
-                  0};
+                  masknet_options("sermasknet_noln", MODEL_SERMASKNET), 1e-5,
+                  NULL, 0};
   assert_false(r.o.emb_layernorm || r.o.net_layernorm);
   run_fixture(&r);
 }
@@ -262,10 +258,7 @@ static void test_sermasknet_noln(void **state) {
 static void test_paramasknet(void **state) {
   (void)state;
   struct run r = {"paramasknet",
-                  &model_impl_paramasknet,
-                  masknet_options("paramasknet", MODEL_PARAMASKNET),
-                  1e-5,
-                  NULL,
+                  masknet_options("paramasknet", MODEL_PARAMASKNET), 1e-5, NULL,
                   0};
   assert_int_equal(r.o.num_blocks, 3);
   run_fixture(&r);
@@ -274,8 +267,7 @@ static void test_paramasknet(void **state) {
 static void test_maskfusion(void **state) {
   (void)state;
   struct fixture *fx = open_fx("maskfusion");
-  struct run r = {"maskfusion", &model_impl_maskfusion, {0}, 1e-4, "fc.bias",
-                  2e-4};
+  struct run r = {"maskfusion", {0}, 1e-4, "fc.bias", 2e-4};
   r.o.kind = MODEL_MASKFUSION;
   r.o.nhidden = json_ints(fixture_text(fx, "meta/config"), "hidden", r.o.hidden,
                           MODEL_MAX_LAYERS);
@@ -283,56 +275,99 @@ static void test_maskfusion(void **state) {
   run_fixture(&r);
 }
 
+/* model_new must refuse o with a message containing want, registering
+ * nothing. */
+static void refuse(const struct model_options *o, const char *want) {
+  char err[256] = "";
+  struct params *p = params_new();
+  struct model *m = model_new(o, 3, 2, 4, p, err, sizeof(err));
+  if (m)
+    fail_msg("%s: built, expected '%s'", model_kind_name(o->kind), want);
+  if (!strstr(err, want))
+    fail_msg("%s: '%s' lacks '%s'", model_kind_name(o->kind), err, want);
+  assert_int_equal(p->count, 0);
+  params_free(p);
+}
+
 /* Options that cannot build a model are refused with a reason. */
 static void test_bad_options(void **state) {
   (void)state;
   struct model_options o;
-  memset(&o, 0, sizeof(o));
-  o.num_blocks = 2;
-  o.block_dim[0] = 4;
-  o.block_dim[1] = 4;
-  o.reduction_ratio = 1;
-  char err[256];
-  struct params *p = params_new();
-  void *m = model_impl_sermasknet.init(&o, 3, 2, 4, p, err, sizeof(err));
-  assert_non_null(m); // the baseline builds
-  model_impl_sermasknet.free(m);
-  params_free(p);
+  for (int k = MODEL_SERMASKNET; k <= MODEL_PARAMASKNET; k++) {
+    model_options_default(&o, (enum model_kind)k);
+    o.num_blocks = 2;
+    o.block_dim[0] = o.block_dim[1] = 4;
+    o.num_blocks = 0;
+    refuse(&o, "num_blocks 0");
+    o.num_blocks = MODEL_MAX_LAYERS + 1;
+    refuse(&o, "num_blocks 17");
+    o.num_blocks = 2;
+    o.reduction_ratio = 0;
+    refuse(&o, "reduction_ratio 0");
+    o.reduction_ratio = 0.1f; // int(0.1 * 6) = 0
+    refuse(&o, "aggregation width int(0.1 * 6) is 0");
+    o.reduction_ratio = 1;
+    o.block_dim[1] = 0;
+    refuse(&o, "block 1 has width 0");
+  }
+  model_options_default(&o, MODEL_MASKFUSION);
+  o.nhidden = 0;
+  refuse(&o, "at least one hidden layer");
+}
 
-  struct model_options b = o;
-  b.num_blocks = 0;
-  p = params_new();
-  assert_null(model_impl_sermasknet.init(&b, 3, 2, 4, p, err, sizeof(err)));
-  assert_non_null(strstr(err, "num_blocks 0"));
-  params_free(p);
+static bool ends_with(const char *s, const char *tail) {
+  size_t n = strlen(s), t = strlen(tail);
+  return n >= t && strcmp(s + n - t, tail) == 0;
+}
 
-  b = o;
-  b.reduction_ratio = 0;
-  p = params_new();
-  assert_null(model_impl_paramasknet.init(&b, 3, 2, 4, p, err, sizeof(err)));
-  assert_non_null(strstr(err, "reduction_ratio"));
-  params_free(p);
-
-  b = o;
-  b.reduction_ratio = 0.1f; // int(0.1 * 4) = 0 for block 1
-  p = params_new();
-  assert_null(model_impl_sermasknet.init(&b, 3, 2, 4, p, err, sizeof(err)));
-  assert_non_null(strstr(err, "aggregation width"));
-  params_free(p);
-
-  b = o;
-  b.block_dim[1] = 0;
-  p = params_new();
-  assert_null(model_impl_sermasknet.init(&b, 3, 2, 4, p, err, sizeof(err)));
-  assert_non_null(strstr(err, "block 1 has width 0"));
-  params_free(p);
-
-  b = o;
-  b.nhidden = 0;
-  p = params_new();
-  assert_null(model_impl_maskfusion.init(&b, 3, 2, 4, p, err, sizeof(err)));
-  assert_non_null(strstr(err, "at least one hidden layer"));
-  params_free(p);
+/* The training init of MODELS.md: weights Xavier-normal, biases 0, every
+ * LayerNorm / instance-norm gamma 1; each model's default options build. */
+static void test_training_init(void **state) {
+  (void)state;
+  for (int k = MODEL_SERMASKNET; k <= MODEL_MASKFUSION; k++) {
+    struct model_options o;
+    model_options_default(&o, (enum model_kind)k);
+    char err[256];
+    struct params *p = params_new();
+    struct model *m = model_new(&o, 6, 8, 4, p, err, sizeof(err));
+    if (!m)
+      fail_msg("%s: %s", model_kind_name(o.kind), err);
+    assert_true(model_flops_per_example(m) > 1000);
+    params_alloc(p, 2024);
+    double s1 = 0, s2 = 0;
+    size_t n = 0;
+    for (int id = 0; id < p->count; id++) {
+      const struct params_view *v = params_view(p, id);
+      const float *x = params_value(p, id);
+      float want = -1;
+      if (ends_with(v->name, ".bias"))
+        want = 0;
+      else if (ends_with(v->name, "ln.weight") ||
+               ends_with(v->name, "inorm.weight"))
+        want = 1;
+      if (want >= 0) {
+        for (size_t i = 0; i < v->n; i++)
+          if (x[i] != want)
+            fail_msg("%s[%zu] = %g, starts at %g", v->name, i, (double)x[i],
+                     (double)want);
+        continue;
+      }
+      double std = sqrt(2.0 / (v->rows + v->cols));
+      for (size_t i = 0; i < v->n; i++) {
+        double z = x[i] / std;
+        s1 += z;
+        s2 += z * z;
+      }
+      n += v->n;
+    }
+    assert_true(n > 5000);
+    double mean = s1 / n, sd = sqrt(s2 / n - mean * mean);
+    if (!(fabs(mean) < 0.05 && fabs(sd - 1) < 0.05))
+      fail_msg("%s: weights / xavier std have mean %.4f, std %.4f over %zu",
+               model_kind_name(o.kind), mean, sd, n);
+    model_free(m);
+    params_free(p);
+  }
 }
 
 int main(void) {
@@ -342,6 +377,7 @@ int main(void) {
       cmocka_unit_test(test_paramasknet),
       cmocka_unit_test(test_maskfusion),
       cmocka_unit_test(test_bad_options),
+      cmocka_unit_test(test_training_init),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
