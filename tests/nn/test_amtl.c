@@ -23,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "common/config.h"
 #include "tests/nn/fixture.h"
 #include "worker/nn/amtl.h"
 #include "worker/nn/model.h"
@@ -412,6 +413,47 @@ static void test_bad_options(void **state) {
   }
 }
 
+/* The options a config's embedding section gives, and that they build. */
+static void test_options_from_config(void **state) {
+  (void)state;
+  char err[512];
+  struct config *cfg = config_new();
+  struct amtl_options o;
+  assert_int_equal(amtl_options_from_config(&o, cfg, 7, err, sizeof(err)), 0);
+  assert_int_equal(o.F, 7);
+  assert_int_equal(o.D, (int)cfg->embedding.dim);
+  assert_int_equal(o.S, 4 + (int)cfg->embedding.amtl_count_buckets);
+  assert_int_equal(o.nhidden, (int)cfg->embedding.amtl_hidden_units.n);
+  static const char *const sets[] = {
+      "embedding.dim=12", "embedding.amtl_hidden_units=[8,4]",
+      "embedding.amtl_temperature=0.25", "embedding.amtl_count_buckets=5"};
+  for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++)
+    if (config_set(cfg, sets[i], err, sizeof(err)) != 0)
+      fail_msg("%s: %s", sets[i], err);
+  assert_int_equal(amtl_options_from_config(&o, cfg, 3, err, sizeof(err)), 0);
+  assert_int_equal(o.D, 12);
+  assert_int_equal(o.S, 9);
+  assert_int_equal(o.nhidden, 2);
+  assert_int_equal(o.hidden[0], 8);
+  assert_int_equal(o.hidden[1], 4);
+  assert_true(o.temperature == 0.25f);
+  struct params *p = params_new();
+  struct amtl *a = amtl_new(&o, 2, p, err, sizeof(err));
+  assert_non_null(a);
+  // 3 linear layers per twin, the last one (F, D, 4)
+  int id = params_find(p, "amtl.l.2.weight");
+  assert_true(id >= 0);
+  assert_int_equal(params_view(p, id)->count, 3);
+  assert_int_equal(params_view(p, id)->rows, 12);
+  assert_int_equal(params_view(p, id)->cols, 4);
+  assert_int_equal(p->count, 12);
+  amtl_free(a);
+  params_free(p);
+  assert_int_equal(amtl_options_from_config(&o, cfg, 0, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "0 fields"));
+  config_free(cfg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_amtl_dnn_vs_torch),
@@ -421,6 +463,7 @@ int main(void) {
       cmocka_unit_test(test_gradients_reach_twins),
       cmocka_unit_test(test_no_gradient_beyond_prefix),
       cmocka_unit_test(test_bad_options),
+      cmocka_unit_test(test_options_from_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/check.h"
+#include "common/config.h"
 #include "worker/nn/ops.h"
 #include "worker/nn/params.h"
 
@@ -49,6 +50,45 @@ void amtl_freq_features(const uint32_t *count, const uint32_t *clicks, int B,
       alpha[b * F + f] = s[1];
     }
   }
+}
+
+int amtl_options_from_config(struct amtl_options *o, const struct config *cfg,
+                             int F, char *err, size_t errlen) {
+  const struct config_embedding *e = &cfg->embedding;
+  memset(o, 0, sizeof(*o));
+  if (F < 1) {
+    snprintf(err, errlen, "amtl: %d fields (expected >= 1)", F);
+    return -1;
+  }
+  if (e->amtl_hidden_units.n < 1 || e->amtl_hidden_units.n > AMTL_MAX_LAYERS) {
+    snprintf(err, errlen,
+             "embedding.amtl_hidden_units: %zu layers (expected 1..%d)",
+             e->amtl_hidden_units.n, AMTL_MAX_LAYERS);
+    return -1;
+  }
+  if (e->dim < 1 || e->dim > 65535 || e->amtl_count_buckets < 0 ||
+      e->amtl_count_buckets > 4096) {
+    snprintf(err, errlen,
+             "embedding: dim %lld / amtl_count_buckets %lld out of range",
+             (long long)e->dim, (long long)e->amtl_count_buckets);
+    return -1;
+  }
+  o->F = F;
+  o->D = (int)e->dim;
+  o->S = amtl_num_features((int)e->amtl_count_buckets);
+  o->nhidden = (int)e->amtl_hidden_units.n;
+  for (int i = 0; i < o->nhidden; i++) {
+    int64_t h = e->amtl_hidden_units.v[i];
+    if (h < 1 || h > (1 << 20)) {
+      snprintf(err, errlen,
+               "embedding.amtl_hidden_units[%d]: %lld is out of range", i,
+               (long long)h);
+      return -1;
+    }
+    o->hidden[i] = (int)h;
+  }
+  o->temperature = (float)e->amtl_temperature;
+  return 0;
 }
 
 static float *buf(size_t n) {

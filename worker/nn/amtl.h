@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct config;
 struct params;
 
 #define AMTL_MAX_LAYERS 8 /* hidden layers of a twin net */
@@ -104,6 +105,14 @@ int amtl_num_features(int count_buckets);
  * Float32 arithmetic as the PyTorch fixture. count_buckets >= 0. */
 void amtl_freq_features(const uint32_t *count, const uint32_t *clicks, int B,
                         int F, int count_buckets, float *freq, float *alpha);
+
+/* The layer's options for F fields from cfg's embedding section: D =
+ * embedding.dim, twin hidden widths embedding.amtl_hidden_units, tau =
+ * embedding.amtl_temperature, S = amtl_num_features(embedding.
+ * amtl_count_buckets). Returns 0, or -1 with err set (more hidden layers
+ * than AMTL_MAX_LAYERS, F < 1). */
+int amtl_options_from_config(struct amtl_options *o, const struct config *cfg,
+                             int F, char *err, size_t errlen);
 
 /* Registers the twin nets in params (which must not be allocated yet) and
  * allocates activations for Bmax rows. Returns NULL with the reason in err
