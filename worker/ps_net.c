@@ -160,6 +160,8 @@ static int await(struct client *c, struct shard *sh, char *err, size_t errlen) {
       }
       return 0;
     }
+    if (rc < 0 && strstr(e, "interrupted")) /* a signal: wait on */
+      continue;
     if (rc != NET_TIMEOUT) {
       snprintf(err, errlen, "pserver %s: waiting for %s (id %llu): %s",
                sh->endpoint, msg_op_name(sh->req.op),

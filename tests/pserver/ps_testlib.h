@@ -44,6 +44,7 @@ struct test_server {
   size_t memory_mb;           /* 0 = TS_MEMORY_MB */
   int sync;                   /* server_opts.sync */
   const struct net_opts *net; /* server_opts.net (CURVE); NULL = plain */
+  const char *bind;           /* endpoint to bind; NULL = tcp://127.0.0.1:* */
   /* outputs */
   char endpoint[256];
   int rc; /* server_run's result; -2 if it never started */
@@ -65,7 +66,8 @@ static inline void *ts_main(void *arg) {
   struct store *st = store_open(ts->dir, &o, ts->err, sizeof(ts->err));
   struct server *srv = NULL;
   if (st) {
-    struct server_opts so = {.endpoint = "tcp://127.0.0.1:*",
+    struct server_opts so = {.endpoint =
+                                 ts->bind ? ts->bind : "tcp://127.0.0.1:*",
                              .rank = ts->rank,
                              .nshards = ts->S,
                              .workers = ts->W,

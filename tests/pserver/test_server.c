@@ -9,6 +9,8 @@
  *     the final flush saves the rows) reopens with the pushed data;
  *   - a client against a pserver that never answers, or no pserver at all:
  *     a clear error naming the endpoint in bounded time;
+ *   - a pserver restarting on the same endpoint: requests sent meanwhile
+ *     are retried with backoff and succeed, rows unchanged;
  *   - a late reply to a failed request is dropped, not taken for the
  *     next request's;
  *   - a retried push (same id) is applied once;
@@ -872,6 +874,55 @@ static void test_stale_reply_dropped(void **state) {
   net_free(f.net);
 }
 
+/* A pserver that restarts (stopped, then back on the same endpoint and
+ * store 400 ms later): the client's requests in between are retried with
+ * backoff and succeed, and the rows are those of before. */
+struct restarter {
+  struct test_server *ts;
+  int rc;
+};
+
+static void *restart_main(void *p) {
+  struct restarter *r = p;
+  usleep(400 * 1000);
+  r->rc = ts_start(r->ts);
+  return NULL;
+}
+
+static void test_restart_retried(void **state) {
+  (void)state;
+  rng_state = 23;
+  char dir[64];
+  struct store_table t = the_table();
+  struct test_server ts = serve_one(dir, STORE_WAL_ASYNC, &t, 1);
+  assert_int_equal(ts_start(&ts), 0);
+  char ep[256];
+  snprintf(ep, sizeof(ep), "%s", ts.endpoint);
+  struct ps *ps = client(ep, 150, 10);
+  feed(ps, 2);
+  uint64_t before = checksum(ps);
+  ts.stop = 1;
+  assert_int_equal(ts_join(&ts), 0);
+
+  struct test_server ts2 = ts;
+  ts2.bind = ep;
+  struct restarter r = {&ts2, -1};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, restart_main, &r), 0);
+  uint64_t t0 = clock_ns();
+  uint64_t after = checksum(ps); /* sent while nobody serves */
+  double ms = (double)(clock_ns() - t0) / 1e6;
+  pthread_join(th, NULL);
+  assert_int_equal(r.rc, 0);
+  assert_true(after == before);
+  assert_true(ms >= 300); /* it did wait for the restart */
+  char err[1024];
+  assert_int_equal(ps_net_shutdown(ps, err, sizeof(err)), 0);
+  assert_int_equal(ts_join(&ts2), 0);
+  ps_free(ps);
+  rm_tree(dir);
+}
+
 /* ---- retried pushes, barriers ------------------------------------------- */
 
 static void test_retry_applied_once(void **state) {
@@ -1017,6 +1068,7 @@ int main(void) {
       cmocka_unit_test(test_curve),
       cmocka_unit_test(test_timeouts),
       cmocka_unit_test(test_stale_reply_dropped),
+      cmocka_unit_test(test_restart_retried),
       cmocka_unit_test(test_retry_applied_once),
       cmocka_unit_test(test_barrier_two_workers),
   };
