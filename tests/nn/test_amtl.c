@@ -11,6 +11,9 @@
  *   - the gradient reaches BOTH twins through the soft path when
  *     0 < alpha < 1, only h-AML when alpha = 1, only l-AML when alpha = 0;
  *   - dE is exactly 0 beyond every prefix and exactly dÊ within it.
+ *   - without PyTorch: the straight-through twin gradients are the
+ *     central-difference gradient of the soft surrogate sum t_i c_i;
+ *   - options from a config, and options that do not fit.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -413,6 +416,70 @@ static void test_bad_options(void **state) {
   }
 }
 
+/* The straight-through backward, checked without PyTorch: for a fixed
+ * upstream g = dÊ, the twin-net gradients amtl_backward gives are the
+ * gradient of the soft surrogate L_s = sum_{b,f,i} t_i c_i with
+ * c_i = sum_{j <= i} e_j g_j (what t^ M sees), by central differences on
+ * a spread of entries of every twin tensor. */
+static double surrogate(const struct amtl *a, const float *E, const float *g) {
+  double L = 0;
+  for (int r = 0; r < B * F; r++) {
+    double c = 0;
+    for (int i = 0; i < D; i++) {
+      c += (double)E[r * D + i] * g[r * D + i];
+      L += a->t[r * D + i] * c;
+    }
+  }
+  return L;
+}
+
+static void test_ste_is_soft_gradient(void **state) {
+  (void)state;
+  struct fixture *fx = open_fx();
+  struct net n;
+  net_build(&n, fx);
+  const float *E = need(fx, "input/E", B * C);
+  const float *freq = need(fx, "input/freq", B * F * S);
+  float alpha[B * F], g[B * C];
+  for (int r = 0; r < B * F; r++)
+    alpha[r] = 0.25f + 0.5f * (float)(r % 7) / 6;
+  for (int i = 0; i < B * C; i++)
+    g[i] = (float)sin(0.7 * i) / 8;
+  amtl_forward(n.a, E, freq, alpha, n.Ehat, n.prefix, B);
+  params_zero_grad(n.p);
+  amtl_backward(n.a, g, NULL, B);
+  int checked = 0;
+  for (int id = 0; id < n.p->count; id++) {
+    const struct params_view *v = params_view(n.p, id);
+    if (strncmp(v->name, "amtl.", 5) != 0)
+      continue;
+    float *w = params_value(n.p, id);
+    const float *an = params_grad(n.p, id);
+    double scale = 0; // the tensor's largest gradient
+    for (size_t j = 0; j < v->n; j++)
+      scale = fmax(scale, fabs(an[j]));
+    assert_true(scale > 0);
+    for (size_t j = 0; j < v->n; j += v->n / 5 + 1) {
+      const float eps = 1e-2f, w0 = w[j];
+      w[j] = w0 + eps;
+      amtl_forward(n.a, E, freq, alpha, n.Ehat, n.prefix, B);
+      double up = surrogate(n.a, E, g);
+      w[j] = w0 - eps;
+      amtl_forward(n.a, E, freq, alpha, n.Ehat, n.prefix, B);
+      double down = surrogate(n.a, E, g);
+      w[j] = w0;
+      double fd = (up - down) / (2.0 * eps);
+      if (!(fabs(fd - an[j]) <= 2e-2 * scale + 1e-6))
+        fail_msg("%s[%zu]: straight-through %.6g, soft surrogate %.6g", v->name,
+                 j, (double)an[j], fd);
+      checked++;
+    }
+  }
+  assert_true(checked >= 40);
+  net_free(&n);
+  fixture_free(fx);
+}
+
 /* The options a config's embedding section gives, and that they build. */
 static void test_options_from_config(void **state) {
   (void)state;
@@ -462,6 +529,7 @@ int main(void) {
       cmocka_unit_test(test_hard_prefix),
       cmocka_unit_test(test_gradients_reach_twins),
       cmocka_unit_test(test_no_gradient_beyond_prefix),
+      cmocka_unit_test(test_ste_is_soft_gradient),
       cmocka_unit_test(test_bad_options),
       cmocka_unit_test(test_options_from_config),
   };
