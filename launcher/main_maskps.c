@@ -9,8 +9,10 @@
  * Distributed mode (cluster.pservers > 0) is not launched from here yet.
  *
  * Run directory: config.yaml (every key, as run), logs/worker-0.jsonl
- * (train/valid/test/done records), dense.bin (the best dense parameters),
- * db/shard-0 (the embedding rows at the end of training).
+ * (train/valid/test/done records), db/shard-0 (the embedding rows at the
+ * end of training), best/ (the state of the best validation: the store's
+ * checkpoint best/shard-0 and the dense parameters best/dense.bin; what
+ * `maskps predict` reads).
  *
  * Exit codes: 0 done; 1 the run failed (data, store, divergence); 2 the
  * command line or the config is wrong; 130 interrupted (Ctrl-C). */
@@ -54,7 +56,9 @@ static const char usage[] =
     "\n"
     "The run directory gets config.yaml (every setting, as run),\n"
     "logs/worker-0.jsonl (one JSON object per event: train loss and\n"
-    "samples/s, valid and test metrics), dense.bin and db/.\n"
+    "samples/s, valid and test metrics), db/ (the tables at the end) and\n"
+    "best/ (tables and dense parameters of the best validation epoch,\n"
+    "which predict uses).\n"
     "\n"
     "Exit status: 0 done, 1 the run failed, 2 bad command line or config,\n"
     "130 interrupted.\n";
@@ -96,10 +100,11 @@ static void db_dir(const struct config *cfg, char *out, size_t len) {
     snprintf(out, len, "%s/db/shard-0", cfg->train.run_dir);
 }
 
-/* Opens (create = 1: creates) the one store of embedded mode with the
- * trainer's tables and wraps it as a struct ps. NULL with err set. */
+/* Opens the one store of embedded mode in dir (create = 1: a new one)
+ * with the trainer's tables and wraps it as a struct ps. NULL with err
+ * set. */
 static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
-                                bool dense_via_ps, int create,
+                                const char *dir, bool dense_via_ps, int create,
                                 struct store **st_out, char *err,
                                 size_t errlen) {
   uint32_t ids[TRAIN_MAX_TABLES];
@@ -117,8 +122,6 @@ static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
   so.tables = tables;
   so.ntables = (size_t)nt;
   so.create_if_missing = create;
-  char dir[4096];
-  db_dir(cfg, dir, sizeof(dir));
   if (create && make_dirs(dir) < 0) {
     snprintf(err, errlen, "cannot create the store directory %.512s: %s", dir,
              strerror(errno));
@@ -245,7 +248,7 @@ static int cmd_train(int argc, char **argv) {
 
   bool tty = isatty(STDERR_FILENO);
   char best[4096];
-  snprintf(best, sizeof(best), "%s/dense.bin", run);
+  snprintf(best, sizeof(best), "%s/best", run);
   struct train_opts to = {
       .cfg = cfg,
       .log = lg,
@@ -254,7 +257,7 @@ static int cmd_train(int argc, char **argv) {
                       ? stderr
                       : NULL,
       .dense_via_ps = false,
-      .best_path = best,
+      .best_dir = best,
       .stop = &g_stop,
   };
   int status = 1;
@@ -266,7 +269,7 @@ static int cmd_train(int argc, char **argv) {
     status = 2;
     goto out;
   }
-  ps = open_embedded(cfg, tr, to.dense_via_ps, 1, &st, err, sizeof(err));
+  ps = open_embedded(cfg, tr, dbdir, to.dense_via_ps, 1, &st, err, sizeof(err));
   if (!ps) {
     logger_error(lg, "%s", err);
     goto out;
@@ -363,7 +366,7 @@ static int cmd_predict(int argc, char **argv) {
     fprintf(stderr, "maskps predict: %s\n", err);
     goto out;
   }
-  snprintf(path, sizeof(path), "%s/dense.bin", run);
+  snprintf(path, sizeof(path), "%s/best/dense.bin", run);
   char report[1024];
   int n = params_load(train_params(tr), path, false, report, sizeof(report),
                       err, sizeof(err));
@@ -376,7 +379,8 @@ static int cmd_predict(int argc, char **argv) {
             report);
     goto out;
   }
-  ps = open_embedded(cfg, tr, false, 0, &st, err, sizeof(err));
+  snprintf(path, sizeof(path), "%s/best/shard-0", run);
+  ps = open_embedded(cfg, tr, path, false, 0, &st, err, sizeof(err));
   if (!ps) {
     fprintf(stderr, "maskps predict: %s\n", err);
     goto out;

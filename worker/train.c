@@ -12,10 +12,13 @@
 #include "worker/nn/params.h"
 #include "worker/reader.h"
 
+#include <errno.h>
+#include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- data sources ------------------------------------------------------- */
 
@@ -417,6 +420,41 @@ static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
   return 0;
 }
 
+/* ---- the best state on disk --------------------------------------------- */
+
+static int rm_one(const char *path, const struct stat *sb, int flag,
+                  struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+/* Removes a directory tree; a missing one is fine. 0 or -1 (errno). */
+static int rm_tree(const char *dir) {
+  struct stat st;
+  if (lstat(dir, &st) != 0)
+    return errno == ENOENT ? 0 : -1;
+  return nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Checkpoint + dense.bin into best_dir.tmp, then renamed over best_dir. */
+static int save_best(struct trainer *tr, struct ps *ps, uint64_t step,
+                     char *err, size_t errlen) {
+  const char *dir = tr->o.best_dir;
+  char tmp[4096], path[4200], perr[512];
+  if (snprintf(tmp, sizeof(tmp), "%s.tmp", dir) >= (int)sizeof(tmp))
+    return fail(err, errlen, "%.200s...: path too long", dir);
+  if (rm_tree(tmp))
+    return fail(err, errlen, "removing %s: %s", tmp, strerror(errno));
+  if (ps_checkpoint(ps, step, tmp, perr, sizeof(perr)))
+    return fail(err, errlen, "checkpoint of the best state: %s", perr);
+  snprintf(path, sizeof(path), "%s/dense.bin", tmp);
+  if (params_save(tr->p, path, false, perr, sizeof(perr)))
+    return fail(err, errlen, "%s", perr);
+  if (rm_tree(dir) || rename(tmp, dir))
+    return fail(err, errlen, "replacing %s: %s", dir, strerror(errno));
+  return 0;
+}
+
 /* ---- evaluation --------------------------------------------------------- */
 
 static double sigmoid(double z) {
@@ -524,9 +562,13 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
   struct metrics_result v;
   if (!tr->has_valid) {
     /* nothing to select on: the current state is the best */
+    if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
+      return -1;
     memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
     res->best_epoch = epoch;
     res->best_step = step;
+    if (tr->o.best_dir && save_best(tr, ps, step, err, errlen))
+      return -1;
     if (tr->has_test) {
       if (eval_source(tr, ps, &tr->test, step, NULL, false, &res->test, err,
                       errlen))
@@ -552,6 +594,8 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
     if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
       return -1;
     memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
+    if (tr->o.best_dir && save_best(tr, ps, step, err, errlen))
+      return -1;
     if (tr->has_test) {
       if (eval_source(tr, ps, &tr->test, step, NULL, false, &res->test, err,
                       errlen))
@@ -726,11 +770,6 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
    * with no valid AUC ever, e.g. one class, the last ones) */
   if (res->best_epoch > 0)
     memcpy(tr->p->values, tr->best, tr->p->len * sizeof(float));
-  if (tr->o.best_path &&
-      params_save(tr->p, tr->o.best_path, false, perr, sizeof(perr))) {
-    rc = fail(err, errlen, "%s", perr);
-    goto out;
-  }
 out:
   progress_clear(tr, &pg);
   res->seconds = pg.train_seconds;

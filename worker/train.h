@@ -38,7 +38,9 @@
  * embedding rows (the store has moved on by the end); otherwise lr is
  * multiplied by train.lr_decay_factor, and after train.patience evaluations
  * without improvement training stops. At the end the best dense parameters
- * are copied back (and saved when a path is given).
+ * are copied back; with opts.best_dir the best rows and dense parameters
+ * are also on disk (what `maskps predict` reads), so predicting the test
+ * file reproduces the reported test metrics.
  *
  * Validation/test data: data.valid/data.test files, or the lines of the
  * training files held out by data.split_valid/split_test (a hash of the
@@ -82,7 +84,12 @@ struct train_opts {
   struct logger *log;       /* borrowed; human lines and JSONL; may be NULL */
   FILE *progress;           /* progress line target (a tty), NULL = none */
   bool dense_via_ps;        /* see the header comment */
-  const char *best_path;    /* save the best dense params here; NULL = no */
+  /* On every validation improvement, the state of that moment goes to
+   * best_dir: the store's checkpoint (ps_checkpoint: best_dir/shard-<i>)
+   * and the dense parameters (best_dir/dense.bin, params_save), written to
+   * best_dir.tmp and renamed over the previous best, so a crash leaves
+   * either the old or the new one whole. NULL = keep nothing on disk. */
+  const char *best_dir;
   int fields; /* 0: open the config's data and learn F from data.train;
                  > 0: open no data, F = fields (prediction only: then
                  train_run fails and train_eval_files works) */
