@@ -11,8 +11,10 @@
  * the same values bit for bit (every scratch buffer is cleared), and a
  * backward with dE = NULL the same parameter gradients. Models are built
  * through model_new (the kind table). Also: options that do not fit are
- * refused with a reason, and the default options give MODELS.md's training
- * init (Xavier-normal weights, zero biases, gamma 1).
+ * refused with a reason, the default options give MODELS.md's training
+ * init (Xavier-normal weights, zero biases, gamma 1), and dropout (which
+ * the fixtures cannot pin) is off in evaluation and differentiated right in
+ * training (finite differences with the same masks).
  *
  * Tolerances (README "Tolerances"): sermasknet 1e-4, sermasknet_noln 1e-5,
  * paramasknet 1e-5, maskfusion 1e-4 (2e-4 for grad/fc.bias, a nearly
@@ -275,6 +277,130 @@ static void test_maskfusion(void **state) {
   run_fixture(&r);
 }
 
+/* ---- dropout ---- */
+
+/* A model on the fixture's parameters with options o; Bmax = B. */
+struct built {
+  struct params *p;
+  struct model *m;
+};
+
+static struct built build(const struct fixture *fx,
+                          const struct model_options *o) {
+  const char *js = fixture_text(fx, "meta/config");
+  int F = (int)json_num(js, "F"), D = (int)json_num(js, "D");
+  struct built b;
+  char err[256];
+  b.p = params_new();
+  b.m = model_new(o, F, D, (int)json_num(js, "B"), b.p, err, sizeof(err));
+  if (!b.m)
+    fail_msg("%s", err);
+  params_alloc(b.p, 7);
+  free(copy_params(fx, b.p));
+  return b;
+}
+
+static void unbuild(struct built *b) {
+  model_free(b->m);
+  params_free(b->p);
+}
+
+/* The loss of the FIRST training forward of a fresh model (dropout step 1,
+ * so every call draws the same masks) with parameter id shifted by delta
+ * at j, or E shifted at j when id < 0. */
+static double fresh_loss(const struct fixture *fx,
+                         const struct model_options *o, int id, size_t j,
+                         float delta) {
+  const char *js = fixture_text(fx, "meta/config");
+  int B = (int)json_num(js, "B"),
+      C = (int)json_num(js, "F") * (int)json_num(js, "D");
+  struct built b = build(fx, o);
+  float E[256], logits[64];
+  assert_true(B * C <= 256);
+  memcpy(E, need(fx, "input/E", (size_t)B * C), sizeof(float) * B * C);
+  if (id < 0)
+    E[j] += delta;
+  else
+    params_value(b.p, id)[j] += delta;
+  model_forward(b.m, E, NULL, logits, B, true);
+  double L = nn_logloss_forward(logits, need(fx, "input/y", B), B);
+  unbuild(&b);
+  return L;
+}
+
+/* Dropout at rate 0.5: evaluation ignores it (bit-identical to rate 0),
+ * training drops units (other logits), two training forwards draw other
+ * masks, and the backward is the gradient of the dropped network: central
+ * differences on fresh models (same step, same masks) over entries of E
+ * and of every tensor. */
+static void check_dropout(const char *model, struct model_options o) {
+  struct fixture *fx = open_fx(model);
+  const char *js = fixture_text(fx, "meta/config");
+  int B = (int)json_num(js, "B"),
+      C = (int)json_num(js, "F") * (int)json_num(js, "D");
+  const float *E = need(fx, "input/E", (size_t)B * C);
+  const float *y = need(fx, "input/y", B);
+  o.dropout_seed = 99;
+  struct built plain = build(fx, &o);
+  o.dropout = 0.5f;
+  struct built b = build(fx, &o);
+  float l0[64], l1[64], l2[64], dl[64], dE[256];
+  model_forward(plain.m, E, NULL, l0, B, true);
+  model_forward(b.m, E, NULL, l1, B, false);
+  assert_memory_equal(l0, l1, sizeof(float) * B);
+  model_forward(b.m, E, NULL, l1, B, true);
+  model_forward(b.m, E, NULL, l2, B, true);
+  assert_true(fixture_max_err(l1, l0, B, NULL) > 1e-3);
+  assert_true(fixture_max_err(l2, l1, B, NULL) > 1e-3);
+  unbuild(&b);
+  unbuild(&plain);
+
+  b = build(fx, &o); // fresh: its first training forward is step 1
+  model_forward(b.m, E, NULL, l1, B, true);
+  memset(dl, 0, sizeof(dl));
+  nn_logloss_backward(l1, y, dl, B, 1.0f);
+  memset(dE, 0, sizeof(dE));
+  params_zero_grad(b.p);
+  model_backward(b.m, dl, dE, NULL, B);
+  const float eps = 1e-3f;
+  int checked = 0;
+  for (int id = -1; id < b.p->count; id++) {
+    size_t n = id < 0 ? (size_t)B * C : params_view(b.p, id)->n;
+    const float *an = id < 0 ? dE : params_grad(b.p, id);
+    double scale = 0;
+    for (size_t j = 0; j < n; j++)
+      scale = fmax(scale, fabs(an[j]));
+    for (size_t j = 0; j < n; j += n / 4 + 1) {
+      double fd =
+          (fresh_loss(fx, &o, id, j, eps) - fresh_loss(fx, &o, id, j, -eps)) /
+          (2.0 * eps);
+      if (!(fabs(fd - an[j]) <= 2e-2 * scale + 2e-4))
+        fail_msg("%s dropout: %s[%zu] backward %.6g, finite difference %.6g",
+                 model, id < 0 ? "E" : params_view(b.p, id)->name, j,
+                 (double)an[j], fd);
+      checked++;
+    }
+  }
+  assert_true(checked > 20);
+  unbuild(&b);
+  fixture_free(fx);
+}
+
+static void test_dropout(void **state) {
+  (void)state;
+  check_dropout("sermasknet", masknet_options("sermasknet", MODEL_SERMASKNET));
+  check_dropout("paramasknet",
+                masknet_options("paramasknet", MODEL_PARAMASKNET));
+  struct fixture *fx = open_fx("maskfusion");
+  struct model_options o;
+  memset(&o, 0, sizeof(o));
+  o.kind = MODEL_MASKFUSION;
+  o.nhidden = json_ints(fixture_text(fx, "meta/config"), "hidden", o.hidden,
+                        MODEL_MAX_LAYERS);
+  fixture_free(fx);
+  check_dropout("maskfusion", o);
+}
+
 /* model_new must refuse o with a message containing want, registering
  * nothing. */
 static void refuse(const struct model_options *o, const char *want) {
@@ -376,6 +502,7 @@ int main(void) {
       cmocka_unit_test(test_sermasknet_noln),
       cmocka_unit_test(test_paramasknet),
       cmocka_unit_test(test_maskfusion),
+      cmocka_unit_test(test_dropout),
       cmocka_unit_test(test_bad_options),
       cmocka_unit_test(test_training_init),
   };

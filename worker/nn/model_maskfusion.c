@@ -14,7 +14,9 @@
  *
  * Controller hidden width: MASKFUSION_CTRL_HIDDEN (struct model_options has
  * no field for it yet; the config's model.controller_units is where it
- * belongs). Dropout is not applied (the fixtures pin rate 0).
+ * belongs). Dropout (options.dropout, training only) acts on each h_t
+ * after its ReLU, before the concatenation, as a DNN's hidden layers: mask
+ * seed dropout_seed + t, the count of training forwards as the step.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,9 @@ struct maskfusion {
   int inw, inb;                                     /* inorm (F) gamma, beta */
   int mw[MODEL_MAX_LAYERS], mb[MODEL_MAX_LAYERS];   /* mlp.t (H_t, in_t) */
   int fcw, fcb;                                     /* fc (1, C + H_{L-1}) */
+  float drop;          /* dropout rate on h_t; 0 = off */
+  uint64_t seed, step; /* dropout masks: seed + t, training step */
+  bool dropped;        /* the last forward applied dropout */
   /* forward activations */
   float *x;                    /* (Bmax, C) copy of E */
   float *ca[MODEL_MAX_LAYERS]; /* (Bmax, Hc) ReLU(ctrl.t.0(x)) */
@@ -53,6 +58,7 @@ struct maskfusion {
   /* backward scratch */
   float *dhc[MODEL_MAX_LAYERS]; /* (Bmax, C + H_t) dLoss/d ĥ_t */
   float *dh, *dhpre;            /* (Bmax, max H_t) */
+  float *ddrop;                 /* (Bmax, max H_t) dLoss/d ReLU output */
   float *dme;                   /* (Bmax, C) */
   float *den;                   /* (Bmax, C) dLoss/d Ê */
   float *dmask, *dalpha;        /* (L, B, F) */
@@ -86,6 +92,7 @@ static void maskfusion_free(void *self) {
   free(s->irstd);
   free(s->dh);
   free(s->dhpre);
+  free(s->ddrop);
   free(s->dme);
   free(s->den);
   free(s->dmask);
@@ -113,6 +120,8 @@ static void *maskfusion_init(const struct model_options *o, int F, int D,
   s->Bmax = Bmax;
   s->L = o->nhidden;
   s->Hc = MASKFUSION_CTRL_HIDDEN;
+  s->drop = o->dropout;
+  s->seed = o->dropout_seed;
   int C = s->C, Hc = s->Hc, Hmax = 1;
   for (int t = 0; t < s->L; t++) {
     snprintf(nm, sizeof(nm), "ctrl.%d.0.weight", t);
@@ -152,6 +161,7 @@ static void *maskfusion_init(const struct model_options *o, int F, int D,
   s->irstd = buf(Bmax, F);
   s->dh = buf(Bmax, Hmax);
   s->dhpre = buf(Bmax, Hmax);
+  s->ddrop = buf(Bmax, Hmax);
   s->dme = buf(Bmax, C);
   s->den = buf(Bmax, C);
   s->dmask = buf((size_t)s->L * Bmax, F);
@@ -164,12 +174,14 @@ static void *maskfusion_init(const struct model_options *o, int F, int D,
 static void maskfusion_forward(void *self, const float *E, const float *w,
                                float *logits, int B, bool train) {
   (void)w;
-  (void)train; // no dropout, no batch statistics
   struct maskfusion *s = self;
   const struct params *p = s->p;
   int F = s->F, D = s->D, C = s->C, Hc = s->Hc, L = s->L;
   size_t BF = (size_t)B * F; // alpha, mask: layer t at t*B*F (packed for B)
   memcpy(s->x, E, (size_t)B * C * sizeof(float)); // (B, C)
+  s->dropped = train && s->drop > 0; // no batch statistics otherwise
+  if (s->dropped)
+    s->step++;
   // Mask controllers on the raw x, then the softmax across the L layers.
   for (int t = 0; t < L; t++) {
     nn_linear_forward(s->x, params_value(p, s->c0w[t]),
@@ -191,6 +203,9 @@ static void maskfusion_forward(void *self, const float *E, const float *w,
     nn_linear_forward(prev, params_value(p, s->mw[t]),
                       params_value(p, s->mb[t]), s->h[t], B, in, Ht);
     nn_relu_forward(s->h[t], s->h[t], (size_t)B * Ht); // (B, H_t)
+    if (s->dropped)
+      nn_dropout_forward(s->h[t], s->h[t], (size_t)B * Ht, s->drop, s->seed + t,
+                         s->step);
     nn_field_scale_forward(s->mask + t * BF, s->en, s->me[t], B, F, D,
                            B); // (B, C)
     const float *parts[2] = {s->me[t], s->h[t]};
@@ -228,8 +243,16 @@ static void maskfusion_backward(void *self, const float *dlogits, float *dE,
     nn_field_scale_backward(s->mask + t * BF, s->en, s->dme, s->dmask + t * BF,
                             s->den, B, F, D, B);
     // h_t = ReLU(mlp.t(ĥ_{t-1}))
+    const float *g = s->dh; // dLoss/d ReLU output
+    if (s->dropped) {
+      zero(s->ddrop, B, Ht);
+      nn_dropout_backward(s->dh, s->ddrop, (size_t)B * Ht, s->drop, s->seed + t,
+                          s->step);
+      g = s->ddrop;
+    }
+    // h_t > 0 exactly where the ReLU passed and dropout kept.
     zero(s->dhpre, B, Ht);
-    nn_relu_backward(s->h[t], s->dh, s->dhpre, (size_t)B * Ht);
+    nn_relu_backward(s->h[t], g, s->dhpre, (size_t)B * Ht);
     const float *prev = t ? s->hc[t - 1] : s->x;
     int in = t ? C + s->H[t - 1] : C;
     float *dprev = dE;

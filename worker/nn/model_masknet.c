@@ -17,8 +17,11 @@
  *             -> mlp.0 .. mlp.{n-1} (Linear + ReLU) -> mlp.n (1) = logit
  *
  * Widths: block i's output is block_dim[i]; a serial block's input is the
- * previous block's output. Dropout is not applied (options.dropout is
- * ignored here: FuxiCTR's MaskNet default is 0 and the fixtures pin 0).
+ * previous block's output. Dropout (options.dropout, training only) follows
+ * FuxiCTR: at the end of every MaskBlock (after its ReLU) and after each
+ * hidden ReLU of ParaMaskNet's head; masks from nn_dropout with seed
+ * dropout_seed + i for block i, dropout_seed + 64 + i for head layer i, and
+ * the count of training forwards as the step.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +49,7 @@ struct maskblock {
   float *out;              /* (Bmax, O) ReLU(zn) */
   float *mean, *rstd;      /* (Bmax) LN cache */
   float *dout;             /* (Bmax, O) dLoss/d out, set by its consumer */
+  float *ddrop;            /* (Bmax, O) dLoss/d ReLU output (dropout only) */
   float *dzn, *dz;         /* (Bmax, O) */
   float *dmasked, *dvmask; /* (Bmax, I) */
   float *dagg, *daggpre;   /* (Bmax, A) */
@@ -58,9 +62,19 @@ struct head {
   int in;                          /* input width */
   int width[MODEL_MAX_LAYERS + 1]; /* output width of layer i */
   int wid[MODEL_MAX_LAYERS + 1], bid[MODEL_MAX_LAYERS + 1];
-  float *out[MODEL_MAX_LAYERS + 1];  /* (Bmax, width) after ReLU */
-  float *dout[MODEL_MAX_LAYERS + 1]; /* (Bmax, width) dLoss/d out */
-  float *dpre[MODEL_MAX_LAYERS + 1]; /* (Bmax, width) before ReLU */
+  float *out[MODEL_MAX_LAYERS + 1];   /* (Bmax, width) after ReLU */
+  float *dout[MODEL_MAX_LAYERS + 1];  /* (Bmax, width) dLoss/d out */
+  float *dpre[MODEL_MAX_LAYERS + 1];  /* (Bmax, width) before ReLU */
+  float *ddrop[MODEL_MAX_LAYERS + 1]; /* (Bmax, width) after ReLU, dropout */
+};
+
+/* Dropout of one network: rate, seeds, and whether the last forward used
+ * it (then backward replays the same masks). */
+struct drop {
+  float rate;    /* 0 = off */
+  uint64_t seed; /* dropout_seed from the options */
+  uint64_t step; /* training forwards so far */
+  bool on;       /* the last forward applied dropout */
 };
 
 struct masknet {
@@ -69,6 +83,7 @@ struct masknet {
   bool emb_ln, net_ln;
   int F, D, C, Bmax;
   int nblocks;
+  struct drop drop;
   struct maskblock blk[MODEL_MAX_LAYERS];
   int elnw, elnb;       /* emb_ln (F, D) gamma, beta; -1 when off */
   float *x;             /* (Bmax, C) copy of the forward's E */
@@ -94,7 +109,8 @@ static void zero(float *x, int B, int w) {
 /* ---- MaskBlock ---- */
 
 static void block_init(struct maskblock *k, struct params *p, int i, int C,
-                       int I, int O, int A, bool net_ln, int Bmax) {
+                       int I, int O, int A, bool net_ln, bool dropout,
+                       int Bmax) {
   char nm[PARAMS_NAME_MAX + 1];
   k->I = I;
   k->O = O;
@@ -124,6 +140,7 @@ static void block_init(struct maskblock *k, struct params *p, int i, int C,
   k->mean = buf(Bmax, 1);
   k->rstd = buf(Bmax, 1);
   k->dout = buf(Bmax, O);
+  k->ddrop = dropout ? buf(Bmax, O) : NULL;
   k->dzn = buf(Bmax, O);
   k->dz = net_ln ? buf(Bmax, O) : k->dzn;
   k->dmasked = buf(Bmax, I);
@@ -145,6 +162,7 @@ static void block_deinit(struct maskblock *k) {
   free(k->mean);
   free(k->rstd);
   free(k->dout);
+  free(k->ddrop);
   free(k->dzn);
   free(k->dmasked);
   free(k->dvmask);
@@ -152,9 +170,11 @@ static void block_deinit(struct maskblock *k) {
   free(k->daggpre);
 }
 
-/* k->out (B, O) from the mask input x (B, C) and v_in (B, I). */
+/* k->out (B, O) from the mask input x (B, C) and v_in (B, I); block i of
+ * the network whose dropout is d. */
 static void block_forward(struct maskblock *k, const struct params *p,
-                          const float *x, const float *vin, int B, int C) {
+                          const struct drop *d, int i, const float *x,
+                          const float *vin, int B, int C) {
   int I = k->I, O = k->O, A = k->A;
   nn_linear_forward(x, params_value(p, k->m0w), params_value(p, k->m0b), k->agg,
                     B, C, A); // (B, A)
@@ -168,17 +188,31 @@ static void block_forward(struct maskblock *k, const struct params *p,
     nn_layernorm_forward(k->z, params_value(p, k->lnw), params_value(p, k->lnb),
                          k->zn, k->mean, k->rstd, B, O, LN_EPS);
   nn_relu_forward(k->zn, k->out, (size_t)B * O); // (B, O)
+  if (d->on)
+    nn_dropout_forward(k->out, k->out, (size_t)B * O, d->rate, d->seed + i,
+                       d->step);
 }
 
 /* From k->dout (B, O): accumulates the block's parameter gradients,
  * dx (B, C) (the mask input; NULL: nobody needs it) and dvin (B, I)
  * (NULL likewise). x, vin: the forward's inputs. */
 static void block_backward(struct maskblock *k, const struct params *p,
-                           const float *x, const float *vin, float *dx,
-                           float *dvin, int B, int C) {
+                           const struct drop *d, int i, const float *x,
+                           const float *vin, float *dx, float *dvin, int B,
+                           int C) {
   int I = k->I, O = k->O, A = k->A;
+  const float *g = k->dout; // dLoss/d ReLU output
+  if (d->on) {
+    zero(k->ddrop, B, O);
+    nn_dropout_backward(k->dout, k->ddrop, (size_t)B * O, d->rate, d->seed + i,
+                        d->step);
+    g = k->ddrop;
+  }
+  // out > 0 exactly where the ReLU passed and dropout kept (kept units are
+  // scaled by 1/(1-p) > 0), and a dropped unit's g is already 0: the ReLU
+  // mask of out is the right one.
   zero(k->dzn, B, O);
-  nn_relu_backward(k->out, k->dout, k->dzn, (size_t)B * O);
+  nn_relu_backward(k->out, g, k->dzn, (size_t)B * O);
   if (k->lnw >= 0) {
     zero(k->dz, B, O);
     nn_layernorm_backward(k->z, params_value(p, k->lnw), k->mean, k->rstd,
@@ -202,7 +236,7 @@ static void block_backward(struct maskblock *k, const struct params *p,
 /* ---- ParaMaskNet's head ---- */
 
 static void head_init(struct head *h, struct params *p, int in,
-                      const int *hidden, int nhidden, int Bmax) {
+                      const int *hidden, int nhidden, bool dropout, int Bmax) {
   char nm[PARAMS_NAME_MAX + 1];
   h->n = nhidden + 1;
   h->in = in;
@@ -217,6 +251,7 @@ static void head_init(struct head *h, struct params *p, int in,
     h->out[i] = buf(Bmax, O);
     h->dout[i] = buf(Bmax, O);
     h->dpre[i] = buf(Bmax, O);
+    h->ddrop[i] = dropout ? buf(Bmax, O) : NULL;
     I = O;
   }
 }
@@ -226,12 +261,18 @@ static void head_deinit(struct head *h) {
     free(h->out[i]);
     free(h->dout[i]);
     free(h->dpre[i]);
+    free(h->ddrop[i]);
   }
 }
 
+/* Dropout seeds of the head's layers, after the blocks' (block i uses
+ * seed + i, i < MODEL_MAX_LAYERS). */
+#define HEAD_SEED 64
+
 /* logits (B) = the head on x (B, in). */
-static void head_forward(struct head *h, const struct params *p, const float *x,
-                         float *logits, int B) {
+static void head_forward(struct head *h, const struct params *p,
+                         const struct drop *d, const float *x, float *logits,
+                         int B) {
   const float *in = x;
   int I = h->in;
   for (int i = 0; i < h->n; i++) {
@@ -240,8 +281,12 @@ static void head_forward(struct head *h, const struct params *p, const float *x,
     float *y = last ? logits : h->out[i]; // (B, O)
     nn_linear_forward(in, params_value(p, h->wid[i]),
                       params_value(p, h->bid[i]), y, B, I, O);
-    if (!last)
+    if (!last) {
       nn_relu_forward(y, y, (size_t)B * O);
+      if (d->on)
+        nn_dropout_forward(y, y, (size_t)B * O, d->rate,
+                           d->seed + HEAD_SEED + i, d->step);
+    }
     in = y;
     I = O;
   }
@@ -249,8 +294,8 @@ static void head_forward(struct head *h, const struct params *p, const float *x,
 
 /* From dlogits (B): the head's parameter gradients and dx (B, in) +=. */
 static void head_backward(struct head *h, const struct params *p,
-                          const float *x, const float *dlogits, float *dx,
-                          int B) {
+                          const struct drop *d, const float *x,
+                          const float *dlogits, float *dx, int B) {
   const float *g = dlogits; // dLoss/d (x W^T + b) of layer i
   for (int i = h->n - 1; i >= 0; i--) {
     int O = h->width[i], I = i ? h->width[i - 1] : h->in;
@@ -264,8 +309,15 @@ static void head_backward(struct head *h, const struct params *p,
                        params_grad(p, h->wid[i]), params_grad(p, h->bid[i]), B,
                        I, O);
     if (i) {
+      const float *gr = din; // dLoss/d ReLU output of layer i-1
+      if (d->on) {
+        zero(h->ddrop[i - 1], B, I);
+        nn_dropout_backward(din, h->ddrop[i - 1], (size_t)B * I, d->rate,
+                            d->seed + HEAD_SEED + i - 1, d->step);
+        gr = h->ddrop[i - 1];
+      }
       zero(h->dpre[i - 1], B, I);
-      nn_relu_backward(h->out[i - 1], din, h->dpre[i - 1], (size_t)B * I);
+      nn_relu_backward(h->out[i - 1], gr, h->dpre[i - 1], (size_t)B * I);
       g = h->dpre[i - 1];
     }
   }
@@ -317,6 +369,9 @@ static void *masknet_init(bool parallel, const struct model_options *o, int F,
   s->C = C;
   s->Bmax = Bmax;
   s->nblocks = o->num_blocks;
+  s->drop.rate = o->dropout;
+  s->drop.seed = o->dropout_seed;
+  bool dropout = o->dropout > 0;
   s->x = buf(Bmax, C);
   s->elnw = s->elnb = -1;
   if (s->emb_ln) {
@@ -329,13 +384,13 @@ static void *masknet_init(bool parallel, const struct model_options *o, int F,
   }
   for (int i = 0; i < s->nblocks; i++) {
     block_init(&s->blk[i], p, i, C, I[i], o->block_dim[i], A[i], s->net_ln,
-               Bmax);
+               dropout, Bmax);
     s->M += o->block_dim[i];
   }
   if (parallel) {
     s->merge = buf(Bmax, s->M);
     s->dmerge = buf(Bmax, s->M);
-    head_init(&s->head, p, s->M, o->hidden, o->nhidden, Bmax);
+    head_init(&s->head, p, s->M, o->hidden, o->nhidden, dropout, Bmax);
   } else {
     int O = s->blk[s->nblocks - 1].O;
     s->fcw = params_add(p, "fc.weight", 1, 1, O, PARAMS_XAVIER_NORMAL, 1.0f);
@@ -359,11 +414,13 @@ static void *paramasknet_init(const struct model_options *o, int F, int D,
 static void masknet_forward(void *self, const float *E, const float *w,
                             float *logits, int B, bool train) {
   (void)w;
-  (void)train; // no dropout, no batch statistics: train and eval agree
   struct masknet *s = self;
   const struct params *p = s->p;
   int C = s->C;
   CHECK(B >= 1 && B <= s->Bmax, "B %d Bmax %d", B, s->Bmax);
+  s->drop.on = train && s->drop.rate > 0; // no batch statistics otherwise
+  if (s->drop.on)
+    s->drop.step++;
   memcpy(s->x, E, (size_t)B * C * sizeof(float)); // (B, C) x = V_emb
   const float *v0 = s->x;                         // first block's v_in
   if (s->emb_ln) {
@@ -375,7 +432,7 @@ static void masknet_forward(void *self, const float *E, const float *w,
   if (!s->parallel) {
     const float *v = v0;
     for (int i = 0; i < s->nblocks; i++) {
-      block_forward(&s->blk[i], p, s->x, v, B, C);
+      block_forward(&s->blk[i], p, &s->drop, i, s->x, v, B, C);
       v = s->blk[i].out; // (B, O_i)
     }
     int O = s->blk[s->nblocks - 1].O;
@@ -386,12 +443,12 @@ static void masknet_forward(void *self, const float *E, const float *w,
   const float *outs[MODEL_MAX_LAYERS];
   int widths[MODEL_MAX_LAYERS];
   for (int i = 0; i < s->nblocks; i++) {
-    block_forward(&s->blk[i], p, s->x, v0, B, C);
+    block_forward(&s->blk[i], p, &s->drop, i, s->x, v0, B, C);
     outs[i] = s->blk[i].out;
     widths[i] = s->blk[i].O;
   }
   nn_concat_forward(s->nblocks, outs, widths, s->merge, B); // (B, M)
-  head_forward(&s->head, p, s->merge, logits, B);           // (B)
+  head_forward(&s->head, p, &s->drop, s->merge, logits, B); // (B)
 }
 
 static void masknet_backward(void *self, const float *dlogits, float *dE,
@@ -419,11 +476,11 @@ static void masknet_backward(void *self, const float *dlogits, float *dE,
         dvin = s->blk[i - 1].dout;
         zero(dvin, B, s->blk[i - 1].O);
       }
-      block_backward(k, p, s->x, vin, dE, dvin, B, C);
+      block_backward(k, p, &s->drop, i, s->x, vin, dE, dvin, B, C);
     }
   } else {
     zero(s->dmerge, B, s->M);
-    head_backward(&s->head, p, s->merge, dlogits, s->dmerge, B);
+    head_backward(&s->head, p, &s->drop, s->merge, dlogits, s->dmerge, B);
     float *douts[MODEL_MAX_LAYERS];
     int widths[MODEL_MAX_LAYERS];
     for (int i = 0; i < s->nblocks; i++) {
@@ -433,7 +490,7 @@ static void masknet_backward(void *self, const float *dlogits, float *dE,
     }
     nn_concat_backward(s->nblocks, widths, s->dmerge, douts, B);
     for (int i = 0; i < s->nblocks; i++)
-      block_backward(&s->blk[i], p, s->x, v0, dE, dv0, B, C);
+      block_backward(&s->blk[i], p, &s->drop, i, s->x, v0, dE, dv0, B, C);
   }
   if (s->emb_ln)
     nn_field_layernorm_backward(s->x, params_value(p, s->elnw), s->emean,
