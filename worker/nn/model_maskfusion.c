@@ -179,7 +179,7 @@ static void maskfusion_forward(void *self, const float *E, const float *w,
   int F = s->F, D = s->D, C = s->C, Hc = s->Hc, L = s->L;
   size_t BF = (size_t)B * F; // alpha, mask: layer t at t*B*F (packed for B)
   memcpy(s->x, E, (size_t)B * C * sizeof(float)); // (B, C)
-  s->dropped = train && s->drop > 0; // no batch statistics otherwise
+  s->dropped = train && s->drop > 0; // the only train/eval difference
   if (s->dropped)
     s->step++;
   // Mask controllers on the raw x, then the softmax across the L layers.

@@ -418,7 +418,7 @@ static void masknet_forward(void *self, const float *E, const float *w,
   const struct params *p = s->p;
   int C = s->C;
   CHECK(B >= 1 && B <= s->Bmax, "B %d Bmax %d", B, s->Bmax);
-  s->drop.on = train && s->drop.rate > 0; // no batch statistics otherwise
+  s->drop.on = train && s->drop.rate > 0; // the only train/eval difference
   if (s->drop.on)
     s->drop.step++;
   memcpy(s->x, E, (size_t)B * C * sizeof(float)); // (B, C) x = V_emb
