@@ -131,9 +131,10 @@ int ps_push_dense(struct ps *ps, uint64_t step, size_t off, size_t len,
                   const float *grads, char *err, size_t errlen);
 
 /* Overwrites dense values [off, off + len) and resets their Adam state (the
- * initial weights; warm start). Embedded mode only for now: protocol v1
- * (common/msg.h) has no op for it, so the network implementation returns -1
- * with a message saying so. */
+ * initial weights; warm start). Applied at once, also in sync mode. With
+ * several workers, have one worker set the values (or all set the same
+ * values before any step is applied): a late set would undo updates.
+ * Returns 0, or -1 with err set (range, a pserver unreachable). */
 int ps_set_dense(struct ps *ps, size_t off, size_t len, const float *values,
                  char *err, size_t errlen);
 
@@ -159,6 +160,12 @@ void ps_free(struct ps *ps);
 
 /* "net" / "local". */
 const char *ps_name(const struct ps *ps);
+
+/* Wire convention between ps_net and the pserver (common/msg.h leaves the
+ * table id of dense messages to its users): the table of a PUSH_DENSE says
+ * what its floats are; PULL_DENSE uses PS_DENSE_GRADS. */
+#define PS_DENSE_GRADS 0 /* gradients: one Adam step */
+#define PS_DENSE_SET 1   /* values: overwrite, reset their Adam state */
 
 /* The dense sharding rule: shard s of S owns the contiguous block
  * [*off, *off + *len) of a dense vector of `total` floats; blocks are in

@@ -21,12 +21,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define DEFAULT_TABLES 39 /* Criteo: 13 numeric + 26 categorical fields */
+/* The training loop's tables (worker/train.h): table 0 holds every
+ * field's D-float embeddings, table 1 the 1-float LR weights of LR, FM and
+ * DeepFM (unused, and empty, for the other models). "D" = embedding.dim. */
+#define DEFAULT_TABLES "0:D,1:1"
 
 static const char USAGE[] =
     "usage: maskps-pserver --config FILE --rank R [--set section.key=value "
     "...]\n"
-    "                      [--endpoint tcp://HOST:PORT] [--tables N]\n"
+    "                      [--endpoint tcp://HOST:PORT] [--tables SPEC]\n"
     "                      [--dense-floats N] [--db DIR]\n"
     "Try 'maskps-pserver --help' for more.\n";
 
@@ -49,9 +52,11 @@ static const char HELP[] =
     "  --endpoint EP        where to listen (default: tcp://cluster.host:\n"
     "                       cluster.base_port+R); tcp://0.0.0.0:27000 for\n"
     "                       all interfaces\n"
-    "  --tables N           sparse tables 0..N-1, one per field, all with\n"
-    "                       the embedding and optimizer sections' settings\n"
-    "                       (default 39, Criteo's fields)\n"
+    "  --tables SPEC        the sparse tables as id:dim,id:dim,... (dim D\n"
+    "                       = embedding.dim), each with the embedding and\n"
+    "                       optimizer sections' settings; default 0:D,1:1,\n"
+    "                       the training loop's (table 0 every field's\n"
+    "                       embeddings, table 1 LR/FM/DeepFM's weights)\n"
     "  --dense-floats N     length of the whole dense vector (the model's\n"
     "                       parameter count); 0 = no dense shard (default)\n"
     "  --db DIR             store directory (default: pserver.db_dir, or\n"
@@ -142,9 +147,62 @@ static int read_key(const char *path, struct net_keypair *kp, char *err,
   return 0;
 }
 
+/* Parses "id:dim,..." ("D" = embedding.dim) into tables with the config's
+ * settings. Returns 0, or -1 with err set. */
+static int parse_tables(const char *spec, const struct config *cfg,
+                        struct store_table *out, size_t *n, char *err,
+                        size_t errlen) {
+  struct store_table base;
+  ps_local_tables_from_config(cfg, 1, &base);
+  *n = 0;
+  const char *p = spec;
+  while (*p) {
+    char *end;
+    errno = 0;
+    unsigned long id = strtoul(p, &end, 10);
+    if (end == p || *end != ':' || errno || id > UINT32_MAX) {
+      snprintf(err, errlen, "expected id:dim at \"%s\"", p);
+      return -1;
+    }
+    p = end + 1;
+    unsigned long dim;
+    if (*p == 'D') {
+      dim = (unsigned long)cfg->embedding.dim;
+      end = (char *)p + 1;
+    } else {
+      dim = strtoul(p, &end, 10);
+    }
+    if (end == p || (*end && *end != ',') || dim < 1 || dim > ROW_MAX_DIM) {
+      snprintf(err, errlen, "expected a dim in 1..%d or D at \"%s\"",
+               ROW_MAX_DIM, p);
+      return -1;
+    }
+    for (size_t i = 0; i < *n; i++)
+      if (out[i].id == id) {
+        snprintf(err, errlen, "table %lu given twice", id);
+        return -1;
+      }
+    if (*n == STORE_MAX_TABLES) {
+      snprintf(err, errlen, "more than %d tables", STORE_MAX_TABLES);
+      return -1;
+    }
+    out[*n] = base;
+    out[*n].id = (uint32_t)id;
+    out[*n].dim = (unsigned)dim;
+    (*n)++;
+    p = *end ? end + 1 : end;
+  }
+  if (*n == 0) {
+    snprintf(err, errlen, "no tables");
+    return -1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *config_path = NULL, *endpoint = NULL, *db = NULL;
-  uint64_t rank = UINT64_MAX, ntables = DEFAULT_TABLES, dense = 0;
+  uint64_t rank = UINT64_MAX, dense = 0;
+  const char *table_spec = DEFAULT_TABLES;
   const char **sets = xcalloc((size_t)argc, sizeof(char *));
   size_t nsets = 0;
   for (int i = 1; i < argc; i++) {
@@ -169,8 +227,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--endpoint"))
       endpoint = v;
     else if (!strcmp(a, "--tables"))
-      bad =
-          parse_u64(v, &ntables) || ntables == 0 || ntables > STORE_MAX_TABLES;
+      table_spec = v;
     else if (!strcmp(a, "--dense-floats"))
       bad = parse_u64(v, &dense);
     else if (!strcmp(a, "--db"))
@@ -250,8 +307,16 @@ int main(int argc, char **argv) {
     config_free(cfg);
     return 1;
   }
-  struct store_table *tables = xcalloc(ntables, sizeof(*tables));
-  ps_local_tables_from_config(cfg, (uint32_t)ntables, tables);
+  struct store_table *tables = xcalloc(STORE_MAX_TABLES, sizeof(*tables));
+  size_t ntables = 0;
+  if (parse_tables(table_spec, cfg, tables, &ntables, err, sizeof(err)) < 0) {
+    fprintf(stderr, "maskps-pserver: --tables %s: %s\n%s", table_spec, err,
+            USAGE);
+    free(tables);
+    logger_free(lg);
+    config_free(cfg);
+    return 2;
+  }
   struct store_options so;
   ps_local_store_options(cfg, dense, (uint32_t)S, (uint32_t)rank, &so);
   so.tables = tables;
@@ -315,10 +380,10 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     logger_info(lg,
-                "store %s: %llu tables of dim %lld, dense block of %zu "
+                "store %s: %llu tables (%s), dense block of %zu "
                 "floats (%s)",
-                dir, (unsigned long long)ntables, (long long)cfg->embedding.dim,
-                so.dense_size, store_dense_loaded(st) ? "loaded" : "zeros");
+                dir, (unsigned long long)ntables, table_spec, so.dense_size,
+                store_dense_loaded(st) ? "loaded" : "zeros");
     if (server_run(srv, &stop_flag, err, sizeof(err)) < 0) {
       logger_error(lg, "%s", err);
       status = 1;

@@ -565,9 +565,12 @@ static int dense_range(struct server *srv, const struct net_peer *peer,
   return 0;
 }
 
+static int dense_table(struct server *srv, const struct net_peer *peer,
+                       const struct msg *req);
+
 static void on_pull_dense(struct server *srv, const struct net_peer *peer,
                           const struct msg *req) {
-  if (dense_range(srv, peer, req) < 0)
+  if (dense_table(srv, peer, req) < 0 || dense_range(srv, peer, req) < 0)
     return;
   grow(srv, 0, req->nvals);
   if (store_dense_pull(srv->store, req->off - srv->dense_off, req->nvals,
@@ -585,18 +588,40 @@ static void on_pull_dense(struct server *srv, const struct net_peer *peer,
   send_to(srv, peer, &rep);
 }
 
+/* 0 if the dense request's table is one of ps.h's PS_DENSE_*, else -1
+ * after an ERROR reply. */
+static int dense_table(struct server *srv, const struct net_peer *peer,
+                       const struct msg *req) {
+  bool ok = req->table == PS_DENSE_GRADS ||
+            (req->op == MSG_PUSH_DENSE && req->table == PS_DENSE_SET);
+  if (!ok)
+    send_error(srv, peer, req, MSG_E_UNKNOWN_TABLE,
+               "pserver %u: %s of dense table %u (0 = gradients, 1 = values "
+               "to set, PUSH_DENSE only)",
+               srv->rank, msg_op_name(req->op), req->table);
+  return ok ? 0 : -1;
+}
+
 static void on_push_dense(struct server *srv, const struct net_peer *peer,
                           const struct msg *req) {
   if (seen_push(srv, req)) {
     ack(srv, peer, req);
     return;
   }
-  if (dense_range(srv, peer, req) < 0)
+  if (dense_table(srv, peer, req) < 0 || dense_range(srv, peer, req) < 0)
     return;
-  if (srv->hold) {
+  int rc;
+  size_t off = (size_t)(req->off - srv->dense_off);
+  if (req->table == PS_DENSE_SET) /* values: never held */
+    rc = store_dense_set(srv->store, off, req->nvals, req->vals, srv->err,
+                         sizeof(srv->err));
+  else if (srv->hold) {
     hold(srv, req);
-  } else if (store_dense_push(srv->store, req->off - srv->dense_off, req->nvals,
-                              req->vals, srv->err, sizeof(srv->err)) < 0) {
+    rc = 0;
+  } else
+    rc = store_dense_push(srv->store, off, req->nvals, req->vals, srv->err,
+                          sizeof(srv->err));
+  if (rc < 0) {
     send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
                srv->err);
     return;

@@ -5,7 +5,8 @@
  *   PULL        rows of the keys (pending keys: plen 0, no floats)
  *   PUSH        optimizer step on the rows; answered after it is applied
  *   PULL_DENSE  values of a chunk of this shard's dense block
- *   PUSH_DENSE  one Adam step on such a chunk
+ *   PUSH_DENSE  one Adam step on such a chunk (table PS_DENSE_GRADS), or
+ *               its values overwritten (table PS_DENSE_SET, common/ps.h)
  *   BARRIER     sync mode: held until all W workers sent BARRIER of the same
  *               step, then every one of them is answered together
  *   CHECKPOINT  store_checkpoint into <dir>/shard-<rank>

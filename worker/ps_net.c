@@ -345,9 +345,9 @@ static int net_push(void *ctx, const struct ps_grads *g, char *err,
 
 /* Splits [off, off + len) over the dense blocks into one request per
  * pserver involved. */
-static int dense_requests(struct client *c, enum msg_op op, uint64_t step,
-                          size_t off, size_t len, const float *grads, char *err,
-                          size_t errlen) {
+static int dense_requests(struct client *c, enum msg_op op, uint32_t table,
+                          uint64_t step, size_t off, size_t len,
+                          const float *grads, char *err, size_t errlen) {
   if (len > c->dense_total || off > c->dense_total - len) {
     snprintf(err, errlen,
              "dense range [%zu, %zu) outside the dense vector of %llu floats",
@@ -372,6 +372,7 @@ static int dense_requests(struct client *c, enum msg_op op, uint64_t step,
       return -1;
     }
     struct msg *q = request(c, s, op, id);
+    q->table = table;
     q->off = lo;
     q->nvals = (uint32_t)(hi - lo);
     q->step = step;
@@ -386,7 +387,8 @@ static int net_pull_dense(void *ctx, uint64_t step, size_t off, size_t len,
   struct client *c = ctx;
   if (len == 0)
     return 0;
-  if (dense_requests(c, MSG_PULL_DENSE, step, off, len, NULL, err, errlen))
+  if (dense_requests(c, MSG_PULL_DENSE, PS_DENSE_GRADS, step, off, len, NULL,
+                     err, errlen))
     return -1;
   for (uint32_t s = 0; s < c->S; s++) {
     struct shard *sh = &c->sh[s];
@@ -409,19 +411,16 @@ static int net_push_dense(void *ctx, uint64_t step, size_t off, size_t len,
                           const float *grads, char *err, size_t errlen) {
   if (len == 0)
     return 0;
-  return dense_requests(ctx, MSG_PUSH_DENSE, step, off, len, grads, err,
-                        errlen);
+  return dense_requests(ctx, MSG_PUSH_DENSE, PS_DENSE_GRADS, step, off, len,
+                        grads, err, errlen);
 }
 
 static int net_set_dense(void *ctx, size_t off, size_t len, const float *values,
                          char *err, size_t errlen) {
-  (void)ctx, (void)off, (void)len, (void)values;
-  snprintf(err, errlen,
-           "setting dense values over the network is not possible: protocol "
-           "v%d (common/msg.h) has no op for it; pservers start their dense "
-           "blocks from zeros or from their store",
-           MSG_VERSION);
-  return -1;
+  if (len == 0)
+    return 0;
+  return dense_requests(ctx, MSG_PUSH_DENSE, PS_DENSE_SET, 0, off, len, values,
+                        err, errlen);
 }
 
 /* One request with no arrays to every pserver. */

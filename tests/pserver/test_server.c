@@ -308,12 +308,16 @@ static size_t hostile(uint64_t k, struct msg_frame *fr, struct mp *hdr,
     memcpy(fr, enc->frames, enc->nframes * sizeof(*fr));
     return enc->nframes;
   }
-  case 8: { /* dense ranges outside the vector */
+  case 8: { /* dense ranges outside the vector, unknown dense tables */
     struct msg q;
     msg_init(&q);
     q.op = rnd() % 2 ? MSG_PULL_DENSE : MSG_PUSH_DENSE;
     q.id = *id;
     q.off = DENSE - 2 + rnd() % 1000;
+    if (rnd() % 3 == 0) { /* or in range, but of a dense table that is not */
+      q.off = 0;
+      q.table = 2 + (uint32_t)(rnd() % 100);
+    }
     q.nvals = 4;
     static float v[4];
     if (q.op == MSG_PUSH_DENSE)
@@ -614,7 +618,8 @@ static void test_binary_sigterm(void **state) {
     close(fds[1]);
     execl(bin, bin, "--config", cfg_path, "--rank", "0", "--endpoint",
           "tcp://127.0.0.1:*", "--dense-floats", dense_arg, "--set",
-          "log.level=info", "--set", "log.interval_s=0.05", (char *)NULL);
+          "log.level=info", "--set", "log.interval_s=0.05", "--tables",
+          "0:D,5:D", (char *)NULL);
     _exit(127);
   }
   close(fds[1]);
@@ -660,19 +665,20 @@ static void test_binary_sigterm(void **state) {
   assert_int_equal(
       config_read_string(cfg, yaml, (size_t)yl, "run.yaml", err, sizeof(err)),
       0);
-  struct store_table tables[39];
-  ps_local_tables_from_config(cfg, 39, tables);
+  struct store_table tables[2];
+  ps_local_tables_from_config(cfg, 2, tables);
+  tables[1].id = TABLE; /* --tables 0:D,5:D */
   struct store_options o;
   ps_local_store_options(cfg, DENSE, 1, 0, &o);
   o.tables = tables;
-  o.ntables = 39;
+  o.ntables = 2;
   char db[160];
   snprintf(db, sizeof(db), "%s/run/db/shard-0", dir);
   struct store *st = store_open(db, &o, err, sizeof(err));
   if (!st)
     fail_msg("reopen: %s", err);
   assert_int_equal(store_dense_loaded(st), 1);
-  struct ps *loc = ps_local_new(&st, 1, tables, 39, DENSE, err, sizeof(err));
+  struct ps *loc = ps_local_new(&st, 1, tables, 2, DENSE, err, sizeof(err));
   assert_int_equal(checksum(loc), before);
   ps_free(loc);
   assert_int_equal(store_close(st, err, sizeof(err)), 0);
