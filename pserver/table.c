@@ -1269,6 +1269,70 @@ static int efile_next(struct efile *e, uint64_t *fid, struct row *r, char *err,
 
 /* ---- the copy into a new store set ----------------------------------- */
 
+/* Rows of one table over every shard of a set in ascending key order: a
+ * merge of the per-shard iterators (each in key order). Every destination
+ * store then receives its rows in key order, which makes the memtable
+ * inserts cheap and the flushed files non-overlapping. */
+struct merge {
+  size_t n;
+  struct store_iter **it;
+  int *live;        /* [n] 1: head[i] holds a row */
+  uint64_t *fid;    /* [n] head keys */
+  struct row *head; /* [n] head rows (buffers owned by it[i]) */
+  long last;        /* shard returned last (advance it first), or -1 */
+};
+
+static void merge_close(struct merge *m) {
+  for (size_t i = 0; m->it && i < m->n; i++)
+    store_iter_free(m->it[i]);
+  free(m->it);
+  free(m->live);
+  free(m->fid);
+  free(m->head);
+  memset(m, 0, sizeof(*m));
+}
+
+static int merge_advance(struct merge *m, size_t i, char *err, size_t errlen) {
+  int rc = store_iter_next(m->it[i], &m->fid[i], &m->head[i], err, errlen);
+  m->live[i] = rc == 1;
+  return rc < 0 ? -1 : 0;
+}
+
+static int merge_open(struct merge *m, struct set *s, uint32_t table, char *err,
+                      size_t errlen) {
+  m->n = s->n;
+  m->it = xcalloc(s->n, sizeof(*m->it));
+  m->live = xcalloc(s->n, sizeof(*m->live));
+  m->fid = xcalloc(s->n, sizeof(*m->fid));
+  m->head = xcalloc(s->n, sizeof(*m->head));
+  m->last = -1;
+  for (size_t i = 0; i < s->n; i++) {
+    m->it[i] = store_iter_new(s->st[i], table, err, errlen);
+    if (!m->it[i] || merge_advance(m, i, err, errlen) < 0) {
+      merge_close(m);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* As store_iter_next; the row stays valid until the next call. */
+static int merge_next(struct merge *m, uint64_t *fid, struct row *r, char *err,
+                      size_t errlen) {
+  if (m->last >= 0 && merge_advance(m, (size_t)m->last, err, errlen) < 0)
+    return -1;
+  long best = -1;
+  for (size_t i = 0; i < m->n; i++)
+    if (m->live[i] && (best < 0 || m->fid[i] < m->fid[best]))
+      best = (long)i;
+  m->last = best;
+  if (best < 0)
+    return 0;
+  *fid = m->fid[best];
+  *r = m->head[best];
+  return 1;
+}
+
 struct src {
   size_t ntables;
   struct store_table *tables; /* [ntables] source schemas */
@@ -1322,60 +1386,55 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
   for (size_t k = 0; k < src->ntables && rc == 0; k++) {
     const struct store_table *st = &src->tables[k], *dt = &dl.tables[k];
     want[k].table = dt->id;
-    size_t nparts = src->set ? src->set->n : 1;
-    for (size_t part = 0; part < nparts && rc == 0; part++) {
-      struct store_iter *it = NULL;
-      struct efile ef;
-      int has_state = 1;
-      if (src->set) {
-        it = store_iter_new(src->set->st[part], st->id, err, errlen);
-        if (!it) {
-          rc = -1;
-          break;
-        }
-      } else {
-        if (efile_open(src->files[k], &ef, err, errlen) < 0) {
-          rc = -1;
-          break;
-        }
-        has_state = ef.slots > 0;
-      }
-      uint64_t fid;
-      struct row in, out;
-      int got;
-      for (;;) {
-        got = src->set ? store_iter_next(it, &fid, &in, err, errlen)
-                       : efile_next(&ef, &fid, &in, err, errlen);
-        if (got != 1)
-          break;
-        rep->rows_in++;
-        progress_tick(&pr);
-        if (filtered(&in, o)) {
-          rep->filtered++;
-          continue;
-        }
-        uint32_t shard = keys_shard(fid, (uint32_t)nto);
-        transform(st, dt, o, dst[shard], fid, &in, has_state, &x, &out, rep);
-        size_t len =
-            row_encode(&out, x.enc, row_size(ROW_MAX_DIM, ROW_OPT_ADAM));
-        CHECK(len > 0, "row of p %u", out.p);
-        if (store_debug_put_raw(dst[shard], dt->id, fid, x.enc, len, err,
-                                errlen) < 0) {
-          got = -1;
-          break;
-        }
-        sum_add(&want[k], fid, &out);
-        rep->rows_out++;
-        if (kill_n && ++written == kill_n)
-          raise(SIGKILL);
-      }
-      if (it)
-        store_iter_free(it);
-      else
-        efile_close(&ef);
-      if (got < 0)
+    struct merge mg;
+    struct efile ef;
+    int has_state = 1;
+    if (src->set) {
+      if (merge_open(&mg, src->set, st->id, err, errlen) < 0) {
         rc = -1;
+        break;
+      }
+    } else {
+      if (efile_open(src->files[k], &ef, err, errlen) < 0) {
+        rc = -1;
+        break;
+      }
+      has_state = ef.slots > 0;
     }
+    uint64_t fid = 0;
+    struct row in, out;
+    int got;
+    for (;;) {
+      got = src->set ? merge_next(&mg, &fid, &in, err, errlen)
+                     : efile_next(&ef, &fid, &in, err, errlen);
+      if (got != 1)
+        break;
+      rep->rows_in++;
+      progress_tick(&pr);
+      if (filtered(&in, o)) {
+        rep->filtered++;
+        continue;
+      }
+      uint32_t shard = keys_shard(fid, (uint32_t)nto);
+      transform(st, dt, o, dst[shard], fid, &in, has_state, &x, &out, rep);
+      size_t len = row_encode(&out, x.enc, row_size(ROW_MAX_DIM, ROW_OPT_ADAM));
+      CHECK(len > 0, "row of p %u", out.p);
+      if (store_debug_put_raw(dst[shard], dt->id, fid, x.enc, len, err,
+                              errlen) < 0) {
+        got = -1;
+        break;
+      }
+      sum_add(&want[k], fid, &out);
+      rep->rows_out++;
+      if (kill_n && ++written == kill_n)
+        raise(SIGKILL);
+    }
+    if (src->set)
+      merge_close(&mg);
+    else
+      efile_close(&ef);
+    if (got < 0)
+      rc = -1;
   }
   for (size_t i = 0; i < nto; i++) {
     char e2[512];

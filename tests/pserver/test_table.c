@@ -58,8 +58,8 @@ static const char *sub(const char *name) {
   return b;
 }
 
-/* Directory names "<root>/<name>-<r>" for r < s (the strings live until
- * the process exits, so a struct dirs copies freely). */
+/* Directory names "<root>/<name>-<r>" for r < s (the strings live in a
+ * static pool, so a struct dirs copies freely). */
 struct dirs {
   size_t n;
   const char *p[MAXS];
@@ -69,18 +69,21 @@ static struct dirs dirs_of(const char *name, size_t s) {
   struct dirs d;
   memset(&d, 0, sizeof(d));
   d.n = s;
+  static char pool[128][160];
+  static size_t used;
   for (size_t r = 0; r < s; r++) {
-    char b[160];
-    snprintf(b, sizeof(b), "%s/%s-%zu", root, name, r);
-    d.p[r] = strdup(b);
+    assert_true(used < 128);
+    char *b = pool[used++];
+    snprintf(b, 160, "%s/%s-%zu", root, name, r);
+    d.p[r] = b;
   }
   return d;
 }
 
-/* A trained S-shard set: table T1 (D, adagrad) with N rows pushed twice
+/* A trained S-shard set: table T1 (D, adagrad) with n1 rows pushed twice
  * (count_of(i) then 1 occurrence), table T2 (D2, adam, min_count 3) with
- * N2 rows, those seen < 3 times pending. Rows go to keys_shard(key, S). */
-static struct dirs make_set(const char *name, size_t s) {
+ * n2 rows, those seen < 3 times pending. Rows go to keys_shard(key, S). */
+static struct dirs make_set(const char *name, size_t s, int n1, int n2) {
   struct dirs d = dirs_of(name, s);
   struct store *st[MAXS];
   for (size_t r = 0; r < s; r++) {
@@ -94,7 +97,7 @@ static struct dirs make_set(const char *name, size_t s) {
   float *g = malloc(sizeof(float) * B * D);
   char err[512];
   for (int pass = 0; pass < 3; pass++) {
-    int n = pass < 2 ? N : N2;
+    int n = pass < 2 ? n1 : n2;
     uint32_t table = pass < 2 ? T1 : T2;
     for (int i = 0; i <= n; i++) {
       for (size_t r = 0; r < s; r++) {
@@ -306,7 +309,7 @@ static int setup(void **state) {
   (void)state;
   temp_dir(root);
   make_tables();
-  base2 = make_set("base", 2);
+  base2 = make_set("base", 2, N, N2);
   return 0;
 }
 
@@ -806,7 +809,7 @@ static void test_refused_jobs_write_nothing(void **state) {
   assert_no_trace(dest);
 
   /* Manifest version mismatch, and a manifest that lies about the set. */
-  struct dirs v = make_set("ver", 1);
+  struct dirs v = make_set("ver", 1, 50, 10);
   char path[256];
   snprintf(path, sizeof(path), "%s/%s", v.p[0], TABLE_MANIFEST);
   f = fopen(path, "r+");
@@ -828,7 +831,7 @@ static void test_refused_jobs_write_nothing(void **state) {
   assert_non_null(strstr(err, "version"));
 
   /* Ranks swapped in the manifests: verify finds the misplaced rows. */
-  struct dirs sw = make_set("swap", 2);
+  struct dirs sw = make_set("swap", 2, 200, 10);
   struct table_layout l0 = {2, 1, 2, tables}, l1 = {2, 0, 2, tables};
   assert_int_equal(table_manifest_write(sw.p[0], &l0, err, sizeof(err)), 0);
   assert_int_equal(table_manifest_write(sw.p[1], &l1, err, sizeof(err)), 0);
