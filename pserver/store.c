@@ -472,6 +472,29 @@ static void destroy(struct store *s) {
   free(s);
 }
 
+/* The RocksDB options shared by the store and the benchmark's raw
+ * baseline (store_raw_open), so that both run with the same settings: an
+ * LRU block cache of block_cache bytes that also holds index and filter
+ * blocks, Bloom filters, and memtables bounded by db_write_buffer_size. */
+static void base_options(size_t block_cache, size_t memtables, int create,
+                         rocksdb_cache_t **cache,
+                         rocksdb_block_based_table_options_t **bbto,
+                         rocksdb_options_t **dbopt) {
+  *cache = rocksdb_cache_create_lru(block_cache);
+  *bbto = rocksdb_block_based_options_create();
+  rocksdb_block_based_options_set_block_cache(*bbto, *cache);
+  rocksdb_block_based_options_set_cache_index_and_filter_blocks(*bbto, 1);
+  /* Most pulls of a growing table ask for keys that are not stored yet: a
+   * Bloom filter answers those without reading a data block. */
+  rocksdb_block_based_options_set_filter_policy(
+      *bbto, rocksdb_filterpolicy_create_bloom_full(10));
+  *dbopt = rocksdb_options_create();
+  rocksdb_options_set_create_if_missing(*dbopt, create);
+  rocksdb_options_set_create_missing_column_families(*dbopt, 1);
+  rocksdb_options_increase_parallelism(*dbopt, 2);
+  rocksdb_options_set_db_write_buffer_size(*dbopt, memtables);
+}
+
 struct store *store_open(const char *dir, const struct store_options *o,
                          char *err, size_t errlen) {
   if (check_options(dir, o, err, errlen) < 0)
@@ -509,20 +532,8 @@ struct store *store_open(const char *dir, const struct store_options *o,
   const size_t row_cache = total / 2, memtables = total / 4;
   s->block_cache_budget = total / 4;
 
-  s->block_cache = rocksdb_cache_create_lru(s->block_cache_budget);
-  s->bbto = rocksdb_block_based_options_create();
-  rocksdb_block_based_options_set_block_cache(s->bbto, s->block_cache);
-  rocksdb_block_based_options_set_cache_index_and_filter_blocks(s->bbto, 1);
-  /* Most pulls of a growing table ask for keys that are not stored yet: a
-   * Bloom filter answers those without reading a data block. */
-  rocksdb_block_based_options_set_filter_policy(
-      s->bbto, rocksdb_filterpolicy_create_bloom_full(10));
-
-  s->dbopt = rocksdb_options_create();
-  rocksdb_options_set_create_if_missing(s->dbopt, o->create_if_missing != 0);
-  rocksdb_options_set_create_missing_column_families(s->dbopt, 1);
-  rocksdb_options_increase_parallelism(s->dbopt, 2);
-  rocksdb_options_set_db_write_buffer_size(s->dbopt, memtables);
+  base_options(s->block_cache_budget, memtables, o->create_if_missing != 0,
+               &s->block_cache, &s->bbto, &s->dbopt);
   s->ttl_filter = rocksdb_compactionfilter_create(s, ttl_filter_destroy,
                                                   ttl_filter, ttl_filter_name);
   for (int i = 0; i < CF_COUNT_; i++) {
@@ -1207,4 +1218,182 @@ int store_table_scan(struct store *s, uint32_t table,
     out->mean_p = (double)psum / (double)(out->rows - out->pending);
   store_iter_free(it);
   return rc < 0 ? -1 : 0;
+}
+
+/* ---- benchmark-only: the raw RocksDB baseline ------------------------- */
+
+struct store_raw {
+  char *dir;
+  size_t value_bytes;
+  rocksdb_t *db;
+  rocksdb_options_t *opt;
+  rocksdb_block_based_table_options_t *bbto;
+  rocksdb_cache_t *cache;
+  rocksdb_column_family_handle_t *cf;
+  rocksdb_readoptions_t *ro;
+  rocksdb_writeoptions_t *wo;
+  rocksdb_writebatch_t *batch;
+  uint8_t *val; /* one value being modified */
+};
+
+void store_raw_close(struct store_raw *r) {
+  if (!r)
+    return;
+  if (r->db) {
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    char *e = NULL;
+    rocksdb_flush_cf(r->db, fo, r->cf, &e);
+    rocksdb_free(e);
+    rocksdb_flushoptions_destroy(fo);
+    rocksdb_column_family_handle_destroy(r->cf);
+    rocksdb_close(r->db);
+  }
+  if (r->opt)
+    rocksdb_options_destroy(r->opt);
+  if (r->bbto)
+    rocksdb_block_based_options_destroy(r->bbto);
+  if (r->cache)
+    rocksdb_cache_destroy(r->cache);
+  if (r->ro)
+    rocksdb_readoptions_destroy(r->ro);
+  if (r->wo)
+    rocksdb_writeoptions_destroy(r->wo);
+  if (r->batch)
+    rocksdb_writebatch_destroy(r->batch);
+  free(r->val);
+  free(r->dir);
+  free(r);
+}
+
+struct store_raw *store_raw_open(const char *dir, size_t memory_mb,
+                                 size_t value_bytes, char *err,
+                                 size_t errlen) {
+  if (memory_mb < 4 || value_bytes < ROW_HEADER_LEN) {
+    snprintf(err, errlen, "raw %s: memory_mb %zu (>= 4), value_bytes %zu (>= %d)",
+             dir, memory_mb, value_bytes, ROW_HEADER_LEN);
+    return NULL;
+  }
+  struct store_raw *r = xcalloc(1, sizeof(*r));
+  r->dir = xstrdup(dir);
+  r->value_bytes = value_bytes;
+  /* The store's budget without a row cache: its memtables, and the row
+   * cache's share given to the block cache. */
+  const size_t total = memory_mb << 20, memtables = total / 4;
+  base_options(total - memtables, memtables, 1, &r->cache, &r->bbto, &r->opt);
+  rocksdb_options_set_block_based_table_factory(r->opt, r->bbto);
+  rocksdb_options_set_write_buffer_size(r->opt, memtables / 2);
+  rocksdb_options_set_max_write_buffer_number(r->opt, 2);
+  const char *names[1] = {"default"};
+  const rocksdb_options_t *opts[1] = {r->opt};
+  char *e = NULL;
+  r->db = rocksdb_open_column_families(r->opt, dir, 1, names, opts, &r->cf, &e);
+  if (e || !r->db) {
+    rerr(err, errlen, e, "cannot open RocksDB", dir);
+    r->db = NULL;
+    store_raw_close(r);
+    return NULL;
+  }
+  r->ro = rocksdb_readoptions_create();
+  r->wo = rocksdb_writeoptions_create();
+  rocksdb_writeoptions_disable_WAL(r->wo, 1);
+  r->batch = rocksdb_writebatch_create();
+  r->val = xmalloc(value_bytes);
+  return r;
+}
+
+/* The "modify" of read-modify-write: a found value of the right size is
+ * kept, anything else starts as zeros; then every float after the header
+ * gets a small step (no optimizer arithmetic: the baseline is RocksDB's
+ * cost, not ours). */
+static void raw_modify(struct store_raw *r, const char *v, size_t len) {
+  if (v && len == r->value_bytes)
+    memcpy(r->val, v, len);
+  else
+    memset(r->val, 0, r->value_bytes);
+  float *f = (float *)(void *)(r->val + ROW_HEADER_LEN);
+  const size_t nf = (r->value_bytes - ROW_HEADER_LEN) / sizeof(float);
+  for (size_t j = 0; j < nf; j++) {
+    float x;
+    memcpy(&x, f + j, sizeof(x));
+    x += 1e-3f;
+    memcpy(f + j, &x, sizeof(x));
+  }
+}
+
+int store_raw_put(struct store_raw *r, size_t n, const uint64_t *keys,
+                  char *err, size_t errlen) {
+  uint8_t k[KEYS_DB_KEY_LEN];
+  for (size_t i = 0; i < n; i++) {
+    raw_modify(r, NULL, 0);
+    keys_db_key(0, keys[i], k);
+    rocksdb_writebatch_put_cf(r->batch, r->cf, (const char *)k, sizeof(k),
+                              (const char *)r->val, r->value_bytes);
+  }
+  char *e = NULL;
+  rocksdb_write(r->db, r->wo, r->batch, &e);
+  rocksdb_writebatch_clear(r->batch);
+  return e ? rerr(err, errlen, e, "raw write", r->dir) : 0;
+}
+
+int store_raw_rmw(struct store_raw *r, size_t n, const uint64_t *keys,
+                  int batched, char *err, size_t errlen) {
+  char *e = NULL;
+  uint8_t k[KEYS_DB_KEY_LEN];
+  if (!batched) {
+    for (size_t i = 0; i < n; i++) {
+      keys_db_key(0, keys[i], k);
+      size_t len = 0;
+      char *v = rocksdb_get_cf(r->db, r->ro, r->cf, (const char *)k, sizeof(k),
+                               &len, &e);
+      if (e)
+        return rerr(err, errlen, e, "raw get", r->dir);
+      raw_modify(r, v, len);
+      rocksdb_free(v);
+      rocksdb_put_cf(r->db, r->wo, r->cf, (const char *)k, sizeof(k),
+                     (const char *)r->val, r->value_bytes, &e);
+      if (e)
+        return rerr(err, errlen, e, "raw put", r->dir);
+    }
+    return 0;
+  }
+  uint8_t *kb = xmalloc((n ? n : 1) * KEYS_DB_KEY_LEN);
+  const char **kp = xmalloc((n ? n : 1) * sizeof(char *));
+  size_t *ks = xmalloc((n ? n : 1) * sizeof(size_t));
+  rocksdb_pinnableslice_t **vals = xcalloc(n ? n : 1, sizeof(*vals));
+  char **errs = xcalloc(n ? n : 1, sizeof(char *));
+  for (size_t i = 0; i < n; i++) {
+    keys_db_key(0, keys[i], kb + i * KEYS_DB_KEY_LEN);
+    kp[i] = (const char *)kb + i * KEYS_DB_KEY_LEN;
+    ks[i] = KEYS_DB_KEY_LEN;
+  }
+  rocksdb_batched_multi_get_cf(r->db, r->ro, r->cf, n, kp, ks, vals, errs,
+                               false);
+  int rc = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (errs[i] && rc == 0 && strncmp(errs[i], "NotFound", 8) != 0) {
+      rc = rerr(err, errlen, errs[i], "raw multiget", r->dir);
+      errs[i] = NULL;
+    }
+    rocksdb_free(errs[i]);
+    size_t len = 0;
+    const char *v = vals[i] ? rocksdb_pinnableslice_value(vals[i], &len) : NULL;
+    raw_modify(r, v, len);
+    if (vals[i])
+      rocksdb_pinnableslice_destroy(vals[i]);
+    rocksdb_writebatch_put_cf(r->batch, r->cf, kp[i], ks[i],
+                              (const char *)r->val, r->value_bytes);
+  }
+  if (rc == 0) {
+    rocksdb_write(r->db, r->wo, r->batch, &e);
+    if (e)
+      rc = rerr(err, errlen, e, "raw write", r->dir);
+  }
+  rocksdb_writebatch_clear(r->batch);
+  free(kb);
+  free(kp);
+  free(ks);
+  free(vals);
+  free(errs);
+  return rc;
 }

@@ -277,4 +277,36 @@ int store_debug_put_raw(struct store *s, uint32_t table, uint64_t fid,
                         const void *value, size_t len, char *err,
                         size_t errlen);
 
+/* ---- Benchmark only: the raw RocksDB baseline --------------------------
+ * bench/bench_store.c compares the store with plain RocksDB doing the same
+ * read-modify-write. The baseline lives here rather than in the benchmark
+ * because store.c is the one file that includes rocksdb/c.h, and because
+ * sharing store.c's option code guarantees the same settings: the same
+ * memtable budget (memory_mb / 4), the row cache's share given to the block
+ * cache (so raw RocksDB gets the whole memory_mb, 3/4 of it as block cache),
+ * Bloom filters, index/filter blocks in the cache, the same 12-byte keys
+ * (keys_db_key(0, fid)), and the WAL off (like STORE_WAL_OFF). Values are
+ * value_bytes opaque bytes; the "modify" adds a constant to each float
+ * after a 32-byte header (no optimizer: it measures RocksDB alone). Not for
+ * production use: no schema, no tables, no checks beyond RocksDB's. */
+struct store_raw;
+
+/* Opens (creating) a raw RocksDB in dir. NULL with err on failure. Caller
+ * owns it; close with store_raw_close(). */
+struct store_raw *store_raw_open(const char *dir, size_t memory_mb,
+                                 size_t value_bytes, char *err, size_t errlen);
+
+/* Writes a fresh value for each of n keys, in one WriteBatch. 0 or -1. */
+int store_raw_put(struct store_raw *r, size_t n, const uint64_t *keys,
+                  char *err, size_t errlen);
+
+/* Read-modify-write of n distinct keys. batched = 1: one batched MultiGet,
+ * then one WriteBatch of n puts; batched = 0: Get then Put per key. An
+ * absent key is written as if it had been zeros. 0 or -1. */
+int store_raw_rmw(struct store_raw *r, size_t n, const uint64_t *keys,
+                  int batched, char *err, size_t errlen);
+
+/* Flushes the memtables (waiting), closes and frees r. NULL is a no-op. */
+void store_raw_close(struct store_raw *r);
+
 #endif
