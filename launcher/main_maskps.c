@@ -115,6 +115,7 @@ static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
   for (int i = 0; i < nt; i++) {
     tables[i].id = ids[i];
     tables[i].dim = (unsigned)dims[i];
+    tables[i].amtl = i == 0 ? tables[i].amtl : 0; /* LR weights: 1 float */
   }
   uint64_t dense = dense_via_ps ? train_dense_total(tr) : 0;
   struct store_options so;

@@ -7,6 +7,7 @@
 #include "common/keys.h"
 #include "common/logger.h"
 #include "worker/batch.h"
+#include "worker/nn/amtl.h"
 #include "worker/nn/model.h"
 #include "worker/nn/ops.h"
 #include "worker/nn/params.h"
@@ -86,6 +87,15 @@ struct trainer {
   float *w, *dw;           /* (Bmax, F) when lrw */
   float *logits, *dlogits; /* (Bmax) */
   float *best;             /* [params len] best dense values */
+  /* AMTL (embedding.amtl), in front of the model on table 0: */
+  struct amtl *amtl;   /* NULL without AMTL */
+  int S;               /* frequency features per value */
+  uint32_t *cnt, *clk; /* (Bmax, F) the store's count/clicks per value */
+  float *freq, *alpha; /* (Bmax, F, S), (Bmax, F) */
+  float *Ehat, *dEhat; /* (Bmax, F*D) masked embeddings, their grad */
+  uint16_t *pbf;       /* (Bmax, F) chosen prefix per value */
+  double prefix_sum;   /* sum of chosen prefixes since the last record */
+  uint64_t prefix_n;   /* values counted in prefix_sum */
   struct metrics *met;
   double lr; /* current dense lr */
 };
@@ -140,10 +150,6 @@ static int check_supported(const struct config *cfg, char *err, size_t errlen) {
                 "data.shuffle_buffer: %lld, but shuffling is not implemented "
                 "yet; set it to 0 (file order)",
                 (long long)cfg->data.shuffle_buffer);
-  if (cfg->embedding.amtl)
-    return fail(err, errlen,
-                "embedding.amtl: true, but the AMTL layer is not wired into "
-                "the training loop yet; set it to false");
   return 0;
 }
 
@@ -230,6 +236,27 @@ struct trainer *train_new(const struct train_opts *o, char *err,
          config_enum_name("model", "name", (int)cfg->model.name), merr);
     goto fail;
   }
+  if (cfg->embedding.amtl) {
+    struct amtl_options ao;
+    if (amtl_options_from_config(&ao, cfg, tr->F, merr, sizeof(merr))) {
+      fail(err, errlen, "%s", merr);
+      goto fail;
+    }
+    tr->amtl = amtl_new(&ao, tr->Bmax, tr->p, merr, sizeof(merr));
+    if (!tr->amtl) {
+      fail(err, errlen, "embedding.amtl: %s", merr);
+      goto fail;
+    }
+    size_t BF = (size_t)tr->Bmax * (size_t)tr->F;
+    tr->S = ao.S;
+    tr->cnt = xcalloc(BF, sizeof(uint32_t));
+    tr->clk = xcalloc(BF, sizeof(uint32_t));
+    tr->freq = xaligned(BF * (size_t)ao.S * sizeof(float));
+    tr->alpha = xaligned(BF * sizeof(float));
+    tr->Ehat = xaligned(BF * (size_t)tr->D * sizeof(float));
+    tr->dEhat = xaligned(BF * (size_t)tr->D * sizeof(float));
+    tr->pbf = xcalloc(BF, sizeof(uint16_t));
+  }
   params_alloc(tr->p, (uint64_t)cfg->train.seed);
   tr->lrw = model_uses_lr_weights(tr->m);
   tr->ntables = tr->lrw ? 2 : 1;
@@ -276,6 +303,14 @@ void train_free(struct trainer *tr) {
   free(tr->dlogits);
   free(tr->best);
   metrics_free(tr->met);
+  amtl_free(tr->amtl);
+  free(tr->cnt);
+  free(tr->clk);
+  free(tr->freq);
+  free(tr->alpha);
+  free(tr->Ehat);
+  free(tr->dEhat);
+  free(tr->pbf);
   free(tr);
 }
 
@@ -335,6 +370,59 @@ static int pull_and_gather(struct trainer *tr, struct ps *ps, uint64_t step,
   return 0;
 }
 
+/* The model's input: E itself, or with AMTL the masked Ehat. Runs the
+ * AMTL forward on the batch's values, with the store's stats as frequency
+ * features; returns the input to give the model. */
+static const float *amtl_input(struct trainer *tr) {
+  if (!tr->amtl)
+    return tr->E;
+  struct batch *b = tr->b;
+  const struct batch_table *t0 = &b->t[0];
+  size_t BF = (size_t)b->B * (size_t)tr->F;
+  for (size_t i = 0; i < BF; i++) {
+    int32_t u = b->idx[i];
+    tr->cnt[i] = u < 0 ? 0 : t0->count[u];
+    tr->clk[i] = u < 0 ? 0 : t0->clicks[u];
+  }
+  amtl_freq_features(tr->cnt, tr->clk, b->B, tr->F,
+                     (int)tr->cfg->embedding.amtl_count_buckets, tr->freq,
+                     tr->alpha);
+  amtl_forward(tr->amtl, tr->E, tr->freq, tr->alpha, tr->Ehat, tr->pbf, b->B);
+  return tr->Ehat;
+}
+
+/* After an AMTL forward in training: per key, the prefix to store is the
+ * longest any of its values chose in this batch (every occurrence keeps
+ * what it used); the gradient pushed is the part of it the row stores now
+ * (dims past the stored prefix were zeros in the forward and are not
+ * stored: growth fills them from the deterministic init). Keys the store
+ * has not admitted keep their prefix (0) and push nothing. */
+static void amtl_prefixes(struct trainer *tr) {
+  struct batch *b = tr->b;
+  struct batch_table *t0 = &b->t[0];
+  for (size_t u = 0; u < b->U; u++)
+    t0->newp[u] = 0;
+  size_t BF = (size_t)b->B * (size_t)tr->F;
+  for (size_t i = 0; i < BF; i++) {
+    int32_t u = b->idx[i];
+    if (u < 0)
+      continue;
+    if (tr->pbf[i] > t0->newp[u])
+      t0->newp[u] = tr->pbf[i];
+    tr->prefix_sum += tr->pbf[i];
+    tr->prefix_n++;
+  }
+  for (size_t u = 0; u < b->U; u++) {
+    if (t0->plen[u] == 0) {
+      t0->newp[u] = 0;
+      t0->prefix[u] = 0;
+    } else if (t0->newp[u] < t0->prefix[u]) {
+      t0->prefix[u] = t0->newp[u];
+    }
+  }
+  t0->has_newp = 1;
+}
+
 static int pull_dense(struct trainer *tr, struct ps *ps, uint64_t step,
                       char *err, size_t errlen) {
   char perr[512];
@@ -355,7 +443,10 @@ static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
   if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
     return -1;
   params_zero_grad(tr->p);
-  model_forward(tr->m, tr->E, tr->w, tr->logits, B, true);
+  const float *in = amtl_input(tr);
+  if (tr->amtl)
+    amtl_prefixes(tr);
+  model_forward(tr->m, in, tr->w, tr->logits, B, true);
   *loss = nn_logloss_forward(tr->logits, b->labels, B);
   memset(tr->dlogits, 0, (size_t)B * sizeof(float));
   nn_logloss_backward(tr->logits, b->labels, tr->dlogits, B, 1.0f);
@@ -363,7 +454,13 @@ static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
   memset(tr->dE, 0, BF * (size_t)tr->D * sizeof(float));
   if (tr->lrw)
     memset(tr->dw, 0, BF * sizeof(float));
-  model_backward(tr->m, tr->dlogits, tr->dE, tr->dw, B);
+  if (tr->amtl) {
+    memset(tr->dEhat, 0, BF * (size_t)tr->D * sizeof(float));
+    model_backward(tr->m, tr->dlogits, tr->dEhat, tr->dw, B);
+    amtl_backward(tr->amtl, tr->dEhat, tr->dE, B);
+  } else {
+    model_backward(tr->m, tr->dlogits, tr->dE, tr->dw, B);
+  }
 
   /* global norm over every gradient of the step, dense and sparse */
   double sq = batch_scatter(b, 0, tr->dE);
@@ -484,7 +581,7 @@ static int eval_source(struct trainer *tr, struct ps *ps, struct source *src,
       break;
     if (pull_and_gather(tr, ps, step, err, errlen))
       return -1;
-    model_forward(tr->m, tr->E, tr->w, tr->logits, B, false);
+    model_forward(tr->m, amtl_input(tr), tr->w, tr->logits, B, false);
     metrics_add(tr->met, tr->logits, tr->b->labels, tr->b->groups, (size_t)B);
     if (probs)
       for (int i = 0; i < B; i++)
@@ -701,9 +798,14 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
       double train_s = pg.train_seconds + (now - t_epoch);
       double sps = train_s > 0 ? (double)res->examples / train_s : 0;
       if (now - pg.last_rec >= interval) {
-        logger_record(tr->o.log, step, "train", "epoch", (double)epoch, "loss",
-                      pg.loss_sum / (double)pg.loss_n, "samples_per_s", sps,
-                      "lr", tr->lr, "examples", (double)res->examples, NULL);
+        logger_record(
+            tr->o.log, step, "train", "epoch", (double)epoch, "loss",
+            pg.loss_sum / (double)pg.loss_n, "samples_per_s", sps, "lr", tr->lr,
+            "examples", (double)res->examples,
+            tr->amtl ? "amtl_mean_prefix" : NULL,
+            tr->prefix_n ? tr->prefix_sum / (double)tr->prefix_n : NAN, NULL);
+        tr->prefix_sum = 0;
+        tr->prefix_n = 0;
         pg.last_rec = now;
         pg.loss_sum = 0;
         pg.loss_n = 0;

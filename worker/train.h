@@ -13,8 +13,9 @@
  *        dense step.
  *
  * Tables: table 0 holds the D-float embeddings of every field; models that
- * take LR weights (LR, FM, DeepFM) also read table 1, of 1 float per key.
- * train_tables() says which; whoever opens the store creates them.
+ * take LR weights (LR, FM, DeepFM) also read table 1, of 1 float per key
+ * (never AMTL). train_tables() says which; whoever opens the store creates
+ * them.
  *
  * Dense parameters, two ways (train_opts.dense_via_ps):
  *   0  the worker holds them (params + Adam/SGD): embedded mode's default.
@@ -57,9 +58,21 @@
  * runs of one config give the same per-step losses, bit for bit, when
  * OpenBLAS runs on one thread.
  *
+ * AMTL (embedding.amtl): the layer of worker/nn/amtl.h sits between the
+ * gathered E and the model, on table 0, with the store's count/clicks of
+ * each value as its frequency features. Each (example, field) value picks
+ * a prefix p; a key's prefix to store (pushed as plen) is the longest its
+ * values picked in the batch, and its gradient covers the part of that
+ * prefix the row stores now, so nothing beyond a stored prefix is ever
+ * pushed. The store refuses to shrink rows before
+ * embedding.amtl_warmup_steps (growth is always allowed). Keys not
+ * admitted yet (min_count) keep p = 0 and push no gradient. The "train"
+ * records carry amtl_mean_prefix (mean p over the values trained since
+ * the last record).
+ *
  * Not here yet: shuffle buffers (data.shuffle_buffer is refused), the
- * overlap of pulls with compute, AMTL (embedding.amtl is refused until the
- * layer is wired), several workers' readers (rank/nranks are fixed to 0/1).
+ * overlap of pulls with compute, CSV data, several workers' readers
+ * (rank/nranks are fixed to 0/1).
  */
 #ifndef MASKPS_TRAIN_H
 #define MASKPS_TRAIN_H
