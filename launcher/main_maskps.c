@@ -143,7 +143,7 @@ static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
 /* Bytes per stored row of table 0 against a fixed-D table: the AMTL
  * saving (1.0 without AMTL). */
 static void report_storage(struct store *st, const struct config *cfg,
-                           struct logger *lg) {
+                           struct logger *lg, uint64_t step) {
   struct store_table_stats ts;
   uint64_t *hist = xcalloc((size_t)cfg->embedding.dim + 1, sizeof(uint64_t));
   char err[512];
@@ -158,7 +158,7 @@ static void report_storage(struct store *st, const struct config *cfg,
            (unsigned long long)ts.rows, per_key, ts.mean_p,
            (long long)cfg->embedding.dim, full,
            full > 0 ? 100 * (1 - per_key / full) : 0.0);
-    logger_record(lg, 0, "storage", "rows", (double)ts.rows, "bytes_per_key",
+    logger_record(lg, step, "storage", "rows", (double)ts.rows, "bytes_per_key",
                   per_key, "fixed_bytes_per_key", full, "mean_prefix",
                   ts.mean_p, NULL);
   } else if (err[0]) {
@@ -302,7 +302,7 @@ static int cmd_train(int argc, char **argv) {
     printf("test AUC %.4f  logloss %.4f\n", res.test.auc, res.test.logloss);
   else
     printf("no test data (data.test or data.split_test): no test metrics\n");
-  report_storage(st, cfg, lg);
+  report_storage(st, cfg, lg, res.steps);
   status = res.interrupted ? 130 : 0;
 out:
   ps_free(ps);
@@ -342,6 +342,7 @@ static int cmd_predict(int argc, char **argv) {
       .paths = paths,
       .npaths = 1,
       .nranks = 1,
+      .bad_line_fraction = 1, /* count them all; refused below */
       .report_first = 10,
       .log = lg,
   };
@@ -355,8 +356,24 @@ static int cmd_predict(int argc, char **argv) {
     status = 2;
     goto out;
   }
+  /* A first pass that only parses: a malformed line must fail the command
+   * before any answer is printed, not after the lines above it. */
   int F = (int)reader_nfields(r);
+  uint64_t *keys = xcalloc(F > 0 ? (size_t)F : 1, sizeof(uint64_t));
+  struct data_example ex = {.keys = keys};
+  int rc;
+  while ((rc = reader_next(r, &ex)) == 1)
+    ;
+  uint64_t bad = reader_bad_lines(r);
+  free(keys);
   reader_free(r);
+  if (rc < 0 || bad) {
+    fprintf(stderr,
+            "maskps predict: %s: %llu malformed line(s) (reported above); "
+            "every line needs an answer: fix or remove them\n",
+            data, (unsigned long long)bad);
+    goto out;
+  }
   if (F <= 0) {
     fprintf(stderr, "maskps predict: %s: no valid line\n", data);
     goto out;
