@@ -1,0 +1,241 @@
+#!/usr/bin/python3
+"""PyTorch's training-step throughput on the models bench_models measures.
+
+    /usr/bin/python3 bench/torch_models.py run [-m dnn,...] [-b 4096,2048]
+        [-t 1,2] [-s SECONDS] [-r ROUNDS] [-a 1]
+    /usr/bin/python3 bench/torch_models.py table C_TSV TORCH_TSV
+
+run: for every thread count t, tries each PyTorch thread setting of that
+count (SETTINGS below) in its own subprocess, because OpenBLAS reads
+OPENBLAS_NUM_THREADS once, when torch is imported, and OpenMP reads
+OMP_WAIT_POLICY once, at start. Prints one tab-separated line per (model,
+batch, threads, setting) with the median samples/s over the rounds.
+
+table: reads bench_models lines and run lines (each possibly from several
+repetitions), takes medians, and prints the Markdown table of
+bench/run_models.sh: per (model, batch, threads) maskps samples/s, the best
+PyTorch setting and its samples/s, the ratio and maskps's sgemm fraction.
+
+The models are tests/nn/make_fixtures.py's own definitions (the ones the C
+models are checked against to 1e-5), imported, at the configurations of
+bench_models.c's opening block. One step is the same as there: forward,
+BCE-with-logits loss (mean), backward with the embeddings' gradient, and
+torch.optim.Adam (foreach) over every parameter. The fixtures' kink
+bookkeeping (a .min().item() per ReLU, for choosing seeds) and their store
+of intermediates are disabled here: they are not part of the model.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+F, D = 39, 16
+MODELS = ["dnn", "dcnv2", "edcn", "sermasknet", "paramasknet"]
+
+# name -> (total threads, env, torch.set_num_threads). OpenMP's default
+# wait policy spins between parallel regions, which on 2 shared cores steals
+# the core OpenBLAS needs; torch at 1 thread with BLAS at 2 keeps OpenMP out
+# of the way entirely.
+# default2 (OMP's default active wait) runs only with -a: on this machine
+# it is 2-5x slower than the others and takes minutes per model.
+SETTINGS = {
+    "t1": (1, {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+               "OMP_WAIT_POLICY": "PASSIVE"}, 1),
+    "default2": (2, {}, 2),
+    "t2b2-passive": (2, {"OPENBLAS_NUM_THREADS": "2",
+                         "OMP_WAIT_POLICY": "PASSIVE"}, 2),
+    "t1b2-passive": (2, {"OPENBLAS_NUM_THREADS": "2",
+                         "OMP_WAIT_POLICY": "PASSIVE"}, 1),
+    "t2b1-passive": (2, {"OPENBLAS_NUM_THREADS": "1",
+                         "OMP_WAIT_POLICY": "PASSIVE"}, 2),
+}
+
+
+def model_cfg(name):
+    """(spec, forward, cfg) of make_fixtures for the benchmark shapes."""
+    import make_fixtures as mf
+    h3 = [400, 400, 400]
+    return {
+        "dnn": (mf.spec_dnn, mf.fwd_dnn, {"D": D, "hidden": h3}),
+        "dcnv2": (mf.spec_dcnv2, mf.fwd_dcnv2,
+                  {"D": D, "hidden": h3, "cross_layers": 3, "mixture": False,
+                   "structure": "parallel"}),
+        "edcn": (mf.spec_edcn, mf.fwd_edcn,
+                 {"D": D, "layers": 3, "bridge": "hadamard", "tau": 1.0,
+                  "cross_residual": True}),
+        "sermasknet": (mf.spec_sermasknet, mf.fwd_sermasknet,
+                       {"D": D, "hidden": [512, 512, 512], "ratio": 1.0,
+                        "emb_ln": True, "net_ln": True}),
+        "paramasknet": (mf.spec_paramasknet, mf.fwd_paramasknet,
+                        {"D": D, "blocks": 3, "block_dim": 64, "hidden": h3,
+                         "ratio": 1.0, "emb_ln": True, "net_ln": True}),
+    }[name]
+
+
+def worker(models, batches, secs, rounds, setting, threads):
+    """In the subprocess, with the environment already set: time each model
+    and print its line."""
+    sys.path.insert(0, os.path.join(HERE, "..", "tests", "nn"))
+    import torch
+    import torch.nn.functional as Fn
+    import make_fixtures as mf
+
+    torch.set_num_threads(threads)
+
+    class NoAux(dict):
+        def __setitem__(self, k, v):
+            pass
+
+        def update(self, *a, **k):
+            pass
+
+        def setdefault(self, k, d=None):
+            return []
+
+    class BenchCtx(mf.Ctx):
+        def __init__(self):
+            super().__init__()
+            self.aux = NoAux()
+
+        def kink(self, x):
+            pass
+
+    for B in batches:
+        mf.B, mf.F = B, F   # the fixture specs draw inputs of (mf.B, mf.F)
+        for name in models:
+            spec, fwd, cfg = model_cfg(name)
+            P0, I0 = spec(mf.Draw(7), cfg)
+            P = {n: t.clone().requires_grad_(True) for n, t in P0.items()}
+            E = (I0["E"] * 0.05).requires_grad_(True)
+            y = (torch.rand(B, generator=torch.Generator().manual_seed(9))
+                 < 0.25).to(torch.float32)
+            I = {"E": E, "y": y}
+            try:
+                opt = torch.optim.Adam(P.values(), lr=1e-4, foreach=True)
+            except TypeError:
+                opt = torch.optim.Adam(P.values(), lr=1e-4)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                E.grad = None
+                logits = fwd(BenchCtx(), P, I, cfg)
+                loss = Fn.binary_cross_entropy_with_logits(logits, y)
+                loss.backward()
+                opt.step()
+                return loss
+
+            for _ in range(3):
+                step()
+            rates = []
+            for _ in range(rounds):
+                n, t0 = 0, time.perf_counter()
+                while True:
+                    step()
+                    n += 1
+                    t = time.perf_counter()
+                    if t - t0 >= secs:
+                        break
+                rates.append(B * n / (t - t0))
+            print("%s\t%d\t%d\t%s\t%.0f\t%s" % (
+                name, B, SETTINGS[setting][0], setting,
+                statistics.median(rates), ",".join("%.0f" % r for r in rates)),
+                flush=True)
+
+
+def parse_list(s, conv=str):
+    return [conv(x) for x in s.split(",") if x]
+
+
+def run(argv):
+    opts = {"-m": ",".join(MODELS), "-b": "4096", "-t": "1,2", "-s": "0.5",
+            "-r": "5", "-a": "0"}
+    if len(argv) % 2 or any(a not in opts for a in argv[::2]):
+        sys.exit("usage: torch_models.py run [-m models] [-b batches] "
+                 "[-t threads] [-s seconds] [-r rounds] [-a 1: add default2]")
+    opts.update(dict(zip(argv[::2], argv[1::2])))
+    threads = parse_list(opts["-t"], int)
+    print("#model\tbatch\tthreads\tsetting\tsamples_s\trounds", flush=True)
+    for t in threads:
+        for setting, (total, env, tt) in SETTINGS.items():
+            if total != t or (setting == "default2" and opts["-a"] != "1"):
+                continue
+            e = dict(os.environ)
+            for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                      "OMP_WAIT_POLICY"):
+                e.pop(k, None)
+            if setting == "default2":
+                e["OMP_NUM_THREADS"] = "2"  # what torch picks on 2 cores
+            e.update(env)
+            args = json.dumps([parse_list(opts["-m"]),
+                               parse_list(opts["-b"], int),
+                               float(opts["-s"]), int(opts["-r"]), setting,
+                               tt])
+            r = subprocess.run([sys.executable, os.path.abspath(__file__),
+                                "worker", args], env=e)
+            if r.returncode:
+                sys.exit("torch_models.py: setting %s failed (%d)" %
+                         (setting, r.returncode))
+
+
+def read_tsv(path):
+    with open(path) as f:
+        return [l.rstrip("\n").split("\t") for l in f
+                if l.strip() and not l.startswith("#")]
+
+
+def table(c_path, t_path):
+    c, t = {}, {}
+    for r in read_tsv(c_path):
+        k = (r[0], int(r[1]), int(r[2]))
+        c.setdefault(k, []).append((float(r[3]), float(r[6]), float(r[7])))
+    for r in read_tsv(t_path):
+        k = (r[0], int(r[1]), int(r[2]))
+        t.setdefault(k, {}).setdefault(r[3], []).append(float(r[4]))
+    order = {m: i for i, m in enumerate(MODELS)}
+    print("| model | batch | threads | maskps samples/s | PyTorch best "
+          "samples/s (setting) | maskps / PyTorch | maskps sgemm roofline "
+          "| sgemm GFLOP/s on its shapes | reps |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for k in sorted(c, key=lambda k: (-k[1], order.get(k[0], 99), k[2])):
+        rows = c[k]
+        sps = statistics.median(r[0] for r in rows)
+        roof = statistics.median(r[2] for r in rows)
+        gf = statistics.median(r[1] for r in rows)
+        best, bname = None, "-"
+        for s, v in t.get(k, {}).items():
+            m = statistics.median(v)
+            if best is None or m > best:
+                best, bname = m, s
+        ratio = "%.2fx" % (sps / best) if best else "-"
+        tb = "%.0f (%s)" % (best, bname) if best else "-"
+        print("| %s | %d | %d | %.0f | %s | %s | %.0f%% | %.1f | %d |" % (
+            k[0], k[1], k[2], sps, tb, ratio, 100 * roof, gf, len(rows)))
+    print()
+    print("PyTorch, every setting tried (median samples/s over reps):")
+    print()
+    print("| model | batch | threads | " + " | ".join(
+        s for s in SETTINGS) + " |")
+    print("|---|---:|---:|" + "---:|" * len(SETTINGS))
+    for k in sorted(t, key=lambda k: (-k[1], order.get(k[0], 99), k[2])):
+        cells = ["%.0f" % statistics.median(t[k][s]) if s in t[k] else ""
+                 for s in SETTINGS]
+        print("| %s | %d | %d | %s |" % (k[0], k[1], k[2], " | ".join(cells)))
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "run":
+        run(sys.argv[2:])
+    elif len(sys.argv) == 3 and sys.argv[1] == "worker":
+        worker(*json.loads(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "table":
+        table(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
