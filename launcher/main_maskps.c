@@ -295,6 +295,11 @@ static int cmd_train(int argc, char **argv) {
          res.interrupted     ? ", interrupted"
          : res.stopped_early ? ", stopped early"
                              : "");
+  double total = res.read_s + res.pull_s + res.compute_s + res.push_s;
+  if (total > 0)
+    printf("time: read %.0f%%, pull %.0f%%, model %.0f%%, push %.0f%%\n",
+           100 * res.read_s / total, 100 * res.pull_s / total,
+           100 * res.compute_s / total, 100 * res.push_s / total);
   if (res.has_valid)
     printf("best validation: epoch %d, AUC %.4f, logloss %.4f\n",
            res.best_epoch, res.valid.auc, res.valid.logloss);

@@ -94,6 +94,9 @@ struct trainer {
   float *freq, *alpha; /* (Bmax, F, S), (Bmax, F) */
   float *Ehat, *dEhat; /* (Bmax, F*D) masked embeddings, their grad */
   uint16_t *pbf;       /* (Bmax, F) chosen prefix per value */
+  double phase[4];     /* seconds in read, pull, compute, push: run */
+  double phase_rec[4]; /* the same since the last record */
+  uint64_t steps_rec;  /* steps since the last record */
   double prefix_sum;   /* sum of chosen prefixes since the last record */
   uint64_t prefix_n;   /* values counted in prefix_sum */
   struct metrics *met;
@@ -433,15 +436,27 @@ static int pull_dense(struct trainer *tr, struct ps *ps, uint64_t step,
 }
 
 /* One training step on the filled batch; *loss gets its mean logloss. */
+enum { PH_READ, PH_PULL, PH_COMPUTE, PH_PUSH };
+
+/* Adds the time since *t to phase ph and restarts *t. */
+static void phase_add(struct trainer *tr, int ph, double *t) {
+  double now = clock_sec();
+  tr->phase[ph] += now - *t;
+  tr->phase_rec[ph] += now - *t;
+  *t = now;
+}
+
 static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
                       double *loss, char *err, size_t errlen) {
   const struct config *cfg = tr->cfg;
   struct batch *b = tr->b;
   int B = b->B;
+  double t = clock_sec();
   if (pull_and_gather(tr, ps, step, err, errlen))
     return -1;
   if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
     return -1;
+  phase_add(tr, PH_PULL, &t);
   params_zero_grad(tr->p);
   const float *in = amtl_input(tr);
   if (tr->amtl)
@@ -478,13 +493,14 @@ static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
     float s = (float)(clip / (norm + 1e-6));
     for (size_t i = 0; i < tr->p->len; i++)
       tr->p->grads[i] *= s;
-    for (int t = 0; t < tr->ntables; t++)
-      batch_scale_grads(b, t, s);
+    for (int i = 0; i < tr->ntables; i++)
+      batch_scale_grads(b, i, s);
   }
+  phase_add(tr, PH_COMPUTE, &t);
 
-  for (int t = 0; t < tr->ntables; t++) {
+  for (int i = 0; i < tr->ntables; i++) {
     struct ps_grads g;
-    batch_push_in(b, t, step, &g);
+    batch_push_in(b, i, step, &g);
     char perr[512];
     if (ps_push(ps, &g, perr, sizeof(perr)))
       return fail(err, errlen, "step %llu: push to table %u: %s",
@@ -514,6 +530,8 @@ static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
       return fail(err, errlen, "step %llu: barrier: %s",
                   (unsigned long long)step, perr);
   }
+  phase_add(tr, PH_PUSH, &t);
+  tr->steps_rec++;
   return 0;
 }
 
@@ -770,11 +788,13 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
         res->interrupted = stop = true;
         break;
       }
+      double t_read = clock_sec();
       int B = fill_batch(tr, &tr->train, err, errlen);
       if (B < 0) {
         rc = -1;
         goto out;
       }
+      phase_add(tr, PH_READ, &t_read);
       if (B == 0)
         break;
       step++;
@@ -798,14 +818,20 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
       double train_s = pg.train_seconds + (now - t_epoch);
       double sps = train_s > 0 ? (double)res->examples / train_s : 0;
       if (now - pg.last_rec >= interval) {
+        double per = 1e3 / (double)(tr->steps_rec ? tr->steps_rec : 1);
         logger_record(
             tr->o.log, step, "train", "epoch", (double)epoch, "loss",
             pg.loss_sum / (double)pg.loss_n, "samples_per_s", sps, "lr", tr->lr,
-            "examples", (double)res->examples,
-            tr->amtl ? "amtl_mean_prefix" : NULL,
+            "examples", (double)res->examples, "read_ms",
+            tr->phase_rec[PH_READ] * per, "pull_ms",
+            tr->phase_rec[PH_PULL] * per, "compute_ms",
+            tr->phase_rec[PH_COMPUTE] * per, "push_ms",
+            tr->phase_rec[PH_PUSH] * per, tr->amtl ? "amtl_mean_prefix" : NULL,
             tr->prefix_n ? tr->prefix_sum / (double)tr->prefix_n : NAN, NULL);
         tr->prefix_sum = 0;
         tr->prefix_n = 0;
+        memset(tr->phase_rec, 0, sizeof(tr->phase_rec));
+        tr->steps_rec = 0;
         pg.last_rec = now;
         pg.loss_sum = 0;
         pg.loss_n = 0;
@@ -878,6 +904,10 @@ out:
   res->samples_per_s =
       pg.train_seconds > 0 ? (double)res->examples / pg.train_seconds : 0;
   res->lr = tr->lr;
+  res->read_s = tr->phase[PH_READ];
+  res->pull_s = tr->phase[PH_PULL];
+  res->compute_s = tr->phase[PH_COMPUTE];
+  res->push_s = tr->phase[PH_PUSH];
   logger_record(tr->o.log, step, "done", "ok", rc == 0 ? 1.0 : 0.0, "steps",
                 (double)res->steps, "examples", (double)res->examples,
                 "samples_per_s", res->samples_per_s, "best_epoch",

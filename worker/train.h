@@ -49,7 +49,9 @@
  * runs and epochs). data.max_lines caps every pass.
  *
  * Logs: JSONL records via the logger: "train" every log.interval_s (loss
- * averaged since the last record, samples/s, lr, epoch), "valid" and "test"
+ * averaged since the last record, samples/s, lr, epoch, and the mean
+ * milliseconds per step spent reading, pulling, computing and pushing),
+ * "valid" and "test"
  * per evaluation, "done" at the end; a progress line on opts.progress
  * (a terminal): samples/s, loss, and the ETA once the epoch's length is
  * known (after the first epoch, or from train.max_steps).
@@ -113,13 +115,17 @@ struct train_opts {
 };
 
 struct train_result {
-  uint64_t steps;              /* training steps taken */
-  uint64_t examples;           /* training examples seen */
-  int epochs;                  /* epochs started */
-  int best_epoch;              /* epoch of the best validation AUC, 0 = none */
-  uint64_t best_step;          /* step of that evaluation */
-  double seconds;              /* wall time of the training passes */
-  double samples_per_s;        /* examples / seconds (evaluation excluded) */
+  uint64_t steps;       /* training steps taken */
+  uint64_t examples;    /* training examples seen */
+  int epochs;           /* epochs started */
+  int best_epoch;       /* epoch of the best validation AUC, 0 = none */
+  uint64_t best_step;   /* step of that evaluation */
+  double seconds;       /* wall time of the training passes */
+  double samples_per_s; /* examples / seconds (evaluation excluded) */
+  /* where the training seconds went: reading and parsing + batching, ps
+   * pulls (+ gather, AMTL stats), the model forward/backward + clipping,
+   * ps pushes + the dense step (+ the barrier) */
+  double read_s, pull_s, compute_s, push_s;
   double lr;                   /* dense lr at the end */
   double first_loss;           /* mean training loss of the first epoch */
   double last_loss;            /* mean training loss of the last epoch */
