@@ -101,8 +101,8 @@ struct table_sum {
   uint64_t misplaced;  /* rows whose keys_shard(fid, S) is not their rank */
 };
 
-/* Hash of one row for the sums above (exposed for tests and the export
- * reader). */
+/* The hash of one row in values_sum / full_sum (docs/table-format.md
+ * describes it; exposed so that other tools can compute the same sums). */
 uint64_t table_row_hash_values(uint32_t table, uint64_t fid,
                                const struct row *r);
 uint64_t table_row_hash_full(uint32_t table, uint64_t fid, const struct row *r);
@@ -167,8 +167,12 @@ struct table_migrate_report {
  * applying o (D change by truncation or padding from store_init_values,
  * AMTL prefix rule, optimizer, filters). Prints the source sums, the
  * expected and the found destination sums (unless o->no_verify) to
- * io->out. Returns 0 with every to[i] in place, or -1 with a message and
- * nothing written at the destinations. rep may be NULL. */
+ * io->out. The source shards are merged in key order, so each destination
+ * receives its rows in key order. Rows are written one RocksDB Put each
+ * (store_debug_put_raw, the only raw write of the store API): that, not
+ * the reading, bounds the throughput (docs/table-format.md "Throughput").
+ * Returns 0 with every to[i] in place, or -1 with a message and nothing
+ * written at the destinations. rep may be NULL. */
 int table_migrate(const char *const *from, size_t nfrom, const char *const *to,
                   size_t nto, const struct table_migrate_opts *o,
                   const struct table_io *io, struct table_migrate_report *rep,

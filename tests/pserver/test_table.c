@@ -4,7 +4,8 @@
  * each row's prefix; export/import is bit-exact; a kill -9 mid-migration
  * leaves the source untouched and a re-run completes; and every refused job
  * (existing destination, wrong path, wrong set, version mismatch,
- * incompatible options, corrupt export) writes nothing.
+ * incompatible options, corrupt export) writes nothing; the maskps-table
+ * program's exit codes and output.
  *
  * The crash child is this executable re-executed ("--child"), not a bare
  * fork: RocksDB's thread pools do not survive fork (see test_store_crash). */
@@ -883,6 +884,99 @@ static void test_inspect_reports_layout_and_histogram(void **state) {
   assert_non_null(strstr(err, "no such directory"));
 }
 
+/* Runs the maskps-table program (built beside this test) with args; its
+ * stdout and stderr go to *out (malloc'ed). Returns its exit status. */
+static int run_tool(char **out, const char *a0, ...) {
+  char exe[4200];
+  snprintf(exe, sizeof(exe), "%s", self_exe);
+  char *slash = strrchr(exe, '/');
+  assert_non_null(slash);
+  strcpy(slash, "/../../pserver/maskps-table");
+  if (access(exe, X_OK) != 0)
+    fail_msg("%s not built (build the maskps-table target)", exe);
+  const char *argv[32] = {exe, a0};
+  int n = 2;
+  va_list ap;
+  va_start(ap, a0);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) && n < 31)
+    argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  const char *log = sub("tool.log");
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    FILE *f = freopen(log, "w", stdout);
+    if (!f || dup2(1, 2) < 0)
+      _exit(99);
+    execv(exe, (char *const *)argv);
+    _exit(98);
+  }
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  FILE *f = fopen(log, "r");
+  assert_non_null(f);
+  *out = calloc(1, 1 << 16);
+  size_t got = fread(*out, 1, (1 << 16) - 1, f);
+  (*out)[got] = 0;
+  fclose(f);
+  assert_true(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+static void test_program_exit_codes_and_output(void **state) {
+  (void)state;
+  char *o;
+  const char *b0 = base2.p[0], *b1 = base2.p[1];
+  assert_int_equal(run_tool(&o, "verify", b1, b0, NULL), 0);
+  assert_non_null(strstr(o, "verify table 3: rows 10000 pending 0"));
+  free(o);
+  const char *c0 = sub("cli-0"), *c1 = sub("cli-1");
+  assert_int_equal(run_tool(&o, "migrate", "--from", b0, b1, "--to", c0, c1,
+                            "--dim", "8", "--quiet", NULL),
+                   0);
+  assert_non_null(strstr(o, "written table 3: rows 10000"));
+  assert_non_null(strstr(o, "migrate: 12000 rows read, 12000 written"));
+  free(o);
+  assert_int_equal(run_tool(&o, "inspect", c0, c1, NULL), 0);
+  assert_non_null(strstr(o, "table 3: D 8, opt adagrad"));
+  assert_non_null(strstr(o, "prefix histogram: 8:"));
+  free(o);
+  const char *ex = sub("cli-ex"), *im = sub("cli-im");
+  assert_int_equal(run_tool(&o, "export", "--from", b0, b1, "--to", ex, NULL),
+                   0);
+  free(o);
+  char f3[256], f7[256];
+  snprintf(f3, sizeof(f3), "%s/table-3.mpt", ex);
+  snprintf(f7, sizeof(f7), "%s/table-7.mpt", ex);
+  assert_int_equal(
+      run_tool(&o, "import", "--from", f3, f7, "--to", im, "--quiet", NULL), 0);
+  assert_non_null(strstr(o, "import: 12000 rows read"));
+  free(o);
+  struct dirs imd = {1, {im}};
+  assert_same_sums(&base2, &imd, 1);
+  /* Failures: 1 with the library's message; usage errors: 2. */
+  assert_int_equal(
+      run_tool(&o, "migrate", "--from", b0, "--to", sub("cli-x"), NULL), 1);
+  assert_non_null(strstr(o, "give all 2 shards"));
+  free(o);
+  assert_int_equal(run_tool(&o, "migrate", "--from", b0, b1, "--to", c0, NULL),
+                   1);
+  assert_non_null(strstr(o, "already holds data"));
+  free(o);
+  assert_int_equal(run_tool(&o, "migrate", "--from", b0, b1, "--to",
+                            sub("cli-x"), "--dim", "0", NULL),
+                   2);
+  free(o);
+  assert_int_equal(run_tool(&o, "bogus", NULL), 2);
+  assert_non_null(strstr(o, "unknown command"));
+  free(o);
+  assert_int_equal(run_tool(&o, "inspect", NULL), 2);
+  free(o);
+  assert_no_trace(sub("cli-x"));
+}
+
 int main(int argc, char **argv) {
   if (argc >= 7 && !strcmp(argv[1], "--child"))
     return child_main(argv);
@@ -901,6 +995,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_kill_mid_migration_then_rerun),
       cmocka_unit_test(test_refused_jobs_write_nothing),
       cmocka_unit_test(test_inspect_reports_layout_and_histogram),
+      cmocka_unit_test(test_program_exit_codes_and_output),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
