@@ -5,6 +5,7 @@
  * store path, held-out splits, the plateau schedule and prediction. */
 #include "common/config.h"
 #include "common/gen.h"
+#include "common/logger.h"
 #include "common/ps.h"
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
@@ -14,6 +15,7 @@
 #include <ftw.h>
 #include <math.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -141,6 +143,9 @@ struct run {
   double loss[MAX_STEPS]; /* per step */
   uint64_t nsteps;
   struct train_result res;
+  uint64_t stop_at;           /* raise stop after this step; 0 = never */
+  volatile sig_atomic_t stop; /* train_opts.stop */
+  struct logger *log;         /* train_opts.log; NULL = none */
 };
 
 static void on_step(void *ctx, uint64_t step, double loss) {
@@ -148,6 +153,8 @@ static void on_step(void *ctx, uint64_t step, double loss) {
   assert_int_equal(step, r->nsteps + 1);
   assert_true(step <= MAX_STEPS);
   r->loss[r->nsteps++] = loss;
+  if (step == r->stop_at)
+    r->stop = 1; /* as the SIGINT handler of maskps does */
 }
 
 /* The embedded wiring of maskps train: one store with the trainer's tables
@@ -172,7 +179,9 @@ static void rig_open_at(struct rig *g, const struct config *cfg, bool via_ps,
                          .on_step = r ? on_step : NULL,
                          .ctx = r,
                          .best_dir = best_dir,
-                         .fields = fields};
+                         .fields = fields,
+                         .stop = r ? &r->stop : NULL,
+                         .log = r ? r->log : NULL};
   g->tr = train_new(&o, err, sizeof(err));
   if (!g->tr) {
     print_error("train_new: %s\n", err);
@@ -468,6 +477,53 @@ static void test_amtl_stores_prefixes(void **state) {
   config_free(cfg);
 }
 
+/* Evaluation every N steps (and once at the end), with its records in the
+ * JSONL log; a stop request (Ctrl-C) ends the run after the current step
+ * without an evaluation. */
+static void test_eval_every_and_stop(void **state) {
+  (void)state;
+  struct config *cfg = make_config((const char *const[]){
+      "train.eval_every_steps=10", "train.max_steps=25", NULL});
+  struct run *r = calloc(1, sizeof(*r));
+  char path[128], err[512];
+  snprintf(path, sizeof(path), "%s/eval.jsonl", g_dir);
+  r->log = logger_new("worker", 0, path, LOGGER_WARN, err, sizeof(err));
+  assert_non_null(r->log);
+  run_config(cfg, false, r);
+  logger_free(r->log);
+  assert_int_equal(r->res.steps, 25);
+  assert_true(r->res.best_step == 10 || r->res.best_step == 20 ||
+              r->res.best_step == 25);
+  FILE *f = fopen(path, "r");
+  char line[4096];
+  int valid = 0, at[3] = {0};
+  while (fgets(line, sizeof(line), f))
+    if (strstr(line, "\"event\":\"valid\"")) {
+      unsigned long long st = 0;
+      assert_non_null(strstr(line, "\"step\":"));
+      sscanf(strstr(line, "\"step\":"), "\"step\":%llu", &st);
+      if (valid < 3)
+        at[valid] = (int)st;
+      valid++;
+    }
+  fclose(f);
+  assert_int_equal(valid, 3);
+  assert_int_equal(at[0], 10);
+  assert_int_equal(at[1], 20);
+  assert_int_equal(at[2], 25);
+  config_free(cfg);
+
+  cfg = make_config(NULL);
+  memset(r, 0, sizeof(*r));
+  r->stop_at = 3;
+  run_config(cfg, false, r);
+  assert_true(r->res.interrupted);
+  assert_int_equal(r->res.steps, 3);
+  assert_int_equal(r->res.best_epoch, 0);
+  free(r);
+  config_free(cfg);
+}
+
 /* Settings the loop does not support yet are refused with the key. */
 static void test_refusals(void **state) {
   (void)state;
@@ -500,6 +556,7 @@ int main(void) {
       cmocka_unit_test(test_split_and_max_steps),
       cmocka_unit_test(test_plateau_schedule),
       cmocka_unit_test(test_amtl_stores_prefixes),
+      cmocka_unit_test(test_eval_every_and_stop),
       cmocka_unit_test(test_refusals),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
