@@ -578,7 +578,10 @@ static double sigmoid(double z) {
 
 /* Forward passes over a source (rewound first); metrics into out; one
  * probability per example to probs when not NULL. `strict`: a bad line is
- * an error (predict must answer every line). */
+ * an error (predict must answer every line). `step` is the step the pulls
+ * carry: the callers pass the next training step's number, so that a
+ * sync-mode pserver orders them after the last step's update, like the
+ * pull of a step that would follow. */
 static int eval_source(struct trainer *tr, struct ps *ps, struct source *src,
                        uint64_t step, FILE *probs, bool strict,
                        struct metrics_result *out, char *err, size_t errlen) {
@@ -677,7 +680,7 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
   struct metrics_result v;
   if (!tr->has_valid) {
     /* nothing to select on: the current state is the best */
-    if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
+    if (tr->o.dense_via_ps && pull_dense(tr, ps, step + 1, err, errlen))
       return -1;
     memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
     res->best_epoch = epoch;
@@ -685,14 +688,14 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
     if (tr->o.best_dir && save_best(tr, ps, step, err, errlen))
       return -1;
     if (tr->has_test) {
-      if (eval_source(tr, ps, &tr->test, step, NULL, false, &res->test, err,
+      if (eval_source(tr, ps, &tr->test, step + 1, NULL, false, &res->test, err,
                       errlen))
         return -1;
       log_eval(tr, step, "test", epoch, &res->test);
     }
     return 0;
   }
-  if (eval_source(tr, ps, &tr->valid, step, NULL, false, &v, err, errlen))
+  if (eval_source(tr, ps, &tr->valid, step + 1, NULL, false, &v, err, errlen))
     return -1;
   log_eval(tr, step, "valid", epoch, &v);
   bool better = isfinite(v.auc) && v.auc > *best_auc;
@@ -706,13 +709,13 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
     res->valid = v;
     res->best_epoch = epoch;
     res->best_step = step;
-    if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
+    if (tr->o.dense_via_ps && pull_dense(tr, ps, step + 1, err, errlen))
       return -1;
     memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
     if (tr->o.best_dir && save_best(tr, ps, step, err, errlen))
       return -1;
     if (tr->has_test) {
-      if (eval_source(tr, ps, &tr->test, step, NULL, false, &res->test, err,
+      if (eval_source(tr, ps, &tr->test, step + 1, NULL, false, &res->test, err,
                       errlen))
         return -1;
       log_eval(tr, step, "test", epoch, &res->test);
