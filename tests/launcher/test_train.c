@@ -524,6 +524,35 @@ static void test_eval_every_and_stop(void **state) {
   config_free(cfg);
 }
 
+/* Training data with too many malformed lines: the reader thread's error
+ * ends the run with the reader's message, not a hang or a crash. */
+static void test_bad_training_data(void **state) {
+  (void)state;
+  char path[128], line[GEN_LINE_MAX];
+  snprintf(path, sizeof(path), "%s/test.tsv", g_dir);
+  FILE *in = fopen(path, "r");
+  snprintf(path, sizeof(path), "%s/bad_train.tsv", g_dir);
+  FILE *out = fopen(path, "w");
+  for (int i = 0; i < 1500 && fgets(line, sizeof(line), in); i++)
+    fputs(i % 10 == 9 ? "0\tnot\ta\tcriteo\tline\n" : line, out);
+  fclose(in);
+  fclose(out);
+  char set[160];
+  snprintf(set, sizeof(set), "data.train=[%s]", path);
+  struct config *cfg = make_config(
+      (const char *const[]){set, "data.bad_line_fraction=0.05", NULL});
+  struct run *r = calloc(1, sizeof(*r));
+  struct rig g;
+  rig_open(&g, cfg, false, r);
+  char err[1024] = "";
+  assert_int_equal(train_run(g.tr, g.ps, &r->res, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "malformed"));
+  assert_non_null(strstr(err, "bad_train.tsv"));
+  rig_close(&g);
+  free(r);
+  config_free(cfg);
+}
+
 /* Settings the loop does not support yet are refused with the key. */
 static void test_refusals(void **state) {
   (void)state;
@@ -557,6 +586,7 @@ int main(void) {
       cmocka_unit_test(test_plateau_schedule),
       cmocka_unit_test(test_amtl_stores_prefixes),
       cmocka_unit_test(test_eval_every_and_stop),
+      cmocka_unit_test(test_bad_training_data),
       cmocka_unit_test(test_refusals),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
