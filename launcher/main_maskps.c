@@ -22,6 +22,7 @@
 #include "common/ps.h"
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
+#include "worker/nn/gemm.h"
 #include "worker/nn/params.h"
 #include "worker/reader.h"
 #include "worker/train.h"
@@ -247,6 +248,8 @@ static int cmd_train(int argc, char **argv) {
     return 1;
   }
 
+  if (cfg->train.threads > 0) /* 0: OpenBLAS's default, one per core */
+    gemm_set_threads((int)cfg->train.threads);
   bool tty = isatty(STDERR_FILENO);
   char best[4096];
   snprintf(best, sizeof(best), "%s/best", run);

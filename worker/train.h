@@ -72,9 +72,15 @@
  * records carry amtl_mean_prefix (mean p over the values trained since
  * the last record).
  *
- * Not here yet: shuffle buffers (data.shuffle_buffer is refused), the
- * overlap of pulls with compute, CSV data, several workers' readers
- * (rank/nranks are fixed to 0/1).
+ * Threads: during a training pass, one reader thread reads, parses and
+ * de-duplicates batch t+1 while the caller's thread trains batch t (two
+ * batches alternate; the batch order is the same as without it). Every
+ * ps call is made from the caller's thread, as ps.h requires. Evaluation
+ * passes read on the caller's thread.
+ *
+ * Not here yet: shuffle buffers (data.shuffle_buffer is refused), pulls of
+ * batch t+1 overlapped with compute (async/ssp modes), CSV data, several
+ * workers' readers (rank/nranks are fixed to 0/1).
  */
 #ifndef MASKPS_TRAIN_H
 #define MASKPS_TRAIN_H
