@@ -733,6 +733,7 @@ int train_eval_files(struct trainer *tr, struct ps *ps,
   struct source s;
   if (source_open(tr, &s, &cs, PART_ALL, "predict", err, errlen))
     return -1;
+  s.max_lines = 0; /* every line gets its answer, whatever data.max_lines */
   if ((int)reader_nfields(s.r) != tr->F) {
     fail(err, errlen, "%s: %u fields per line, the model was trained on %d",
          paths[0], reader_nfields(s.r), tr->F);

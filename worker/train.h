@@ -174,12 +174,16 @@ struct params *train_params(struct trainer *tr);
 int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
               char *err, size_t errlen);
 
-/* Evaluates the current state on files (paths/globs; format of the
- * config) and, when logits_out is not NULL, writes one click probability
- * per good line, in input order ("%.6f\n"). Pulls rows without pushing.
- * Returns 0, or -1 with err set. */
+/* Evaluates the current state on every line of files (paths/globs; the
+ * config's format; data.max_lines does not apply) and, when probs_out is
+ * not NULL, writes one click probability per line, in input order
+ * ("%.6f\n"). Pulls rows without pushing. A malformed line is an error
+ * (after the answers of the batches before it were written: check the
+ * file first when that matters, as maskps predict does). Returns 0, or -1
+ * with err set (unreadable file, malformed line, field count other than
+ * the model's, a parameter-store error). */
 int train_eval_files(struct trainer *tr, struct ps *ps,
-                     const char *const *paths, size_t npaths, FILE *logits_out,
+                     const char *const *paths, size_t npaths, FILE *probs_out,
                      struct metrics_result *out, char *err, size_t errlen);
 
 #endif
