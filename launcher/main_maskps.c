@@ -303,12 +303,16 @@ static int cmd_train(int argc, char **argv) {
     printf("time: read %.0f%%, pull %.0f%%, model %.0f%%, push %.0f%%\n",
            100 * res.read_s / total, 100 * res.pull_s / total,
            100 * res.compute_s / total, 100 * res.push_s / total);
-  if (res.has_valid)
+  if (res.best_epoch == 0)
+    printf("no evaluation chose a best state (%s): no test metrics\n",
+           res.interrupted ? "interrupted before one finished"
+                           : "the validation AUC was never a number");
+  else if (res.has_valid)
     printf("best validation: epoch %d, AUC %.4f, logloss %.4f\n",
            res.best_epoch, res.valid.auc, res.valid.logloss);
-  if (res.has_test)
+  if (res.best_epoch > 0 && res.has_test)
     printf("test AUC %.4f  logloss %.4f\n", res.test.auc, res.test.logloss);
-  else
+  else if (!res.has_test)
     printf("no test data (data.test or data.split_test): no test metrics\n");
   report_storage(st, cfg, lg, res.steps);
   status = res.interrupted ? 130 : 0;
