@@ -3,6 +3,8 @@
  *
  *   bench_models [-m dnn,dcnv2,...] [-b 4096,2048] [-t 1,2] [-s seconds]
  *                [-r rounds]
+ *   bench_models -i      (one round per stdin line "model batch threads
+ *                         seconds": bench/torch_models.py drives it)
  *
  * Models (Criteo shape: F = 39 fields, D = 16, so C = 624 inputs):
  *   dnn          DNN 400x3 (+ the 1-wide logit layer)
@@ -204,86 +206,140 @@ static double time_round(struct run *r, const struct replay *rp, double secs) {
   return (t - t0) / n;
 }
 
-static int bench_case(const char *name, int B, int threads, double secs,
-                      int rounds) {
+/* One model at one batch size, built and recorded, ready to time. */
+struct bench {
+  char name[32];
+  struct run r;
+  struct replay rp;
+  double gflop; /* of the products of one step */
+  int threads;  /* OpenBLAS threads it was last warmed up with */
+};
+
+static void bench_free(struct bench *b) {
+  if (!b)
+    return;
+  free(b->rp.A), free(b->rp.B), free(b->rp.C);
+  free(b->r.E), free(b->r.y), free(b->r.logits), free(b->r.dlogits);
+  free(b->r.dE);
+  model_free(b->r.m);
+  params_free(b->r.p);
+  free(b);
+}
+
+/* Builds model name for batches of B rows and records the products of one
+ * step. NULL with a message on stderr for an unknown name. */
+static struct bench *bench_new(const char *name, int B) {
   struct model_options o;
   if (!bench_options(&o, name)) {
     fprintf(stderr,
             "bench_models: unknown model '%s' (dnn, dcnv2, edcn, sermasknet, "
             "paramasknet)\n",
             name);
-    return -1;
+    return NULL;
   }
+  struct bench *b = xcalloc(1, sizeof(*b));
+  snprintf(b->name, sizeof(b->name), "%s", name);
+  struct run *r = &b->r;
   char err[256];
-  struct run r = {.B = B, .C = F_FIELDS * D_EMB};
-  r.p = params_new();
-  r.m = model_new(&o, F_FIELDS, D_EMB, B, r.p, err, sizeof(err));
-  if (!r.m) {
+  r->B = B;
+  r->C = F_FIELDS * D_EMB;
+  r->p = params_new();
+  r->m = model_new(&o, F_FIELDS, D_EMB, B, r->p, err, sizeof(err));
+  if (!r->m) {
     fprintf(stderr, "bench_models: %s\n", err);
-    params_free(r.p);
-    return -1;
+    bench_free(b);
+    return NULL;
   }
-  params_alloc(r.p, 7);
-  r.adam = params_adam_default(1e-4f);
-  r.E = randbuf((size_t)B * r.C, 1, 0.05f); // embeddings ~ their init scale
-  r.y = xaligned(sizeof(float) * (size_t)B);
+  params_alloc(r->p, 7);
+  r->adam = params_adam_default(1e-4f);
+  r->E = randbuf((size_t)B * r->C, 1, 0.05f); // embeddings ~ their init scale
+  r->y = xaligned(sizeof(float) * (size_t)B);
   for (int i = 0; i < B; i++)
-    r.y[i] = (float)(keys_mix64(99 + (uint64_t)i) % 4 == 0); // ~25% clicks
-  r.logits = xaligned(sizeof(float) * (size_t)B);
-  r.dlogits = xaligned(sizeof(float) * (size_t)B);
-  r.dE = xaligned(sizeof(float) * (size_t)B * r.C);
+    r->y[i] = (float)(keys_mix64(99 + (uint64_t)i) % 4 == 0); // ~25% clicks
+  r->logits = xaligned(sizeof(float) * (size_t)B);
+  r->dlogits = xaligned(sizeof(float) * (size_t)B);
+  r->dE = xaligned(sizeof(float) * (size_t)B * r->C);
 
-  gemm_set_threads(threads);
-  // Record one step's products (and warm up: page faults, thread start).
+  // Record one step's products (also a warm-up: page faults).
   g_ncalls = 0;
   g_recording = true;
-  step(&r);
+  step(r);
   g_recording = false;
-  struct replay rp = {.n = g_ncalls};
-  memcpy(rp.c, g_calls, sizeof(struct call) * (size_t)g_ncalls);
+  struct replay *rp = &b->rp;
+  rp->n = g_ncalls;
+  memcpy(rp->c, g_calls, sizeof(struct call) * (size_t)g_ncalls);
   size_t na = 1, nb = 1, nc = 1;
-  double gflop = 0; // per step
-  for (int i = 0; i < rp.n; i++) {
-    const struct call *c = &rp.c[i];
-    size_t a = (size_t)c->M * c->K, b = (size_t)c->K * c->N,
+  for (int i = 0; i < rp->n; i++) {
+    const struct call *c = &rp->c[i];
+    size_t a = (size_t)c->M * c->K, bb = (size_t)c->K * c->N,
            cc = (size_t)c->M * c->N;
     na = a > na ? a : na;
-    nb = b > nb ? b : nb;
+    nb = bb > nb ? bb : nb;
     nc = cc > nc ? cc : nc;
-    gflop += 2.0 * c->M * c->N * c->K / 1e9;
+    b->gflop += 2.0 * c->M * c->N * c->K / 1e9;
   }
-  rp.A = randbuf(na, 2, 0.5f);
-  rp.B = randbuf(nb, 3, 0.5f);
-  rp.C = randbuf(nc, 4, 0.5f);
-  for (int i = 0; i < 2; i++)
-    step(&r), replay(&rp);
-
-  double ts[MAX_ROUNDS], tg[MAX_ROUNDS];
-  for (int k = 0; k < rounds; k++) {
-    ts[k] = time_round(&r, NULL, secs);
-    tg[k] = time_round(NULL, &rp, secs);
-  }
-  double t_step = median(ts, rounds), t_gemm = median(tg, rounds);
-  // Check the model's own count: 3 products per layer (y, dx, dW), so
-  // 6 flops per multiply-add of the forward, less the first layer's dx
-  // when a model computes no dE through it (none here).
-  double model_gf = 6.0 * model_flops_per_example(r.m) * B / 1e9;
-  if (gflop < 0.9 * model_gf || gflop > 1.1 * model_gf)
+  rp->A = randbuf(na, 2, 0.5f);
+  rp->B = randbuf(nb, 3, 0.5f);
+  rp->C = randbuf(nc, 4, 0.5f);
+  // Check against the model's own count: 3 products per layer (y, dx, dW),
+  // 6 flops per multiply-add of the forward.
+  double model_gf = 6.0 * model_flops_per_example(r->m) * B / 1e9;
+  if (b->gflop < 0.9 * model_gf || b->gflop > 1.1 * model_gf)
     fprintf(stderr,
             "bench_models: %s: recorded %.3f GFLOP/step, the model counts "
             "%.3f (non-GEMM products?)\n",
-            name, gflop, model_gf);
-  printf("%s\t%d\t%d\t%.0f\t%.2f\t%.3f\t%.1f\t%.3f\t%d\n", name, B, threads,
-         B / t_step, t_step * 1e3, gflop * 1e3 / B, gflop / t_gemm,
-         t_gemm / t_step, rounds);
-  fflush(stdout);
-  if (!(r.loss == r.loss))
-    fprintf(stderr, "bench_models: %s: loss is NaN\n", name);
+            name, b->gflop, model_gf);
+  return b;
+}
 
-  free(rp.A), free(rp.B), free(rp.C);
-  free(r.E), free(r.y), free(r.logits), free(r.dlogits), free(r.dE);
-  model_free(r.m);
-  params_free(r.p);
+/* rounds x (>= secs of steps, then >= secs of the replay) on threads;
+ * prints the result line. */
+static void bench_time(struct bench *b, int threads, double secs,
+                       int rounds) {
+  gemm_set_threads(threads);
+  if (b->threads != threads) { // warm up: OpenBLAS threads, caches
+    for (int i = 0; i < 2; i++)
+      step(&b->r), replay(&b->rp);
+    b->threads = threads;
+  }
+  double ts[MAX_ROUNDS], tg[MAX_ROUNDS];
+  for (int k = 0; k < rounds; k++) {
+    ts[k] = time_round(&b->r, NULL, secs);
+    tg[k] = time_round(NULL, &b->rp, secs);
+  }
+  double t_step = median(ts, rounds), t_gemm = median(tg, rounds);
+  int B = b->r.B;
+  printf("%s\t%d\t%d\t%.0f\t%.2f\t%.3f\t%.1f\t%.3f\t%d\n", b->name, B,
+         threads, B / t_step, t_step * 1e3, b->gflop * 1e3 / B,
+         b->gflop / t_gemm, t_gemm / t_step, rounds);
+  fflush(stdout);
+  if (!(b->r.loss == b->r.loss))
+    fprintf(stderr, "bench_models: %s: loss is NaN\n", b->name);
+}
+
+/* -i: one case per line of stdin, "model batch threads seconds", one
+ * round each, the last model kept built while the lines name it: so a
+ * driver can alternate these rounds with PyTorch's, seconds apart. */
+static int serve(void) {
+  struct bench *b = NULL;
+  char line[256], name[32];
+  int B, t;
+  double secs;
+  while (fgets(line, sizeof(line), stdin)) {
+    if (sscanf(line, "%31s %d %d %lf", name, &B, &t, &secs) != 4 || B < 1 ||
+        B > (1 << 20) || t < 1 || t > 64 || !(secs > 0)) {
+      fprintf(stderr, "bench_models: bad request '%s'\n", line);
+      bench_free(b);
+      return 2;
+    }
+    if (!b || strcmp(b->name, name) != 0 || b->r.B != B) {
+      bench_free(b);
+      if (!(b = bench_new(name, B)))
+        return 1;
+    }
+    bench_time(b, t, secs, 1);
+  }
+  bench_free(b);
   return 0;
 }
 
@@ -291,7 +347,9 @@ static int usage(void) {
   fprintf(stderr,
           "usage: bench_models [-m dnn,dcnv2,edcn,sermasknet,paramasknet] "
           "[-b 4096,2048] [-t 1,2] [-s seconds_per_round > 0] "
-          "[-r rounds 1..%d]\n",
+          "[-r rounds 1..%d]\n"
+          "       bench_models -i   (requests \"model batch threads "
+          "seconds\" on stdin)\n",
           MAX_ROUNDS);
   return 2;
 }
@@ -300,6 +358,8 @@ int main(int argc, char **argv) {
   const char *models = "dnn,dcnv2,edcn,sermasknet,paramasknet";
   int batches[8] = {4096}, nb = 1, threads[8] = {1, 2}, nt = 2, rounds = 5;
   double secs = 0.5;
+  if (argc == 2 && strcmp(argv[1], "-i") == 0)
+    return serve();
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v)
@@ -327,9 +387,12 @@ int main(int argc, char **argv) {
     snprintf(list, sizeof(list), "%s", models); // strtok_r writes into it
     for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
          name = strtok_r(NULL, ",", &save)) {
+      struct bench *bb = bench_new(name, batches[b]);
+      if (!bb)
+        return 1;
       for (int t = 0; t < nt; t++)
-        if (bench_case(name, batches[b], threads[t], secs, rounds) < 0)
-          return 1;
+        bench_time(bb, threads[t], secs, rounds);
+      bench_free(bb);
     }
   }
   return 0;

@@ -1,20 +1,25 @@
 #!/usr/bin/python3
 """PyTorch's training-step throughput on the models bench_models measures.
 
-    /usr/bin/python3 bench/torch_models.py run [-m dnn,...] [-b 4096,2048]
-        [-t 1,2] [-s SECONDS] [-r ROUNDS] [-a 1]
+    /usr/bin/python3 bench/torch_models.py compare BENCH_MODELS
+        [-m dnn,...] [-b 4096,2048] [-t 1,2] [-s SECONDS] [-r REPS] [-a 1]
+        [-o OUTDIR]
     /usr/bin/python3 bench/torch_models.py table C_TSV TORCH_TSV
 
-run: for every thread count t, tries each PyTorch thread setting of that
-count (SETTINGS below) in its own subprocess, because OpenBLAS reads
+compare: starts BENCH_MODELS -i (maskps) and one PyTorch process per thread
+setting (SETTINGS below; each its own process because OpenBLAS reads
 OPENBLAS_NUM_THREADS once, when torch is imported, and OpenMP reads
-OMP_WAIT_POLICY once, at start. Prints one tab-separated line per (model,
-batch, threads, setting) with the median samples/s over the rounds.
+OMP_WAIT_POLICY once, at start), keeps them all alive with their models
+built, and for every (model, batch, threads) alternates REPS times: one
+round of maskps (its steps, then its sgemm replay), one round of each
+PyTorch setting with that many threads. Rounds of a case are thus seconds
+apart and share the machine's load. Writes OUTDIR/maskps.tsv, torch.tsv
+(one line per round) and load.txt (the load average at each case).
 
-table: reads bench_models lines and run lines (each possibly from several
-repetitions), takes medians, and prints the Markdown table of
-bench/run_models.sh: per (model, batch, threads) maskps samples/s, the best
-PyTorch setting and its samples/s, the ratio and maskps's sgemm fraction.
+table: reads those files, takes per-case medians over rounds, and prints
+the Markdown table of bench/run_models.sh: maskps samples/s, the best
+PyTorch setting and its samples/s, their ratio, and maskps's fraction of
+the sgemm replay of its own products; then every PyTorch setting.
 
 The models are tests/nn/make_fixtures.py's own definitions (the ones the C
 models are checked against to 1e-5), imported, at the configurations of
@@ -25,7 +30,6 @@ bookkeeping (a .min().item() per ReLU, for choosing seeds) and their store
 of intermediates are disabled here: they are not part of the model.
 """
 
-import json
 import os
 import statistics
 import subprocess
@@ -76,9 +80,10 @@ def model_cfg(name):
     }[name]
 
 
-def worker(models, batches, secs, rounds, setting, threads):
-    """In the subprocess, with the environment already set: time each model
-    and print its line."""
+def serve(setting, threads):
+    """In a subprocess whose environment is already set: answer requests
+    "model batch seconds" on stdin with one timing line each, keeping every
+    model built (warmed up by 3 steps when first built)."""
     sys.path.insert(0, os.path.join(HERE, "..", "tests", "nn"))
     import torch
     import torch.nn.functional as Fn
@@ -104,81 +109,128 @@ def worker(models, batches, secs, rounds, setting, threads):
         def kink(self, x):
             pass
 
-    for B in batches:
+    def build(name, B):
         mf.B, mf.F = B, F   # the fixture specs draw inputs of (mf.B, mf.F)
-        for name in models:
-            spec, fwd, cfg = model_cfg(name)
-            P0, I0 = spec(mf.Draw(7), cfg)
-            P = {n: t.clone().requires_grad_(True) for n, t in P0.items()}
-            E = (I0["E"] * 0.05).requires_grad_(True)
-            y = (torch.rand(B, generator=torch.Generator().manual_seed(9))
-                 < 0.25).to(torch.float32)
-            I = {"E": E, "y": y}
-            try:
-                opt = torch.optim.Adam(P.values(), lr=1e-4, foreach=True)
-            except TypeError:
-                opt = torch.optim.Adam(P.values(), lr=1e-4)
+        spec, fwd, cfg = model_cfg(name)
+        P0, I0 = spec(mf.Draw(7), cfg)
+        P = {n: t.clone().requires_grad_(True) for n, t in P0.items()}
+        E = (I0["E"] * 0.05).requires_grad_(True)
+        y = (torch.rand(B, generator=torch.Generator().manual_seed(9))
+             < 0.25).to(torch.float32)
+        I = {"E": E, "y": y}
+        try:
+            opt = torch.optim.Adam(P.values(), lr=1e-4, foreach=True)
+        except TypeError:
+            opt = torch.optim.Adam(P.values(), lr=1e-4)
 
-            def step():
-                opt.zero_grad(set_to_none=True)
-                E.grad = None
-                logits = fwd(BenchCtx(), P, I, cfg)
-                loss = Fn.binary_cross_entropy_with_logits(logits, y)
-                loss.backward()
-                opt.step()
-                return loss
+        def step():
+            opt.zero_grad(set_to_none=True)
+            E.grad = None
+            logits = fwd(BenchCtx(), P, I, cfg)
+            loss = Fn.binary_cross_entropy_with_logits(logits, y)
+            loss.backward()
+            opt.step()
+        for _ in range(3):
+            step()
+        return step
 
-            for _ in range(3):
-                step()
-            rates = []
-            for _ in range(rounds):
-                n, t0 = 0, time.perf_counter()
-                while True:
-                    step()
-                    n += 1
-                    t = time.perf_counter()
-                    if t - t0 >= secs:
-                        break
-                rates.append(B * n / (t - t0))
-            print("%s\t%d\t%d\t%s\t%.0f\t%s" % (
-                name, B, SETTINGS[setting][0], setting,
-                statistics.median(rates), ",".join("%.0f" % r for r in rates)),
-                flush=True)
+    built = {}
+    for line in sys.stdin:
+        name, B, secs = line.split()
+        B, secs = int(B), float(secs)
+        if (name, B) not in built:
+            built[(name, B)] = build(name, B)
+        step = built[(name, B)]
+        n, t0 = 0, time.perf_counter()
+        while True:
+            step()
+            n += 1
+            t = time.perf_counter()
+            if t - t0 >= secs:
+                break
+        print("%s\t%d\t%d\t%s\t%.0f" % (name, B, SETTINGS[setting][0],
+                                        setting, B * n / (t - t0)),
+              flush=True)
 
 
 def parse_list(s, conv=str):
     return [conv(x) for x in s.split(",") if x]
 
 
-def run(argv):
-    opts = {"-m": ",".join(MODELS), "-b": "4096", "-t": "1,2", "-s": "0.5",
-            "-r": "5", "-a": "0"}
-    if len(argv) % 2 or any(a not in opts for a in argv[::2]):
-        sys.exit("usage: torch_models.py run [-m models] [-b batches] "
-                 "[-t threads] [-s seconds] [-r rounds] [-a 1: add default2]")
-    opts.update(dict(zip(argv[::2], argv[1::2])))
+def compare(argv):
+    opts = {"-m": ",".join(MODELS), "-b": "4096,2048", "-t": "1,2",
+            "-s": "0.3", "-r": "5", "-a": "0", "-o": ""}
+    if len(argv) < 1 or len(argv) % 2 != 1 or \
+            any(a not in opts for a in argv[1::2]):
+        sys.exit("usage: torch_models.py compare BENCH_MODELS [-m models] "
+                 "[-b batches] [-t threads] [-s seconds] [-r reps] "
+                 "[-a 1: add default2] [-o outdir]")
+    binary = argv[0]
+    opts.update(dict(zip(argv[1::2], argv[2::2])))
+    models, batches = parse_list(opts["-m"]), parse_list(opts["-b"], int)
     threads = parse_list(opts["-t"], int)
-    print("#model\tbatch\tthreads\tsetting\tsamples_s\trounds", flush=True)
-    for t in threads:
-        for setting, (total, env, tt) in SETTINGS.items():
-            if total != t or (setting == "default2" and opts["-a"] != "1"):
-                continue
-            e = dict(os.environ)
-            for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                      "OMP_WAIT_POLICY"):
-                e.pop(k, None)
-            if setting == "default2":
-                e["OMP_NUM_THREADS"] = "2"  # what torch picks on 2 cores
-            e.update(env)
-            args = json.dumps([parse_list(opts["-m"]),
-                               parse_list(opts["-b"], int),
-                               float(opts["-s"]), int(opts["-r"]), setting,
-                               tt])
-            r = subprocess.run([sys.executable, os.path.abspath(__file__),
-                                "worker", args], env=e)
-            if r.returncode:
-                sys.exit("torch_models.py: setting %s failed (%d)" %
-                         (setting, r.returncode))
+    secs, reps = float(opts["-s"]), int(opts["-r"])
+    out = opts["-o"] or "."
+    settings = [s for s, v in SETTINGS.items() if v[0] in threads and
+                (s != "default2" or opts["-a"] == "1")]
+    workers = {}
+    have_torch = subprocess.run([sys.executable, "-c", "import torch"],
+                                stderr=subprocess.DEVNULL).returncode == 0
+    if not have_torch:
+        print("torch_models: no torch under %s: maskps only" %
+              sys.executable, file=sys.stderr)
+        settings = []
+    for s in settings:
+        total, env, tt = SETTINGS[s]
+        e = dict(os.environ)
+        for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                  "OMP_WAIT_POLICY"):
+            e.pop(k, None)
+        if s == "default2":
+            e["OMP_NUM_THREADS"] = "2"  # what torch picks on 2 free cores
+        e.update(env)
+        workers[s] = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "serve", s, str(tt)],
+            env=e, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    cproc = subprocess.Popen([binary, "-i"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+
+    def ask(p, req):
+        p.stdin.write(req + "\n")
+        p.stdin.flush()
+        line = p.stdout.readline()
+        if not line:
+            sys.exit("torch_models: a benchmark process died on '%s'" % req)
+        return line
+
+    cf = open(os.path.join(out, "maskps.tsv"), "w")
+    tf = open(os.path.join(out, "torch.tsv"), "w")
+    lf = open(os.path.join(out, "load.txt"), "w")
+    # Every case's rounds alternate maskps and each PyTorch setting, seconds
+    # apart, so the load of the shared machine falls on all of them alike.
+    for B in batches:
+        for m in models:
+            for t in threads:
+                lf.write("%s batch %d threads %d: load %.2f %.2f %.2f\n" %
+                         ((m, B, t) + os.getloadavg()))
+                lf.flush()
+                for _ in range(reps):
+                    line = ask(cproc, "%s %d %d %g" % (m, B, t, secs))
+                    cf.write(line)
+                    sys.stderr.write(line)
+                    for s in settings:
+                        if SETTINGS[s][0] != t:
+                            continue
+                        line = ask(workers[s], "%s %d %g" % (m, B, secs))
+                        tf.write(line)
+                        sys.stderr.write(line)
+                cf.flush()
+                tf.flush()
+    for p in list(workers.values()) + [cproc]:
+        p.stdin.close()
+        p.wait()
+    for f in (cf, tf, lf):
+        f.close()
 
 
 def read_tsv(path):
@@ -205,7 +257,7 @@ def table(c_path, t_path):
         sps = statistics.median(r[0] for r in rows)
         roof = statistics.median(r[2] for r in rows)
         gf = statistics.median(r[1] for r in rows)
-        best, bname = None, "-"
+        best, bname = None, "-"  # the best setting by its median
         for s, v in t.get(k, {}).items():
             m = statistics.median(v)
             if best is None or m > best:
@@ -227,10 +279,10 @@ def table(c_path, t_path):
 
 
 def main():
-    if len(sys.argv) >= 2 and sys.argv[1] == "run":
-        run(sys.argv[2:])
-    elif len(sys.argv) == 3 and sys.argv[1] == "worker":
-        worker(*json.loads(sys.argv[2]))
+    if len(sys.argv) >= 2 and sys.argv[1] == "compare":
+        compare(sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) == 4 and sys.argv[1] == "table":
         table(sys.argv[2], sys.argv[3])
     else:

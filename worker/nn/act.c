@@ -12,9 +12,14 @@ void nn_relu_forward(const float *x, float *y, size_t n) {
 }
 
 void nn_relu_backward(const float *y, const float *dy, float *dx, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (y[i] > 0.0f)
-      dx[i] += dy[i];
+  // A select on an unconditional load vectorises; the branch it replaces
+  // compiled to scalar code mispredicting on about half of real activations
+  // (6% of a DNN 400x3 training step, bench_models). A NaN dy behind a
+  // closed unit still adds 0.
+  for (size_t i = 0; i < n; i++) {
+    float g = dy[i];
+    dx[i] += y[i] > 0.0f ? g : 0.0f;
+  }
 }
 
 /* Branch-free and safe at any x: for x << 0, expf(-x) overflows to +inf and
