@@ -51,10 +51,10 @@
  * Logs: JSONL records via the logger: "train" every log.interval_s (loss
  * averaged since the last record, samples/s, lr, epoch, and the mean
  * milliseconds per step spent reading, pulling, computing and pushing),
- * "valid" and "test"
- * per evaluation, "done" at the end; a progress line on opts.progress
- * (a terminal): samples/s, loss, and the ETA once the epoch's length is
- * known (after the first epoch, or from train.max_steps).
+ * "valid" and "test" per evaluation (auc, logloss, gauc, examples), "done"
+ * at the end; a progress line on opts.progress (a terminal): samples/s,
+ * the epoch's mean loss, and the ETA once the epoch's length is known
+ * (after the first epoch, or from train.max_steps).
  *
  * Determinism: a run is a function of the config (seeds, data order); two
  * runs of one config give the same per-step losses, bit for bit, when
