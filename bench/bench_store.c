@@ -26,11 +26,18 @@
  *   big  a table of 5x memory_mb in 224-byte rows, preloaded;
  * each measured for the store (pull + push), raw batched RMW (one batched
  * MultiGet + one WriteBatch per 4096 keys) and raw Get/Put RMW (per key).
- * Each is run reps times for seconds_per_rep; medians are reported. RSS is
- * sampled every 50 ms from /proc/self/statm; its maximum per phase is
- * compared with memory_mb. The store and raw phases run one after the other
- * (never both open, so each phase's RSS is its own), the big store first,
- * before the process has touched other memory. Then: checkpoint GB/s of the
+ * Each is run reps times for seconds_per_rep; medians are reported. Both
+ * sides load their keys in key order first (untimed for the ratio; the
+ * load rates are printed). Each case runs in its own child process, so its
+ * RSS is its own and not what earlier cases left in the allocator. RSS is
+ * sampled every 50 ms from /proc/self/statm; the maximum per phase of the
+ * anonymous part (resident - shared: the libraries' mapped code, ~10 MB
+ * for librocksdb, is not the store's memory) is compared with memory_mb.
+ * glibc's malloc matters here: its mmap threshold grows after large frees,
+ * after which RocksDB's 1 MB memtable arena blocks and the block cache's
+ * blocks share the heap with the row cache's rows and fragment it; run
+ * with MALLOC_MMAP_THRESHOLD_=65536 in the environment to fix the
+ * threshold (the bench prints which). Then: checkpoint GB/s of the
  * big store (into the same file system: hard links; and into /dev/shm, a
  * tmpfs: a real copy), and the STATS bytes per row (store_table_scan's
  * value_bytes, which maskps-pserver's STATS record prints per table) of
@@ -46,13 +53,14 @@
 #include "tests/pserver/store_testlib.h"
 
 #include <dirent.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,39 +73,61 @@
 /* ---- RSS sampling ------------------------------------------------------- */
 
 #define MAX_SAMPLES (1 << 16)
-enum { PH_IDLE, PH_BIG_STORE, PH_BIG_RAW, PH_HOT_STORE, PH_HOT_RAW, PH_N };
-static const char *const ph_name[PH_N] = {"idle", "big store", "big raw",
-                                          "hot store", "hot raw"};
-static struct {
+enum {
+  PH_IDLE,
+  PH_BIG_LOAD,
+  PH_BIG_STORE,
+  PH_CKPT,
+  PH_BIG_RAW_LOAD,
+  PH_BIG_RAW,
+  PH_HOT_STORE,
+  PH_HOT_RAW,
+  PH_N
+};
+static const char *const ph_name[PH_N] = {
+    "idle",          "big store load", "big store", "checkpoint",
+    "big raw load",  "big raw",        "hot store", "hot raw"};
+/* Samples live in a shared mapping: each case runs in a child process (so
+ * that its RSS is its own, not what earlier cases left in the allocator)
+ * and the parent reads them afterwards. */
+struct sample {
   double t;
-  uint32_t rss_kb;
+  uint32_t rss_kb;  /* resident */
+  uint32_t anon_kb; /* resident - shared: the process's own memory, not the
+                       shared libraries' pages (librocksdb alone is ~10 MB) */
   uint8_t phase;
-} samples[MAX_SAMPLES];
-static _Atomic size_t nsamples;
+};
+static struct sample *samples;
+static _Atomic size_t *nsamples;
 static _Atomic int cur_phase, stop_sampler;
 static double t_start;
 
-static uint32_t rss_kb(void) {
+/* Resident KB, and in *anon the resident KB not shared with files. */
+static uint32_t rss_kb2(uint32_t *anon) {
   FILE *f = fopen("/proc/self/statm", "r");
-  unsigned long size = 0, res = 0;
+  unsigned long size = 0, res = 0, shared = 0;
   if (f) {
-    if (fscanf(f, "%lu %lu", &size, &res) != 2)
-      res = 0;
+    if (fscanf(f, "%lu %lu %lu", &size, &res, &shared) != 3)
+      res = shared = 0;
     fclose(f);
   }
-  return (uint32_t)(res * (unsigned long)sysconf(_SC_PAGESIZE) / 1024);
+  const unsigned long kb = (unsigned long)sysconf(_SC_PAGESIZE) / 1024;
+  if (anon)
+    *anon = (uint32_t)((res - shared) * kb);
+  return (uint32_t)(res * kb);
 }
+
 
 static void *sampler(void *arg) {
   (void)arg;
   const struct timespec d = {0, 50 * 1000 * 1000};
   while (!atomic_load(&stop_sampler)) {
-    size_t i = atomic_load(&nsamples);
+    size_t i = atomic_load(nsamples);
     if (i < MAX_SAMPLES) {
       samples[i].t = clock_sec() - t_start;
-      samples[i].rss_kb = rss_kb();
+      samples[i].rss_kb = rss_kb2(&samples[i].anon_kb);
       samples[i].phase = (uint8_t)atomic_load(&cur_phase);
-      atomic_store(&nsamples, i + 1);
+      atomic_store(nsamples, i + 1);
     }
     nanosleep(&d, NULL);
   }
@@ -106,9 +136,17 @@ static void *sampler(void *arg) {
 
 static uint32_t phase_max_kb(int ph) {
   uint32_t m = 0;
-  for (size_t i = 0; i < atomic_load(&nsamples); i++)
+  for (size_t i = 0; i < atomic_load(nsamples); i++)
     if (samples[i].phase == ph && samples[i].rss_kb > m)
       m = samples[i].rss_kb;
+  return m;
+}
+
+static uint32_t phase_max_anon_kb(int ph) {
+  uint32_t m = 0;
+  for (size_t i = 0; i < atomic_load(nsamples); i++)
+    if (samples[i].phase == ph && samples[i].anon_kb > m)
+      m = samples[i].anon_kb;
   return m;
 }
 
@@ -142,6 +180,24 @@ static void make_batch(uint64_t *keys, uint64_t n, uint8_t *bits) {
     bits[idx[j] / 8] &= (uint8_t)~(1u << (idx[j] % 8));
 }
 
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* The case's n keys in RocksDB key order (big-endian fid after one table
+ * prefix = numeric order): both sides load them sorted, as a bulk import
+ * would, so that loading produces non-overlapping files instead of hours
+ * of compaction on a shared 2-core machine. Freed before the timed part
+ * (one mmap'ed block: its pages leave RSS). */
+static uint64_t *sorted_keys(uint64_t n) {
+  uint64_t *k = xmalloc(n * sizeof(uint64_t));
+  for (uint64_t i = 0; i < n; i++)
+    k[i] = fid_of(i);
+  qsort(k, n, sizeof(uint64_t), cmp_u64);
+  return k;
+}
+
 static int cmp_dbl(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -170,7 +226,7 @@ struct bufs {
 
 struct result {
   double store[MAX_REPS], batched[MAX_REPS], single[MAX_REPS];
-  double load_s, hit_rate, ck_same_gbs, ck_shm_gbs;
+  double load_s, raw_load_s, hit_rate, ck_same_gbs, ck_shm_gbs;
   uint64_t ck_bytes;
   uint32_t rss_store_kb, rss_raw_kb;
   struct store_stats st;
@@ -212,8 +268,7 @@ static double checkpoint_gbs(struct store *s, const char *dir,
 }
 
 static void run_store(const char *dir, size_t mb, uint64_t nkeys, double secs,
-                      int reps, struct bufs *b, struct result *res, int phase,
-                      int checkpoint) {
+                      int reps, struct bufs *b, struct result *res, int big) {
   char err[1024];
   struct store_table t = bench_table();
   struct store_options o;
@@ -222,7 +277,7 @@ static void run_store(const char *dir, size_t mb, uint64_t nkeys, double secs,
   o.ntables = 1;
   o.memory_mb = mb;
   o.wal = STORE_WAL_OFF;
-  atomic_store(&cur_phase, phase);
+  atomic_store(&cur_phase, big ? PH_BIG_LOAD : PH_HOT_STORE);
   struct store *s = store_open(dir, &o, err, sizeof(err));
   if (!s)
     die("store_open", err);
@@ -230,15 +285,17 @@ static void run_store(const char *dir, size_t mb, uint64_t nkeys, double secs,
                                      b->values};
   uint64_t step = 1;
   double t0 = clock_sec();
+  uint64_t *all = sorted_keys(nkeys);
   for (uint64_t i = 0; i < nkeys; i += BATCH) {
     size_t n = nkeys - i < BATCH ? (size_t)(nkeys - i) : BATCH;
-    for (size_t j = 0; j < n; j++)
-      b->keys[j] = fid_of(i + j);
-    if (store_push(s, TABLE, n, b->keys, NULL, b->grads, NULL, NULL, NULL,
+    if (store_push(s, TABLE, n, all + i, NULL, b->grads, NULL, NULL, NULL,
                    step, err, sizeof(err)) < 0)
       die("load push", err);
   }
+  free(all);
   res->load_s = clock_sec() - t0;
+  const int phase = big ? PH_BIG_STORE : PH_HOT_STORE;
+  atomic_store(&cur_phase, phase);
   struct store_stats a, z;
   store_stats(s, &a, err, sizeof(err));
   for (int r = 0; r < reps; r++) {
@@ -261,7 +318,9 @@ static void run_store(const char *dir, size_t mb, uint64_t nkeys, double secs,
            m = z.row_cache_misses - a.row_cache_misses;
   res->hit_rate = h + m ? (double)h / (double)(h + m) : 0;
   res->st = z;
-  if (checkpoint) {
+  res->rss_store_kb = phase_max_anon_kb(phase);
+  if (big) {
+    atomic_store(&cur_phase, PH_CKPT);
     char ck[4200];
     snprintf(ck, sizeof(ck), "%s-ckpt", dir);
     res->ck_same_gbs = checkpoint_gbs(s, ck, &res->ck_bytes);
@@ -269,27 +328,31 @@ static void run_store(const char *dir, size_t mb, uint64_t nkeys, double secs,
     uint64_t bytes;
     res->ck_shm_gbs = checkpoint_gbs(s, ck, &bytes);
   }
-  res->rss_store_kb = phase_max_kb(phase);
   if (store_close(s, err, sizeof(err)) < 0)
     die("store_close", err);
   atomic_store(&cur_phase, PH_IDLE);
-  malloc_trim(0);
 }
 
+static void amtl_bytes(const char *dir, struct bufs *b);
+
 static void run_raw(const char *dir, size_t mb, uint64_t nkeys, double secs,
-                    int reps, struct bufs *b, struct result *res, int phase) {
+                    int reps, struct bufs *b, struct result *res, int big) {
   char err[1024];
-  atomic_store(&cur_phase, phase);
+  atomic_store(&cur_phase, big ? PH_BIG_RAW_LOAD : PH_HOT_RAW);
   struct store_raw *r = store_raw_open(dir, mb, ROW_BYTES, err, sizeof(err));
   if (!r)
     die("store_raw_open", err);
+  double t0 = clock_sec();
+  uint64_t *all = sorted_keys(nkeys);
   for (uint64_t i = 0; i < nkeys; i += BATCH) {
     size_t n = nkeys - i < BATCH ? (size_t)(nkeys - i) : BATCH;
-    for (size_t j = 0; j < n; j++)
-      b->keys[j] = fid_of(i + j);
-    if (store_raw_put(r, n, b->keys, err, sizeof(err)) < 0)
+    if (store_raw_put(r, n, all + i, err, sizeof(err)) < 0)
       die("raw load", err);
   }
+  free(all);
+  res->raw_load_s = clock_sec() - t0;
+  const int phase = big ? PH_BIG_RAW : PH_HOT_RAW;
+  atomic_store(&cur_phase, phase);
   /* Batched and single alternate, so both see the same machine. */
   for (int rep = 0; rep < reps; rep++)
     for (int batched = 1; batched >= 0; batched--) {
@@ -304,10 +367,43 @@ static void run_raw(const char *dir, size_t mb, uint64_t nkeys, double secs,
       } while (t2 - t1 < secs);
       (batched ? res->batched : res->single)[rep] = (double)done / (t2 - t1);
     }
-  res->rss_raw_kb = phase_max_kb(phase);
+  res->rss_raw_kb = phase_max_anon_kb(phase);
   store_raw_close(r);
   atomic_store(&cur_phase, PH_IDLE);
-  malloc_trim(0);
+}
+
+/* Runs one case in a child process with its own RSS sampler; the results
+ * land in shared memory. */
+enum { CASE_STORE, CASE_RAW, CASE_AMTL };
+static void run_case(int kind, const char *dir, size_t mb, uint64_t nkeys,
+                     double secs, int reps, struct bufs *b,
+                     struct result *res, int big) {
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) {
+    perror("fork");
+    exit(1);
+  }
+  if (pid == 0) {
+    pthread_t th;
+    atomic_store(&stop_sampler, 0);
+    pthread_create(&th, NULL, sampler, NULL);
+    if (kind == CASE_STORE)
+      run_store(dir, mb, nkeys, secs, reps, b, res, big);
+    else if (kind == CASE_RAW)
+      run_raw(dir, mb, nkeys, secs, reps, b, res, big);
+    else
+      amtl_bytes(dir, b);
+    atomic_store(&stop_sampler, 1);
+    pthread_join(th, NULL);
+    fflush(stdout);
+    _exit(0);
+  }
+  int st;
+  if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    fprintf(stderr, "bench_store: a case failed (status %d)\n", st);
+    exit(1);
+  }
 }
 
 /* STATS bytes per row of AMTL tables whose rows were pushed to prefix k. */
@@ -356,19 +452,33 @@ static void amtl_bytes(const char *dir, struct bufs *b) {
     die("store_close amtl", err);
 }
 
-static void print_rss_series(void) {
+static void print_rss_series(size_t mb) {
+  printf("\nRSS max per phase (budget %zu MB, budget + 10%% = %.1f MB):\n"
+         "| phase | RSS max MB | anon RSS max MB | anon / budget |\n"
+         "| ----- | ----: | ----: | ----: |\n",
+         mb, 1.1 * (double)mb);
+  for (int ph = 1; ph < PH_N; ph++) {
+    uint32_t m = phase_max_kb(ph), a = phase_max_anon_kb(ph);
+    if (m)
+      printf("| %s | %.1f | %.1f | %.2f |\n", ph_name[ph], m / 1024.0,
+             a / 1024.0, a / 1024.0 / (double)mb);
+  }
   printf("\nRSS over time (MB, max of each 1 s window):\n| t (s) | phase "
-         "| RSS MB |\n| ----: | ----- | -----: |\n");
-  size_t n = atomic_load(&nsamples);
+         "| RSS MB | anon RSS MB |\n| ----: | ----- | -----: | -----: |\n");
+  size_t n = atomic_load(nsamples);
   for (size_t i = 0; i < n;) {
     double w = (double)(long)samples[i].t;
-    uint32_t m = 0;
+    uint32_t m = 0, a = 0;
     int ph = samples[i].phase;
     size_t j = i;
-    for (; j < n && samples[j].t < w + 1 && samples[j].phase == ph; j++)
+    for (; j < n && samples[j].t < w + 1 && samples[j].phase == ph; j++) {
       if (samples[j].rss_kb > m)
         m = samples[j].rss_kb;
-    printf("| %5.0f | %s | %6.1f |\n", w, ph_name[ph], m / 1024.0);
+      if (samples[j].anon_kb > a)
+        a = samples[j].anon_kb;
+    }
+    printf("| %5.0f | %s | %6.1f | %6.1f |\n", w, ph_name[ph], m / 1024.0,
+           a / 1024.0);
     i = j;
   }
 }
@@ -415,9 +525,19 @@ int main(int argc, char **argv) {
     perror(root);
     return 1;
   }
-  const uint32_t base_kb = rss_kb();
-  pthread_t th;
-  pthread_create(&th, NULL, sampler, NULL);
+  uint32_t base_anon_kb;
+  const uint32_t base_kb = rss_kb2(&base_anon_kb);
+  samples = mmap(NULL, MAX_SAMPLES * sizeof(*samples) + 64,
+                 PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  struct result *big = mmap(NULL, 2 * sizeof(struct result),
+                            PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                            -1, 0);
+  if (samples == MAP_FAILED || big == MAP_FAILED) {
+    perror("mmap");
+    return 1;
+  }
+  nsamples = (_Atomic size_t *)(void *)(samples + MAX_SAMPLES);
+  struct result *hot = big + 1;
 
   printf("bench_store: memory_mb %zu, batch %d distinct uniform keys, D=%d "
          "Adam (%d-byte rows), WAL off both sides, %d x %.1f s per case\n",
@@ -427,58 +547,60 @@ int main(int argc, char **argv) {
          (unsigned long long)nbig, nbig * (double)ROW_BYTES / 1048576.0,
          nbig * (double)ROW_BYTES / (double)(mb << 20),
          (unsigned long long)nhot, nhot * cached_row / 1048576.0, mb / 2);
-  printf("RSS before any store: %.1f MB\n", base_kb / 1024.0);
-  fflush(stdout);
+  const char *mt = getenv("MALLOC_MMAP_THRESHOLD_");
+  printf("glibc MALLOC_MMAP_THRESHOLD_=%s\n", mt ? mt : "(unset: dynamic)");
+  printf("RSS before any store: %.1f MB, of which anon %.1f MB (each case "
+         "runs in a fresh child process forked from here)\n",
+         base_kb / 1024.0, base_anon_kb / 1024.0);
 
-  struct result big = {0}, hot = {0};
   snprintf(dir, sizeof(dir), "%s/big", root);
-  run_store(dir, mb, nbig, secs, reps, b, &big, PH_BIG_STORE, 1);
-  printf("big store: load %.1f s (%.0f keys/s)\n", big.load_s,
-         nbig / big.load_s);
-  fflush(stdout);
+  run_case(CASE_STORE, dir, mb, nbig, secs, reps, b, big, 1);
+  printf("big store: load %.1f s (%.0f keys/s, pushes of unseen keys in "
+         "key order)\n",
+         big->load_s, nbig / big->load_s);
   snprintf(dir, sizeof(dir), "%s/bigraw", root);
-  run_raw(dir, mb, nbig, secs, reps, b, &big, PH_BIG_RAW);
+  run_case(CASE_RAW, dir, mb, nbig, secs, reps, b, big, 1);
+  printf("big raw: load %.1f s (%.0f keys/s, WriteBatches in key order)\n",
+         big->raw_load_s, nbig / big->raw_load_s);
   snprintf(dir, sizeof(dir), "%s/hot", root);
-  run_store(dir, mb, nhot, secs, reps, b, &hot, PH_HOT_STORE, 0);
+  run_case(CASE_STORE, dir, mb, nhot, secs, reps, b, hot, 0);
   snprintf(dir, sizeof(dir), "%s/hotraw", root);
-  run_raw(dir, mb, nhot, secs, reps, b, &hot, PH_HOT_RAW);
-  atomic_store(&stop_sampler, 1);
-  pthread_join(th, NULL);
+  run_case(CASE_RAW, dir, mb, nhot, secs, reps, b, hot, 0);
 
   printf("\nkeys/s = keys read-modified-written per second (median of %d); "
          "x = store / raw\n",
          reps);
   printf("| case | store     | raw batch | raw get/put | x batch | x get/put "
-         "| row cache hits | RSS store MB | RSS raw MB | budget MB |\n"
+         "| row cache hits | anon RSS store MB | anon RSS raw MB | budget MB |\n"
          "| ---- | --------: | --------: | --------: | -----: | -----: | "
          "-----: | -----: | -----: | ----: |\n");
-  print_case("hot", &hot, reps, mb);
-  print_case("big", &big, reps, mb);
-  printf("(RSS includes %.1f MB the process had before any store)\n",
-         base_kb / 1024.0);
+  print_case("hot", hot, reps, mb);
+  print_case("big", big, reps, mb);
+  printf("(anon RSS = resident - shared, max over the timed part; it includes %.1f MB the process had before any store)\n",
+         base_anon_kb / 1024.0);
   printf("big store after the run: %llu rows estimated, %.1f MB SST, "
          "%.1f MB memtables, block cache %.1f/%.1f MB, row cache %.1f/%.1f "
          "MB, %.1f MB compaction debt\n",
-         (unsigned long long)big.st.rows_estimate, big.st.sst_bytes / 1048576.0,
-         big.st.memtable_bytes / 1048576.0,
-         big.st.block_cache_bytes / 1048576.0,
-         big.st.block_cache_budget / 1048576.0,
-         big.st.row_cache_bytes / 1048576.0,
-         big.st.row_cache_budget / 1048576.0,
-         big.st.pending_compaction_bytes / 1048576.0);
+         (unsigned long long)big->st.rows_estimate, big->st.sst_bytes / 1048576.0,
+         big->st.memtable_bytes / 1048576.0,
+         big->st.block_cache_bytes / 1048576.0,
+         big->st.block_cache_budget / 1048576.0,
+         big->st.row_cache_bytes / 1048576.0,
+         big->st.row_cache_budget / 1048576.0,
+         big->st.pending_compaction_bytes / 1048576.0);
   printf("\ncheckpoint of the big store (%.1f MB): %.2f GB/s same file "
          "system (hard links), %.2f GB/s into /dev/shm (copied)\n",
-         big.ck_bytes / 1048576.0, big.ck_same_gbs, big.ck_shm_gbs);
+         big->ck_bytes / 1048576.0, big->ck_same_gbs, big->ck_shm_gbs);
   printf("\nper rep (keys/s):\n");
   for (int r = 0; r < reps; r++)
     printf("  rep %d: big store %.0f batch %.0f get/put %.0f | hot store %.0f "
            "batch %.0f get/put %.0f\n",
-           r, big.store[r], big.batched[r], big.single[r], hot.store[r],
-           hot.batched[r], hot.single[r]);
+           r, big->store[r], big->batched[r], big->single[r], hot->store[r],
+           hot->batched[r], hot->single[r]);
 
   snprintf(dir, sizeof(dir), "%s/amtl", root);
-  amtl_bytes(dir, b);
-  print_rss_series();
+  run_case(CASE_AMTL, dir, mb, 0, secs, reps, b, NULL, 0);
+  print_rss_series(mb);
   rm_tree(root);
   free(b->bits);
   free(b);

@@ -25,6 +25,7 @@ struct cache {
   size_t dirty;  /* dirty slots */
   size_t cap;    /* slots; 0 or a power of two */
   size_t hand;   /* CLOCK hand, an index into slots */
+  size_t fpos;   /* where cache_flush_some resumes */
   struct slot *slots;
   cache_writeback_fn fn;
   void *ctx;
@@ -197,15 +198,25 @@ int cache_put(struct cache *c, uint32_t table, uint64_t fid, const void *data,
   return 1;
 }
 
-void cache_flush(struct cache *c) {
-  for (size_t i = 0; i < c->cap && c->dirty; i++) {
+size_t cache_flush_some(struct cache *c, size_t max) {
+  size_t done = 0;
+  const size_t start = c->fpos;
+  for (size_t k = 0; k < c->cap && c->dirty && done < max; k++) {
+    const size_t i = (start + k) & (c->cap - 1);
     struct slot *s = &c->slots[i];
     if (s->used && s->dirty) {
       c->fn(c->ctx, s->table, s->fid, s->data, s->len);
       s->dirty = 0;
       c->dirty--;
+      done++;
+      c->fpos = (i + 1) & (c->cap - 1);
     }
   }
+  return done;
+}
+
+void cache_flush(struct cache *c) {
+  cache_flush_some(c, (size_t)-1);
 }
 
 void cache_clear(struct cache *c) {

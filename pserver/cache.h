@@ -62,6 +62,11 @@ void cache_remove(struct cache *c, uint32_t table, uint64_t fid);
 /* Writes back every dirty row and marks it clean; rows stay cached. */
 void cache_flush(struct cache *c);
 
+/* Writes back at most max dirty rows (resuming where the previous call
+ * stopped) and marks them clean. Returns how many it wrote: 0 once no row
+ * is dirty. Lets the caller commit write-backs in bounded batches. */
+size_t cache_flush_some(struct cache *c, size_t max);
+
 /* Drops every row, writing dirty ones back first. */
 void cache_clear(struct cache *c);
 

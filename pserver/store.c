@@ -25,6 +25,9 @@ static const char *const cf_names[CF_COUNT_] = {"default", "rows", "dense"};
 #define DENSE_VERSION 1u
 #define DENSE_HEADER 12 /* magic, version, float count */
 
+/* Keys per MultiGet call when loading cache misses (see load()). */
+#define LOAD_CHUNK 256
+
 /* Where a key's bytes came from in one pull/push. */
 enum { SRC_NONE, SRC_CACHE, SRC_DB, SRC_EXPIRED };
 
@@ -64,6 +67,16 @@ struct store {
   size_t arena_cap, arena_len;
   float *work; /* values[ROW_MAX_DIM], state[2 * ROW_MAX_DIM], tmp, g */
   uint8_t *enc;
+  /* per-operation key arrays (struct loaded's, the miss list, sorted keys),
+   * kept between operations: allocating them per pull/push cost a malloc
+   * and a page-faulting calloc of up to ~200 KB each time */
+  size_t ld_cap;
+  size_t *ld_off;
+  uint32_t *ld_len;
+  uint8_t *ld_src;
+  struct row *ld_hdr;
+  size_t *ld_miss;
+  uint64_t *ld_sorted;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -173,6 +186,20 @@ static int commit(struct store *s, char *err, size_t errlen) {
   rocksdb_writebatch_clear(s->batch);
   if (e)
     return rerr(err, errlen, e, "write", s->dir);
+  return 0;
+}
+
+/* Writes every dirty cached row back in WriteBatches of at most
+ * FLUSH_CHUNK rows: one batch of the whole row cache would double the
+ * memory the cache holds (the batch is a copy) and overrun the memtable
+ * budget in one write. Returns 0 or -1. */
+#define FLUSH_CHUNK 4096
+static int writeback_all(struct store *s, char *err, size_t errlen) {
+  if (commit(s, err, errlen) < 0)
+    return -1;
+  while (cache_flush_some(s->cache, FLUSH_CHUNK) > 0)
+    if (commit(s, err, errlen) < 0)
+      return -1;
   return 0;
 }
 
@@ -467,6 +494,12 @@ static void destroy(struct store *s) {
   free(s->arena);
   free(s->work);
   free(s->enc);
+  free(s->ld_off);
+  free(s->ld_len);
+  free(s->ld_src);
+  free(s->ld_hdr);
+  free(s->ld_miss);
+  free(s->ld_sorted);
   free(s->tables);
   free(s->dir);
   free(s);
@@ -601,7 +634,8 @@ struct store *store_open(const char *dir, const struct store_options *o,
  * dirty rows, dense chunks, the TTL clock; then flushes the memtables (with
  * the WAL off, only SST files survive a crash). */
 int store_flush(struct store *s, char *err, size_t errlen) {
-  cache_flush(s->cache);
+  if (writeback_all(s, err, errlen) < 0)
+    return -1;
   if (s->dense_n)
     dense_stage(s);
   uint64_t ms = atomic_load(&s->max_step);
@@ -636,11 +670,25 @@ struct loaded {
   struct row *hdr; /* [n] peeked header (values/state unset) */
 };
 
+/* The arrays belong to the store (reused by the next operation). */
 static void loaded_free(struct loaded *l) {
-  free(l->off);
-  free(l->len);
-  free(l->src);
-  free(l->hdr);
+  (void)l;
+}
+
+/* Makes the store's per-operation key arrays hold n entries. */
+static void scratch_reserve(struct store *s, size_t n) {
+  if (n <= s->ld_cap)
+    return;
+  size_t cap = s->ld_cap ? s->ld_cap : 1024;
+  while (cap < n)
+    cap *= 2;
+  s->ld_off = xrealloc(s->ld_off, cap * sizeof(size_t));
+  s->ld_len = xrealloc(s->ld_len, cap * sizeof(uint32_t));
+  s->ld_src = xrealloc(s->ld_src, cap);
+  s->ld_hdr = xrealloc(s->ld_hdr, cap * sizeof(struct row));
+  s->ld_miss = xrealloc(s->ld_miss, cap * sizeof(size_t));
+  s->ld_sorted = xrealloc(s->ld_sorted, cap * sizeof(uint64_t));
+  s->ld_cap = cap;
 }
 
 static size_t arena_add(struct store *s, const void *p, size_t n) {
@@ -664,13 +712,18 @@ static size_t arena_add(struct store *s, const void *p, size_t n) {
 static int load(struct store *s, const struct store_table *t, size_t n,
                 const uint64_t *keys, struct loaded *l, char *err,
                 size_t errlen) {
-  l->off = xcalloc(n ? n : 1, sizeof(size_t));
-  l->len = xcalloc(n ? n : 1, sizeof(uint32_t));
-  l->src = xcalloc(n ? n : 1, 1);
-  l->hdr = xcalloc(n ? n : 1, sizeof(struct row));
+  scratch_reserve(s, n ? n : 1);
+  l->off = s->ld_off;
+  l->len = s->ld_len;
+  l->src = s->ld_src;
+  l->hdr = s->ld_hdr;
+  memset(l->off, 0, n * sizeof(size_t));
+  memset(l->len, 0, n * sizeof(uint32_t));
+  memset(l->src, 0, n);
+  memset(l->hdr, 0, n * sizeof(struct row));
   s->arena_len = 0;
   size_t nmiss = 0;
-  size_t *miss = xmalloc((n ? n : 1) * sizeof(size_t));
+  size_t *miss = s->ld_miss;
   for (size_t i = 0; i < n; i++) {
     size_t len;
     const void *p = cache_get(s->cache, t->id, keys[i], &len);
@@ -684,40 +737,51 @@ static int load(struct store *s, const struct store_table *t, size_t n,
   }
   int rc = 0;
   if (nmiss) {
-    uint8_t *kb = xmalloc(nmiss * KEYS_DB_KEY_LEN);
-    const char **kp = xmalloc(nmiss * sizeof(char *));
-    size_t *ks = xmalloc(nmiss * sizeof(size_t));
-    rocksdb_pinnableslice_t **vals = xcalloc(nmiss, sizeof(*vals));
-    char **errs = xcalloc(nmiss, sizeof(char *));
-    for (size_t m = 0; m < nmiss; m++) {
-      keys_db_key(t->id, keys[miss[m]], kb + m * KEYS_DB_KEY_LEN);
-      kp[m] = (const char *)kb + m * KEYS_DB_KEY_LEN;
-      ks[m] = KEYS_DB_KEY_LEN;
-    }
-    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[CF_ROWS], nmiss, kp, ks,
-                                 vals, errs, false);
-    for (size_t m = 0; m < nmiss; m++) {
-      size_t i = miss[m];
-      if (errs[m]) {
-        if (rc == 0 && strncmp(errs[m], "NotFound", 8) != 0) {
-          char what[96];
-          snprintf(what, sizeof(what), "read table %u key 0x%016" PRIx64, t->id,
-                   keys[i]);
-          rerr(err, errlen, errs[m], what, s->dir);
-          errs[m] = NULL;
-          rc = -1;
-        }
-        rocksdb_free(errs[m]);
+    /* MultiGet in chunks: every value a MultiGet returns pins its data
+     * block in the block cache until the value is released, so one call
+     * for a whole 4096-key push could pin 4096 blocks (16 MB of 4 KB
+     * blocks) beyond the block cache's budget. A chunk bounds that to
+     * LOAD_CHUNK blocks and keeps most of the batching gain. */
+    const size_t cn = nmiss < LOAD_CHUNK ? nmiss : LOAD_CHUNK;
+    uint8_t *kb = xmalloc(cn * KEYS_DB_KEY_LEN);
+    const char **kp = xmalloc(cn * sizeof(char *));
+    size_t *ks = xmalloc(cn * sizeof(size_t));
+    rocksdb_pinnableslice_t **vals = xcalloc(cn, sizeof(*vals));
+    char **errs = xcalloc(cn, sizeof(char *));
+    for (size_t c0 = 0; c0 < nmiss; c0 += cn) {
+      const size_t c1 = nmiss - c0 < cn ? nmiss : c0 + cn;
+      for (size_t m = c0; m < c1; m++) {
+        keys_db_key(t->id, keys[miss[m]], kb + (m - c0) * KEYS_DB_KEY_LEN);
+        kp[m - c0] = (const char *)kb + (m - c0) * KEYS_DB_KEY_LEN;
+        ks[m - c0] = KEYS_DB_KEY_LEN;
       }
-      if (vals[m]) {
-        size_t len = 0;
-        const char *v = rocksdb_pinnableslice_value(vals[m], &len);
-        if (v && rc == 0) {
-          l->off[i] = arena_add(s, v, len);
-          l->len[i] = (uint32_t)len;
-          l->src[i] = SRC_DB;
+      rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[CF_ROWS], c1 - c0, kp,
+                                   ks, vals, errs, false);
+      for (size_t m = c0; m < c1; m++) {
+        size_t i = miss[m], x = m - c0;
+        if (errs[x]) {
+          if (rc == 0 && strncmp(errs[x], "NotFound", 8) != 0) {
+            char what[96];
+            snprintf(what, sizeof(what), "read table %u key 0x%016" PRIx64,
+                     t->id, keys[i]);
+            rerr(err, errlen, errs[x], what, s->dir);
+            errs[x] = NULL;
+            rc = -1;
+          }
+          rocksdb_free(errs[x]);
+          errs[x] = NULL;
         }
-        rocksdb_pinnableslice_destroy(vals[m]);
+        if (vals[x]) {
+          size_t len = 0;
+          const char *v = rocksdb_pinnableslice_value(vals[x], &len);
+          if (v && rc == 0) {
+            l->off[i] = arena_add(s, v, len);
+            l->len[i] = (uint32_t)len;
+            l->src[i] = SRC_DB;
+          }
+          rocksdb_pinnableslice_destroy(vals[x]);
+          vals[x] = NULL;
+        }
       }
     }
     free(kb);
@@ -726,7 +790,6 @@ static int load(struct store *s, const struct store_table *t, size_t n,
     free(vals);
     free(errs);
   }
-  free(miss);
   if (rc < 0)
     return -1;
   const uint64_t now = atomic_load(&s->max_step);
@@ -874,7 +937,8 @@ static int check_push_args(struct store *s, const struct store_table *t,
       return -1;
     }
   }
-  uint64_t *sorted = xmalloc((n ? n : 1) * sizeof(uint64_t));
+  scratch_reserve(s, n ? n : 1);
+  uint64_t *sorted = s->ld_sorted;
   memcpy(sorted, keys, n * sizeof(uint64_t));
   qsort(sorted, n, sizeof(uint64_t), cmp_u64);
   int rc = 0;
@@ -886,7 +950,6 @@ static int check_push_args(struct store *s, const struct store_table *t,
                s->dir, t->id, sorted[i]);
       rc = -1;
     }
-  free(sorted);
   return rc;
 }
 
@@ -1007,8 +1070,7 @@ int store_checkpoint(struct store *s, const char *dir, char *err,
 }
 
 int store_compact(struct store *s, char *err, size_t errlen) {
-  cache_flush(s->cache);
-  if (commit(s, err, errlen) < 0)
+  if (writeback_all(s, err, errlen) < 0)
     return -1;
   rocksdb_compact_range_cf(s->db, s->cf[CF_ROWS], NULL, 0, NULL, 0);
   return 0;
@@ -1139,8 +1201,7 @@ struct store_iter *store_iter_new(struct store *s, uint32_t table, char *err,
   const struct store_table *t = table_or_err(s, table, err, errlen);
   if (!t)
     return NULL;
-  cache_flush(s->cache);
-  if (commit(s, err, errlen) < 0)
+  if (writeback_all(s, err, errlen) < 0)
     return NULL;
   struct store_iter *it = xcalloc(1, sizeof(*it));
   it->s = s;

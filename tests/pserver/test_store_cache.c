@@ -70,7 +70,19 @@ static void test_cache_bound_and_writeback(void **state) {
   cache_get_stats(c, &st);
   assert_true(st.evicted > 1000); /* the bound was really hit */
   assert_true(st.hits > 0 && st.misses > 0);
+  /* write back in bounded chunks (as the store commits them), then the
+   * rest at once: every dirty row exactly once */
+  size_t chunks = 0, got, total = 0;
+  while (chunks < 3 && (got = cache_flush_some(c, 7)) > 0) {
+    assert_true(got <= 7);
+    total += got;
+    chunks++;
+  }
+  assert_int_equal(total, 21);
+  cache_get_stats(c, &st);
+  assert_int_equal(st.dirty, st.rows - 21);
   cache_flush(c);
+  assert_int_equal(cache_flush_some(c, 7), 0);
   /* now the disk holds the latest version of every key ever put */
   for (int k = 0; k < NK; k++) {
     assert_int_equal(disk.len[k], latest_len[k]);
