@@ -20,6 +20,8 @@
 #include "common/config.h"
 #include "common/logger.h"
 #include "common/ps.h"
+#include "launcher/cluster.h"
+#include "launcher/summary.h"
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
 #include "worker/nn/gemm.h"
@@ -147,24 +149,12 @@ static void report_storage(struct store *st, const struct config *cfg,
                            struct logger *lg, uint64_t step) {
   struct store_table_stats ts;
   uint64_t *hist = xcalloc((size_t)cfg->embedding.dim + 1, sizeof(uint64_t));
-  char err[512];
-  if (store_table_scan(st, 0, &ts, hist, err, sizeof(err)) == 0 && ts.rows) {
-    double per_key = (double)ts.value_bytes / (double)ts.rows;
-    /* a full row: 32-byte header + D values + the optimizer's D slots each */
-    double full = (double)ts.value_bytes / (double)ts.rows;
-    if (ts.mean_p > 0)
-      full = 32 + (per_key - 32) * (double)cfg->embedding.dim / ts.mean_p;
-    printf("embeddings: %llu rows, %.1f bytes/key (mean prefix %.2f of %lld; "
-           "fixed D: %.1f bytes/key, saving %.1f%%)\n",
-           (unsigned long long)ts.rows, per_key, ts.mean_p,
-           (long long)cfg->embedding.dim, full,
-           full > 0 ? 100 * (1 - per_key / full) : 0.0);
-    logger_record(lg, step, "storage", "rows", (double)ts.rows, "bytes_per_key",
-                  per_key, "fixed_bytes_per_key", full, "mean_prefix",
-                  ts.mean_p, NULL);
-  } else if (err[0]) {
+  char err[512] = "";
+  if (store_table_scan(st, 0, &ts, hist, err, sizeof(err)) == 0)
+    summary_storage(ts.rows, ts.value_bytes, ts.mean_p,
+                    (long long)cfg->embedding.dim, lg, step, stdout);
+  else
     logger_warn(lg, "storage statistics unavailable: %s", err);
-  }
   free(hist);
 }
 
@@ -205,14 +195,6 @@ static int cmd_train(int argc, char **argv) {
     config_free(cfg);
     return 2;
   }
-  if (cfg->cluster.pservers > 0) {
-    fprintf(stderr,
-            "maskps: cluster.pservers is %lld: the local cluster launcher is "
-            "not built yet; set cluster.pservers=0 to train embedded\n",
-            (long long)cfg->cluster.pservers);
-    config_free(cfg);
-    return 2;
-  }
 
   /* run directory: refuse to mix a new run into an old one's tables */
   const char *run = cfg->train.run_dir;
@@ -238,6 +220,12 @@ static int cmd_train(int argc, char **argv) {
     fprintf(stderr, "maskps: cannot write %s: %s\n", path, strerror(errno));
     config_free(cfg);
     return 1;
+  }
+  if (cfg->cluster.pservers > 0) {
+    snprintf(path, sizeof(path), "%s/config.yaml", run);
+    int rc = cluster_run(cfg, path, &g_stop);
+    config_free(cfg);
+    return rc;
   }
   snprintf(path, sizeof(path), "%s/logs/worker-0.jsonl", run);
   struct logger *lg = logger_new("worker", 0, cfg->log.jsonl ? path : NULL,
@@ -293,27 +281,7 @@ static int cmd_train(int argc, char **argv) {
     logger_error(lg, "%s", err);
     goto out;
   }
-  printf("trained %llu steps (%d epochs, %.0f samples/s)%s\n",
-         (unsigned long long)res.steps, res.epochs, res.samples_per_s,
-         res.interrupted     ? ", interrupted"
-         : res.stopped_early ? ", stopped early"
-                             : "");
-  double total = res.read_s + res.pull_s + res.compute_s + res.push_s;
-  if (total > 0)
-    printf("time: read %.0f%%, pull %.0f%%, model %.0f%%, push %.0f%%\n",
-           100 * res.read_s / total, 100 * res.pull_s / total,
-           100 * res.compute_s / total, 100 * res.push_s / total);
-  if (res.best_epoch == 0)
-    printf("no evaluation chose a best state (%s): no test metrics\n",
-           res.interrupted ? "interrupted before one finished"
-                           : "the validation AUC was never a number");
-  else if (res.has_valid)
-    printf("best validation: epoch %d, AUC %.4f, logloss %.4f\n",
-           res.best_epoch, res.valid.auc, res.valid.logloss);
-  if (res.best_epoch > 0 && res.has_test)
-    printf("test AUC %.4f  logloss %.4f\n", res.test.auc, res.test.logloss);
-  else if (!res.has_test)
-    printf("no test data (data.test or data.split_test): no test metrics\n");
+  summary_print(&res, stdout);
   report_storage(st, cfg, lg, res.steps);
   status = res.interrupted ? 130 : 0;
 out:

@@ -189,6 +189,9 @@ static int parse_tables(const char *spec, const struct config *cfg,
     out[*n] = base;
     out[*n].id = (uint32_t)id;
     out[*n].dim = (unsigned)dim;
+    /* AMTL is table 0's (worker/train.h): the LR weights' table 1 stays a
+     * plain table, as in embedded mode (launcher/main_maskps.c). */
+    out[*n].amtl = id == 0 ? base.amtl : 0;
     (*n)++;
     p = *end ? end + 1 : end;
   }

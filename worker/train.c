@@ -122,13 +122,16 @@ static int source_open(struct trainer *tr, struct source *s,
                        const struct config_strings *paths, int part,
                        const char *what, char *err, size_t errlen) {
   const struct config *cfg = tr->cfg;
+  /* Only the training pass is shared among workers; the evaluating worker
+   * (rank 0) reads all of valid and test. */
+  bool share = !strcmp(what, "train") && tr->o.nranks > 1;
   struct reader_options ro = {
       .format = cfg->data.format == CONFIG_FORMAT_LIBFM ? READER_LIBFM
                                                         : READER_CRITEO,
       .paths = (const char *const *)paths->v,
       .npaths = paths->n,
-      .rank = 0,
-      .nranks = 1,
+      .rank = share ? tr->o.rank : 0,
+      .nranks = share ? tr->o.nranks : 1,
       .bad_line_fraction = cfg->data.bad_line_fraction,
       .report_first = (uint32_t)cfg->data.report_bad_lines,
       .log = tr->o.log,
@@ -637,7 +640,13 @@ static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
     };
     params_adam_step(tr->p, &a);
   }
-  if (cfg->train.mode == CONFIG_MODE_SYNC) {
+  /* sync: every step. ssp: every `staleness` steps, so no worker gets more
+   * than staleness steps ahead of the slowest (a worker at the barrier of
+   * step k*s waits for all to reach it; the slowest is then past
+   * (k-1)*s). */
+  if (cfg->train.mode == CONFIG_MODE_SYNC ||
+      (cfg->train.mode == CONFIG_MODE_SSP && cfg->train.staleness > 0 &&
+       step % (uint64_t)cfg->train.staleness == 0)) {
     char perr[512];
     if (ps_barrier(ps, step, perr, sizeof(perr)))
       return fail(err, errlen, "step %llu: barrier: %s",
@@ -792,6 +801,8 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
                     struct train_result *res, char *err, size_t errlen) {
   const struct config *cfg = tr->cfg;
   struct metrics_result v;
+  if (tr->o.rank > 0) /* rank 0 evaluates for the run */
+    return 0;
   if (!tr->has_valid) {
     /* nothing to select on: the current state is the best */
     if (tr->o.dense_via_ps && pull_dense(tr, ps, step + 1, err, errlen))
@@ -878,9 +889,14 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
                   "the parameter store holds %llu dense floats, the model "
                   "has %zu",
                   (unsigned long long)ps->dense_total, tr->p->len);
-    if (ps_set_dense(ps, 0, tr->p->len, tr->p->values, perr, sizeof(perr)))
+    if (tr->o.rank == 0 &&
+        ps_set_dense(ps, 0, tr->p->len, tr->p->values, perr, sizeof(perr)))
       return fail(err, errlen, "setting the initial dense values: %s", perr);
   }
+  /* Several workers: nobody pulls before rank 0 has set the dense values
+   * (any mode: a pserver's barrier works in async mode too). */
+  if (tr->o.nranks > 1 && ps_barrier(ps, 0, perr, sizeof(perr)))
+    return fail(err, errlen, "start barrier: %s", perr);
   const uint64_t max_steps = (uint64_t)cfg->train.max_steps;
   const uint64_t eval_every = (uint64_t)cfg->train.eval_every_steps;
   const double interval = cfg->log.interval_s;

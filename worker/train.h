@@ -78,6 +78,17 @@
  * ps call is made from the caller's thread, as ps.h requires. Evaluation
  * passes read on the caller's thread.
  *
+ * Consistency (train.mode): sync calls ps_barrier after every step's
+ * pushes; async never (except the start barrier of several workers); ssp
+ * every train.staleness steps, which keeps any worker at most staleness
+ * steps ahead of the slowest. With several workers, sync and ssp need the
+ * same number of steps per epoch on every worker (the training lines
+ * divided evenly, batch_size dividing each share), and rank 0's early stop
+ * or evaluation-length pauses reach the others only through the barrier:
+ * a worker that waits at a barrier nobody else will reach fails after the
+ * request timeout (ps_net.h) rather than hang. Dependable: W = 1 (any
+ * mode) and W > 1 in async mode.
+ *
  * Not here yet: shuffle buffers (data.shuffle_buffer is refused), pulls of
  * batch t+1 overlapped with compute (async/ssp modes), CSV data, several
  * workers' readers (rank/nranks are fixed to 0/1).
@@ -118,6 +129,12 @@ struct train_opts {
   void (*on_step)(void *ctx, uint64_t step, double loss);
   void *ctx;
   volatile sig_atomic_t *stop; /* set (Ctrl-C): stop after the step */
+  /* Distributed mode with W workers: rank in 0..nranks-1 reads line i of
+   * the training data when i mod nranks == rank. Rank 0 alone sets the
+   * initial dense values, evaluates, keeps the best state and decides on
+   * early stopping; with nranks > 1 every worker waits at a barrier of step
+   * 0 before its first pull. 0/0 = 0/1 (one worker). */
+  uint32_t rank, nranks;
 };
 
 struct train_result {

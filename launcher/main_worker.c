@@ -1,0 +1,298 @@
+/* maskps-worker: one worker of a distributed run (DESIGN.md "Processes and
+ * data flow"): the training loop of worker/train.h against the S pservers
+ * of the config over ZeroMQ (worker/ps_net.h), dense parameters through the
+ * pservers (train_opts.dense_via_ps).
+ *
+ *   maskps-worker --config FILE --rank R [--set section.key=value ...]
+ *                 [--progress-fd N]
+ *
+ * `maskps train` starts W of them beside S maskps-pserver processes; run it
+ * by hand to debug. Pserver i is reached at tcp://cluster.host:
+ * cluster.base_port+i; each request waits cluster.request_timeout_ms and is
+ * retried PS_NET_RETRIES times, so a worker whose pserver died fails with a
+ * message naming it instead of hanging.
+ *
+ * Rank R reads the training lines i with i mod W == R. Rank 0 sets the
+ * initial dense values, evaluates, keeps the best state in run_dir/best
+ * (each pserver checkpoints its shard there) and prints the run's summary
+ * on stdout, the same as embedded mode, with the AMTL storage line from
+ * the pservers' STATS.
+ *
+ * Logs: human lines on stderr, JSONL records in run_dir/logs/worker-R.jsonl;
+ * with --progress-fd N, the progress line goes to file descriptor N (the
+ * launcher hands its terminal to rank 0 this way).
+ *
+ * Exit codes: 0 done; 1 the run failed (a pserver unreachable, data,
+ * divergence); 2 bad command line or config; 130 stopped by SIGINT/SIGTERM
+ * (after the current step). */
+#include "common/check.h"
+#include "common/config.h"
+#include "common/logger.h"
+#include "common/ps.h"
+#include "launcher/summary.h"
+#include "worker/nn/gemm.h"
+#include "worker/ps_net.h"
+#include "worker/train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char USAGE[] =
+    "usage: maskps-worker --config FILE --rank R [--set section.key=value "
+    "...] [--progress-fd N]\n";
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+  (void)sig;
+  g_stop = 1;
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "maskps-worker: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n%s", USAGE);
+  return 2;
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-')
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* mkdir -p; 0 or -1 with errno set. */
+static int make_dirs(const char *path) {
+  char p[4096];
+  if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p)) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  for (char *s = p + 1; *s; s++)
+    if (*s == '/') {
+      *s = 0;
+      if (mkdir(p, 0755) < 0 && errno != EEXIST)
+        return -1;
+      *s = '/';
+    }
+  return mkdir(p, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* The number after "\"name\":" in s, or NAN. */
+static double json_num(const char *s, const char *name) {
+  char pat[64];
+  snprintf(pat, sizeof(pat), "\"%s\":", name);
+  const char *p = strstr(s, pat);
+  return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+/* Sums table 0's rows, value bytes and prefix lengths over the pservers'
+ * STATS (server_stats_json: "tables":[{"id":0,...,"rows":..,
+ * "value_bytes":..,"mean_p":..}, ...]) and prints the storage line. */
+static void report_storage(struct ps *ps, const struct config *cfg,
+                           struct logger *lg, uint64_t step) {
+  uint64_t rows = 0, bytes = 0;
+  double psum = 0;
+  for (uint32_t s = 0; s < ps->nshards; s++) {
+    char err[512];
+    char *json = ps_net_stats(ps, s, err, sizeof(err));
+    if (!json) {
+      logger_warn(lg, "storage statistics unavailable: %s", err);
+      return;
+    }
+    const char *t0 = strstr(json, "\"tables\":[{\"id\":0,");
+    if (t0) {
+      double r = json_num(t0, "rows"), b = json_num(t0, "value_bytes"),
+             mp = json_num(t0, "mean_p");
+      if (r > 0 && isfinite(b) && isfinite(mp)) {
+        rows += (uint64_t)r;
+        bytes += (uint64_t)b;
+        psum += mp * r;
+      }
+    }
+    free(json);
+  }
+  if (rows)
+    summary_storage(rows, bytes, psum / (double)rows,
+                    (long long)cfg->embedding.dim, lg, step, stdout);
+}
+
+int main(int argc, char **argv) {
+  const char *config_path = NULL;
+  uint64_t rank = UINT64_MAX, progress_fd = 0;
+  const char **sets = xcalloc((size_t)argc, sizeof(char *));
+  size_t nsets = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(USAGE, stdout);
+      free(sets);
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      free(sets);
+      return usage_error("%s needs a value (or is unknown)", a);
+    }
+    const char *v = argv[++i];
+    int bad = 0;
+    if (!strcmp(a, "--config"))
+      config_path = v;
+    else if (!strcmp(a, "--rank"))
+      bad = parse_u64(v, &rank);
+    else if (!strcmp(a, "--set"))
+      sets[nsets++] = v;
+    else if (!strcmp(a, "--progress-fd"))
+      bad = parse_u64(v, &progress_fd) || progress_fd < 1 || progress_fd > 1024;
+    else {
+      free(sets);
+      return usage_error("unknown option %s", a);
+    }
+    if (bad) {
+      free(sets);
+      return usage_error("bad value for %s", a);
+    }
+  }
+  if (!config_path || rank == UINT64_MAX) {
+    free(sets);
+    return usage_error("%s", "--config and --rank are required");
+  }
+  char err[4096] = "";
+  struct config *cfg = config_new();
+  int rc = config_read_file(cfg, config_path, err, sizeof(err));
+  for (size_t i = 0; rc == 0 && i < nsets; i++)
+    rc = config_set(cfg, sets[i], err, sizeof(err));
+  free(sets);
+  if (rc == 0)
+    rc = config_validate(cfg, err, sizeof(err));
+  if (rc != 0) {
+    fprintf(stderr, "maskps-worker: %s\n", err);
+    config_free(cfg);
+    return 2;
+  }
+  const uint64_t S = (uint64_t)cfg->cluster.pservers,
+                 W = (uint64_t)cfg->cluster.workers;
+  if (S == 0 || rank >= W) {
+    fprintf(stderr,
+            "maskps-worker: rank %llu with cluster.pservers %llu and "
+            "cluster.workers %llu (a worker needs pservers >= 1 and rank < "
+            "workers)\n",
+            (unsigned long long)rank, (unsigned long long)S,
+            (unsigned long long)W);
+    config_free(cfg);
+    return 2;
+  }
+  if (cfg->security.curve) {
+    fprintf(stderr, "maskps-worker: security.curve is not supported by the "
+                    "local cluster yet; set it to false\n");
+    config_free(cfg);
+    return 2;
+  }
+
+  char path[4096];
+  const char *jsonl = NULL;
+  if (cfg->log.jsonl) {
+    snprintf(path, sizeof(path), "%s/logs", cfg->train.run_dir);
+    if (make_dirs(path) == 0) {
+      snprintf(path, sizeof(path), "%s/logs/worker-%llu.jsonl",
+               cfg->train.run_dir, (unsigned long long)rank);
+      jsonl = path;
+    }
+  }
+  struct logger *lg =
+      logger_new("worker", (int)rank, jsonl, cfg->log.level, err, sizeof(err));
+  if (!lg) {
+    fprintf(stderr, "maskps-worker: %s\n", err);
+    config_free(cfg);
+    return 1;
+  }
+  if (cfg->train.threads > 0)
+    gemm_set_threads((int)cfg->train.threads);
+  FILE *progress = progress_fd ? fdopen((int)progress_fd, "w") : NULL;
+  char best[4096];
+  snprintf(best, sizeof(best), "%s/best", cfg->train.run_dir);
+  struct train_opts to = {
+      .cfg = cfg,
+      .log = lg,
+      .progress = progress,
+      .dense_via_ps = true,
+      .best_dir = rank == 0 ? best : NULL,
+      .stop = &g_stop,
+      .rank = (uint32_t)rank,
+      .nranks = (uint32_t)W,
+  };
+  int status = 1;
+  struct ps *ps = NULL;
+  char **eps = xcalloc(S, sizeof(char *));
+  struct trainer *tr = train_new(&to, err, sizeof(err));
+  if (!tr) {
+    logger_error(lg, "%s", err);
+    status = 2;
+    goto out;
+  }
+  for (uint64_t i = 0; i < S; i++) {
+    char ep[512];
+    snprintf(ep, sizeof(ep), "tcp://%s:%llu", cfg->cluster.host,
+             (unsigned long long)(cfg->cluster.base_port + (int64_t)i));
+    eps[i] = xstrdup(ep);
+  }
+  struct ps_net_opts po = {
+      .endpoints = (const char *const *)eps,
+      .nshards = (uint32_t)S,
+      .rank = (uint32_t)rank,
+      .dense_total = train_dense_total(tr),
+      .timeout_ms = (int)cfg->cluster.request_timeout_ms,
+      .log = lg,
+  };
+  ps = ps_net_new(&po, err, sizeof(err));
+  if (!ps) {
+    logger_error(lg, "%s", err);
+    goto out;
+  }
+  logger_info(lg,
+              "worker %llu of %llu: %s, %d fields x %lld floats, %llu dense "
+              "parameters, %llu pservers from %s, mode %s",
+              (unsigned long long)rank, (unsigned long long)W,
+              config_enum_name("model", "name", (int)cfg->model.name),
+              train_fields(tr), (long long)cfg->embedding.dim,
+              (unsigned long long)train_dense_total(tr),
+              (unsigned long long)S, eps[0],
+              config_enum_name("train", "mode", (int)cfg->train.mode));
+  struct sigaction sa = {.sa_handler = on_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  struct train_result res;
+  if (train_run(tr, ps, &res, err, sizeof(err))) {
+    logger_error(lg, "%s", err);
+    goto out;
+  }
+  if (rank == 0) {
+    summary_print(&res, stdout);
+    report_storage(ps, cfg, lg, res.steps);
+    fflush(stdout);
+  } else {
+    logger_info(lg, "trained %llu steps, %.0f samples/s",
+                (unsigned long long)res.steps, res.samples_per_s);
+  }
+  status = res.interrupted ? 130 : 0;
+out:
+  ps_free(ps);
+  for (uint64_t i = 0; i < S; i++)
+    free(eps[i]);
+  free(eps);
+  train_free(tr);
+  if (progress)
+    fclose(progress);
+  logger_free(lg);
+  config_free(cfg);
+  return status;
+}
