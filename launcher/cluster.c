@@ -183,7 +183,8 @@ static bool running(const struct child *c) { return c->pid > 0; }
  * CLUSTER_GRACE_S for them, then SIGKILL. Reaped children keep their
  * status. Returns the first child of that role that exited non-zero or
  * by a signal other than the SIGTERM we sent (NULL if none). */
-static struct child *stop_role(struct cluster *cl, const char *role) {
+static struct child *stop_role(struct cluster *cl, const char *role,
+                               int grace_s) {
   for (size_t i = 0; i < cl->n; i++)
     if (running(&cl->c[i]) && (!role || !strcmp(cl->c[i].role, role)))
       kill(cl->c[i].pid, SIGTERM);
@@ -195,12 +196,12 @@ static struct child *stop_role(struct cluster *cl, const char *role) {
         any = true;
     if (!any)
       break;
-    if (waited >= CLUSTER_GRACE_S * 1000) {
+    if (waited >= grace_s * 1000) {
       for (size_t i = 0; i < cl->n; i++)
         if (running(&cl->c[i]) && (!role || !strcmp(cl->c[i].role, role))) {
           char nm[128];
           fprintf(stderr, "maskps: %s did not stop within %d s: SIGKILL\n",
-                  child_name(&cl->c[i], nm, sizeof(nm)), CLUSTER_GRACE_S);
+                  child_name(&cl->c[i], nm, sizeof(nm)), grace_s);
           kill(cl->c[i].pid, SIGKILL);
           int st;
           if (waitpid(cl->c[i].pid, &st, 0) > 0) {
@@ -330,9 +331,11 @@ int cluster_run(const struct config *cfg, const char *config_path,
     if (*stop) {
       fprintf(stderr, "maskps: interrupted: stopping the workers, then the "
                       "pservers\n");
-      struct child *bad = stop_role(&cl, "worker");
-      bad = stop_role(&cl, "pserver") ? bad : bad;
-      (void)bad; /* an interrupted run may end anyhow; we stop cleanly */
+      /* an interrupted run may end anyhow: what matters is that every
+       * process is gone, workers first (they finish their step against
+       * live pservers), then the pservers (they flush) */
+      stop_role(&cl, "worker", CLUSTER_GRACE_S);
+      stop_role(&cl, "pserver", CLUSTER_GRACE_S);
       status = 130;
       break;
     }
@@ -352,10 +355,12 @@ int cluster_run(const struct config *cfg, const char *config_path,
   if (status == 1) {
     if (failed)
       report_failure(failed);
-    stop_role(&cl, NULL);
+    /* a peer is gone: the survivors may be blocked on it, nothing of the
+     * run is worth waiting for */
+    stop_role(&cl, NULL, CLUSTER_FAIL_GRACE_S);
   } else if (status == 0) {
     /* every worker done: the pservers flush their stores and exit */
-    struct child *bad = stop_role(&cl, "pserver");
+    struct child *bad = stop_role(&cl, "pserver", CLUSTER_GRACE_S);
     if (bad) {
       report_failure(bad);
       status = 1;

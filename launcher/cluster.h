@@ -22,7 +22,8 @@
  * the pservers get SIGTERM (each flushes its store and exits 0). If any
  * process exits non-zero, is killed by a signal, or a pserver exits while
  * workers still run, the others get SIGTERM, then SIGKILL after
- * CLUSTER_GRACE_S, and the run fails naming the process and showing the
+ * CLUSTER_FAIL_GRACE_S (survivors may be blocked on the dead one), and
+ * the run fails naming the process and showing the
  * last lines of its log.
  */
 #ifndef MASKPS_CLUSTER_H
@@ -33,6 +34,7 @@
 struct config;
 
 #define CLUSTER_GRACE_S 10 /* seconds between SIGTERM and SIGKILL */
+#define CLUSTER_FAIL_GRACE_S 2 /* the same after a process failed */
 #define CLUSTER_TAIL_LINES 10 /* log lines shown of a failed process */
 
 /* Runs the local cluster for cfg (validated, cluster.pservers >= 1, the

@@ -222,6 +222,10 @@ static int cmd_train(int argc, char **argv) {
     return 1;
   }
   if (cfg->cluster.pservers > 0) {
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     snprintf(path, sizeof(path), "%s/config.yaml", run);
     int rc = cluster_run(cfg, path, &g_stop);
     config_free(cfg);
