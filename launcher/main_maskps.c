@@ -143,6 +143,50 @@ static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
   return ps;
 }
 
+/* The best state of a local-cluster run: one checkpoint per pserver,
+ * dir/shard-<i> for i < nshards, wrapped as one struct ps with the
+ * pservers' sharding (keys_shard over nshards), so a prediction reads the
+ * rows where they were trained. stores[nshards] get the opened stores.
+ * NULL with err set (the stores opened so far closed). */
+static struct ps *open_best_shards(const struct config *cfg,
+                                   struct trainer *tr, const char *dir,
+                                   uint32_t nshards, struct store **stores,
+                                   char *err, size_t errlen) {
+  uint32_t ids[TRAIN_MAX_TABLES];
+  int dims[TRAIN_MAX_TABLES];
+  int nt = train_tables(tr, ids, dims);
+  struct store_table tables[TRAIN_MAX_TABLES];
+  ps_local_tables_from_config(cfg, (uint32_t)nt, tables);
+  for (int i = 0; i < nt; i++) {
+    tables[i].id = ids[i];
+    tables[i].dim = (unsigned)dims[i];
+    tables[i].amtl = i == 0 ? tables[i].amtl : 0;
+  }
+  uint64_t dense = train_dense_total(tr);
+  for (uint32_t i = 0; i < nshards; i++) {
+    struct store_options so;
+    /* the pservers' dense blocks, as they were checkpointed */
+    ps_local_store_options(cfg, dense, nshards, i, &so);
+    so.tables = tables;
+    so.ntables = (size_t)nt;
+    so.create_if_missing = 0;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/shard-%u", dir, i);
+    stores[i] = store_open(path, &so, err, errlen);
+    if (!stores[i]) {
+      for (uint32_t j = 0; j < i; j++)
+        store_close(stores[j], NULL, 0);
+      return NULL;
+    }
+  }
+  struct ps *ps =
+      ps_local_new(stores, nshards, tables, (size_t)nt, 0, err, errlen);
+  if (!ps)
+    for (uint32_t j = 0; j < nshards; j++)
+      store_close(stores[j], NULL, 0);
+  return ps;
+}
+
 /* Bytes per stored row of table 0 against a fixed-D table: the AMTL
  * saving (1.0 without AMTL). */
 static void report_storage(struct store *st, const struct config *cfg,
@@ -332,7 +376,8 @@ static int cmd_predict(int argc, char **argv) {
   };
   int status = 1;
   struct trainer *tr = NULL;
-  struct store *st = NULL;
+  struct store *st = NULL, **shards = NULL; /* embedded; a cluster run's */
+  uint32_t nshards = 0;
   struct ps *ps = NULL;
   struct reader *r = reader_open(&ro, err, sizeof(err));
   if (!r) {
@@ -381,8 +426,17 @@ static int cmd_predict(int argc, char **argv) {
             report);
     goto out;
   }
-  snprintf(path, sizeof(path), "%s/best/shard-0", run);
-  ps = open_embedded(cfg, tr, path, false, 0, &st, err, sizeof(err));
+  if (cfg->cluster.pservers > 0) {
+    nshards = (uint32_t)cfg->cluster.pservers;
+    shards = xcalloc(nshards, sizeof(*shards));
+    snprintf(path, sizeof(path), "%s/best", run);
+    ps = open_best_shards(cfg, tr, path, nshards, shards, err, sizeof(err));
+    if (!ps)
+      nshards = 0;
+  } else {
+    snprintf(path, sizeof(path), "%s/best/shard-0", run);
+    ps = open_embedded(cfg, tr, path, false, 0, &st, err, sizeof(err));
+  }
   if (!ps) {
     fprintf(stderr, "maskps predict: %s\n", err);
     goto out;
@@ -404,6 +458,10 @@ out:
   ps_free(ps);
   if (st && store_close(st, err, sizeof(err)))
     fprintf(stderr, "maskps predict: closing the store: %s\n", err);
+  for (uint32_t i = 0; i < nshards; i++)
+    if (store_close(shards[i], err, sizeof(err)))
+      fprintf(stderr, "maskps predict: closing shard %u: %s\n", i, err);
+  free(shards);
   train_free(tr);
   logger_free(lg);
   config_free(cfg);
