@@ -67,6 +67,22 @@ void cache_free(struct cache *c) {
   free(c);
 }
 
+void cache_prefetch(const struct cache *c, uint32_t table, uint64_t fid,
+                    int row) {
+  if (!c->cap)
+    return;
+  if (!row) {
+    __builtin_prefetch(&c->slots[home(c, table, fid)]);
+    return;
+  }
+  size_t i = find(c, table, fid);
+  if (i == (size_t)-1)
+    return;
+  const uint8_t *d = c->slots[i].data;
+  for (size_t off = 0; off < c->slots[i].len; off += 64)
+    __builtin_prefetch(d + off);
+}
+
 const void *cache_get(struct cache *c, uint32_t table, uint64_t fid,
                       size_t *len) {
   size_t i = find(c, table, fid);
@@ -154,6 +170,18 @@ int cache_put(struct cache *c, uint32_t table, uint64_t fid, const void *data,
               size_t len, int dirty) {
   CHECK(len <= UINT32_MAX, "len %zu", len);
   size_t i = find(c, table, fid);
+  if (i != (size_t)-1 && c->slots[i].len == len) {
+    /* Same size (every push of a row that keeps its prefix): overwrite in
+     * place; the bytes charged do not change. */
+    struct slot *s = &c->slots[i];
+    memmove(s->data, data, len); /* data may be s->data itself */
+    s->ref = 1;
+    if (dirty && !s->dirty) {
+      s->dirty = 1;
+      c->dirty++;
+    }
+    return 1;
+  }
   if (i != (size_t)-1) {
     dirty |= c->slots[i].dirty;
     delete_at(c, i);

@@ -47,6 +47,13 @@ void cache_free(struct cache *c);
 const void *cache_get(struct cache *c, uint32_t table, uint64_t fid,
                       size_t *len);
 
+/* A hint that (table, fid) will be looked up soon: starts loading its
+ * home slot into the CPU cache (row = 0), or finds it and starts loading
+ * its row bytes (row = 1; cheap once the slot was prefetched). No effect
+ * on contents or statistics. */
+void cache_prefetch(const struct cache *c, uint32_t table, uint64_t fid,
+                    int row);
+
 /* Stores a copy of data as the row of (table, fid), replacing any cached
  * version (a replaced dirty row stays dirty: the new bytes supersede it and
  * will be written back instead). May evict other rows, writing dirty ones

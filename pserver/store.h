@@ -300,6 +300,10 @@ struct store_raw *store_raw_open(const char *dir, size_t memory_mb,
 int store_raw_put(struct store_raw *r, size_t n, const uint64_t *keys,
                   char *err, size_t errlen);
 
+/* Flushes the memtables and compacts everything (as store_compact does
+ * for a store), blocking. 0 or -1. */
+int store_raw_compact(struct store_raw *r, char *err, size_t errlen);
+
 /* Read-modify-write of n distinct keys. batched = 1: one batched MultiGet,
  * then one WriteBatch of n puts; batched = 0: Get then Put per key. An
  * absent key is written as if it had been zeros. 0 or -1. */
