@@ -134,13 +134,14 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
              "model.activation: only relu is implemented (model %s)", name);
     return -1;
   }
-  if (c->use_bn) {
+  if (c->use_bn && kind != MODEL_EDCN) {
     snprintf(err, errlen,
-             "model.use_bn: batch norm between hidden layers is not "
-             "implemented (model %s); set it to false",
+             "model.use_bn: batch norm is implemented for edcn (its "
+             "regulation outputs) only, not for model %s; set it to false",
              name);
     return -1;
   }
+  o->use_bn = c->use_bn;
   o->dropout = (float)c->dropout;
   o->dropout_seed = (uint64_t)cfg->train.seed;
   if (c->cross_layers > MODEL_MAX_LAYERS) {

@@ -14,8 +14,21 @@
  *             (c_{l+1}, h_{l+1}) = regulation_{l+1}(f_l)   for l + 1 < L
  *   logit = fc([c'_{L-1}; h'_{L-1}; f_{L-1}])      fc (1, 3C)
  *
- * No BatchNorm in the regulation module (FuxiCTR's default).
+ * With use_bn (FuxiCTR's `batch_norm`), each regulation output is batch-
+ * normalised: c_l = BN_c,l(g_c * u), h_l = BN_h,l(g_h * u), BatchNorm1d over
+ * the C columns (reg.l.bn_cross / reg.l.bn_deep: weight 1, bias 0, running
+ * statistics as state). Without it (the default, as FuxiCTR's) the model
+ * cannot train from the usual init: embeddings of std 1e-4 give c', h' of
+ * ~1e-6, each Hadamard bridge squares that scale (f_0 ~ 1e-12, f_1 ~ 1e-27,
+ * f_2 underflows), so at L = 3 the logit is fc.bias alone and every gradient
+ * but those of fc.bias and the last layer's biases is below 1e-24: training
+ * moves only biases, and the prediction stays a constant (AUC 0.5). The
+ * normalisation rescales each layer's input to unit variance, which makes
+ * every gradient O(1) at init (tests/nn/test_models.c, test_edcn_init).
+ * A training batch of one row has no batch statistics: it is normalised
+ * with the running ones (and not folded into them), like evaluation.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,18 +47,27 @@ struct edcn {
   float dropout;       /* after the deep ReLU, training only */
   uint64_t seed, step; /* dropout mask of layer l: (seed + l, step) */
   bool dropped;        /* the last forward applied dropout */
+  bool bn;             /* BatchNorm on the regulation outputs */
+  bool bn_batch;       /* the last forward normalised with batch statistics */
   /* parameter ids, per layer */
   int gc_id[MODEL_MAX_LAYERS], gh_id[MODEL_MAX_LAYERS]; /* reg.l.g_* (F) */
   int cw_id[MODEL_MAX_LAYERS], cb_id[MODEL_MAX_LAYERS]; /* cross.l (C) */
   int dw_id[MODEL_MAX_LAYERS], db_id[MODEL_MAX_LAYERS]; /* deep.l (C, C) */
   int bw_id[MODEL_MAX_LAYERS], bb_id[MODEL_MAX_LAYERS]; /* bridge.l (C, 2C) */
   int fc_w, fc_b;                                       /* fc (1, 3C) */
+  /* with bn: [0] cross, [1] deep; weight, bias (C), running mean, var (C) */
+  int bnw_id[MODEL_MAX_LAYERS][2], bnb_id[MODEL_MAX_LAYERS][2];
+  int bnm_id[MODEL_MAX_LAYERS][2], bnv_id[MODEL_MAX_LAYERS][2];
   /* activations, per layer l; (Bmax, C) unless noted */
   float *x;                    /* copy of E */
   float *gc[MODEL_MAX_LAYERS]; /* (F) softmaxed cross gate */
   float *gh[MODEL_MAX_LAYERS]; /* (F) softmaxed deep gate */
   float *c[MODEL_MAX_LAYERS];  /* c_l; c[0] is x_0 */
   float *h[MODEL_MAX_LAYERS];  /* h_l */
+  /* with bn: the gated inputs before the norm, [0] g_c * u, [1] g_h * u, and
+   * the statistics they were normalised with, mean and rstd (C) */
+  float *pre[MODEL_MAX_LAYERS][2];
+  float *bmean[MODEL_MAX_LAYERS][2], *brstd[MODEL_MAX_LAYERS][2];
   float *cp[MODEL_MAX_LAYERS]; /* c' */
   float *hp[MODEL_MAX_LAYERS]; /* h' */
   float *ch[MODEL_MAX_LAYERS]; /* (Bmax, 2C) [c'; h'], concat bridge */
@@ -53,6 +75,7 @@ struct edcn {
   float *cat;                  /* (Bmax, 3C) the fc input */
   /* backward scratch */
   float *dc, *dh, *dcp, *dhp, *dpre, *ddrop, *dx0; /* (Bmax, C) */
+  float *dbn;                                      /* (Bmax, C), with bn */
   float *df[MODEL_MAX_LAYERS];                     /* (Bmax, C) */
   float *dch;                                      /* (Bmax, 2C) */
   float *dcat;                                     /* (Bmax, 3C) */
@@ -104,6 +127,62 @@ static void cross_nores_backward(const float *x0, const float *xl,
   }
 }
 
+/* ---- BatchNorm of a regulation output (with use_bn) --------------------
+ * k = 0 normalises g_c * u into c_l, k = 1 g_h * u into h_l. */
+
+static void reg_bn_forward(struct edcn *s, int l, int k, float *y, int B,
+                           bool train) {
+  struct params *p = s->p;
+  struct nn_bnstats st = {.H = s->C,
+                          .eps = 1e-5f,
+                          .momentum = 0.1f,
+                          .run_mean = params_value(p, s->bnm_id[l][k]),
+                          .run_var = params_value(p, s->bnv_id[l][k])};
+  const float *g = params_value(p, s->bnw_id[l][k]);
+  const float *b = params_value(p, s->bnb_id[l][k]);
+  if (train && B >= 2) {
+    nn_batchnorm_forward(s->pre[l][k], g, b, y, s->bmean[l][k], s->brstd[l][k],
+                         &st, B, true);
+    return;
+  }
+  // evaluation, or a one-row training batch: the running statistics, kept
+  // in the cache too so that a training backward can follow
+  nn_batchnorm_forward(s->pre[l][k], g, b, y, NULL, NULL, &st, B, false);
+  if (train)
+    for (int c = 0; c < s->C; c++) {
+      s->bmean[l][k][c] = st.run_mean[c];
+      s->brstd[l][k][c] = 1.0f / sqrtf(st.run_var[c] + st.eps);
+    }
+}
+
+/* From dy (B, C), the gradient of BN's output: accumulates its weight and
+ * bias gradients and returns the gradient of its input in s->dbn (valid
+ * until the next call). */
+static const float *reg_bn_backward(struct edcn *s, int l, int k,
+                                    const float *dy, int B) {
+  struct params *p = s->p;
+  int C = s->C;
+  const float *g = params_value(p, s->bnw_id[l][k]);
+  const float *mean = s->bmean[l][k], *rstd = s->brstd[l][k];
+  float *dgam = params_grad(p, s->bnw_id[l][k]);
+  float *dbet = params_grad(p, s->bnb_id[l][k]);
+  memset(s->dbn, 0, (size_t)B * C * sizeof(float));
+  if (s->bn_batch) {
+    nn_batchnorm_backward(s->pre[l][k], g, mean, rstd, dy, s->dbn, dgam, dbet,
+                          B, C);
+    return s->dbn;
+  }
+  // fixed statistics: y = (x - mean) rstd g + b is affine in x
+  for (int r = 0; r < B; r++)
+    for (int c = 0; c < C; c++) {
+      size_t i = (size_t)r * C + c;
+      dgam[c] += dy[i] * (s->pre[l][k][i] - mean[c]) * rstd[c];
+      dbet[c] += dy[i];
+      s->dbn[i] = dy[i] * g[c] * rstd[c];
+    }
+  return s->dbn;
+}
+
 static void *edcn_init(const struct model_options *o, int F, int D, int Bmax,
                        struct params *p, char *err, size_t errlen) {
   if (o->cross_layers < 1 || o->cross_layers > MODEL_MAX_LAYERS) {
@@ -136,6 +215,7 @@ static void *edcn_init(const struct model_options *o, int F, int D, int Bmax,
   s->residual = o->cross_residual;
   s->dropout = o->dropout;
   s->seed = o->dropout_seed;
+  s->bn = o->use_bn;
   size_t row = (size_t)Bmax * C * sizeof(float);
   char nm[PARAMS_NAME_MAX + 1];
   for (int l = 0; l < L; l++) {
@@ -167,7 +247,23 @@ static void *edcn_init(const struct model_options *o, int F, int D, int Bmax,
     s->hp[l] = xaligned(row);
     s->f[l] = xaligned(row);
     s->df[l] = xaligned(row);
+    for (int k = 0; s->bn && k < 2; k++) {
+      static const char *const side[2] = {"cross", "deep"};
+      snprintf(nm, sizeof(nm), "reg.%d.bn_%s.weight", l, side[k]);
+      s->bnw_id[l][k] = params_add(p, nm, 1, 1, C, PARAMS_ONES, 1.0f);
+      snprintf(nm, sizeof(nm), "reg.%d.bn_%s.bias", l, side[k]);
+      s->bnb_id[l][k] = params_add(p, nm, 1, 1, C, PARAMS_ZEROS, 0.0f);
+      snprintf(nm, sizeof(nm), "reg.%d.bn_%s.running_mean", l, side[k]);
+      s->bnm_id[l][k] = params_add_state(p, nm, 1, 1, C, PARAMS_ZEROS, 0.0f);
+      snprintf(nm, sizeof(nm), "reg.%d.bn_%s.running_var", l, side[k]);
+      s->bnv_id[l][k] = params_add_state(p, nm, 1, 1, C, PARAMS_ONES, 1.0f);
+      s->pre[l][k] = xaligned(row);
+      s->bmean[l][k] = xaligned((size_t)C * sizeof(float));
+      s->brstd[l][k] = xaligned((size_t)C * sizeof(float));
+    }
   }
+  if (s->bn)
+    s->dbn = xaligned(row);
   s->fc_w = params_add(p, "fc.weight", 1, 1, 3 * C, PARAMS_XAVIER_NORMAL, 1.0f);
   s->fc_b = params_add(p, "fc.bias", 1, 1, 1, PARAMS_ZEROS, 0.0f);
   s->x = xaligned(row);
@@ -194,6 +290,7 @@ static void edcn_forward(void *self, const float *E, const float *w,
   s->dropped = train && s->dropout > 0;
   if (s->dropped)
     s->step++;
+  s->bn_batch = train && B >= 2;
   CHECK(E, "E (B, F*D) is required");
   memcpy(s->x, E, n * sizeof(float)); // x (B, C)
   const float *x0 = s->c[0];
@@ -203,8 +300,15 @@ static void edcn_forward(void *self, const float *E, const float *w,
     nn_softmax_forward(params_value(p, s->gc_id[l]), s->gc[l], 1, F, 1,
                        s->tau); // (F)
     nn_softmax_forward(params_value(p, s->gh_id[l]), s->gh[l], 1, F, 1, s->tau);
-    nn_field_scale_forward(s->gc[l], u, s->c[l], B, F, D, 1); // c_l (B, C)
-    nn_field_scale_forward(s->gh[l], u, s->h[l], B, F, D, 1); // h_l (B, C)
+    if (s->bn) {
+      nn_field_scale_forward(s->gc[l], u, s->pre[l][0], B, F, D, 1);
+      nn_field_scale_forward(s->gh[l], u, s->pre[l][1], B, F, D, 1);
+      reg_bn_forward(s, l, 0, s->c[l], B, train); // c_l (B, C)
+      reg_bn_forward(s, l, 1, s->h[l], B, train); // h_l (B, C)
+    } else {
+      nn_field_scale_forward(s->gc[l], u, s->c[l], B, F, D, 1); // c_l (B, C)
+      nn_field_scale_forward(s->gh[l], u, s->h[l], B, F, D, 1); // h_l (B, C)
+    }
     // cross: c' (B, C)
     if (s->residual)
       nn_cross_forward(x0, s->c[l], params_value(p, s->cw_id[l]),
@@ -329,11 +433,14 @@ static void edcn_backward(void *self, const float *dlogits, float *dE,
     if (l)
       memset(du, 0, n * sizeof(float));
     memset(s->dg, 0, (size_t)F * sizeof(float));
-    nn_field_scale_backward(s->gc[l], u, dc, s->dg, du, B, F, D, 1);
+    const float *dcin = s->bn ? reg_bn_backward(s, l, 0, dc, B) : dc;
+    nn_field_scale_backward(s->gc[l], u, dcin, s->dg, du, B, F, D, 1);
     nn_softmax_backward(s->gc[l], s->dg, params_grad(p, s->gc_id[l]), 1, F, 1,
                         s->tau);
     memset(s->dg, 0, (size_t)F * sizeof(float));
-    nn_field_scale_backward(s->gh[l], u, s->dh, s->dg, du, B, F, D, 1);
+    nn_field_scale_backward(s->gh[l], u,
+                            s->bn ? reg_bn_backward(s, l, 1, s->dh, B) : s->dh,
+                            s->dg, du, B, F, D, 1);
     nn_softmax_backward(s->gh[l], s->dg, params_grad(p, s->gh_id[l]), 1, F, 1,
                         s->tau);
   }
@@ -346,7 +453,7 @@ static double edcn_flops(const void *self) {
                + 3 * C     // cross
                + C * C + C // deep
                + (s->bridge == MODEL_BRIDGE_CONCAT ? 2 * C * C : C);
-  return s->L * per + 3 * C;
+  return s->L * (per + (s->bn ? 4 * C : 0)) + 3 * C;
 }
 
 static void edcn_free(void *self) {
@@ -363,7 +470,13 @@ static void edcn_free(void *self) {
     free(s->ch[l]);
     free(s->f[l]);
     free(s->df[l]);
+    for (int k = 0; k < 2; k++) {
+      free(s->pre[l][k]);
+      free(s->bmean[l][k]);
+      free(s->brstd[l][k]);
+    }
   }
+  free(s->dbn);
   free(s->x);
   free(s->cat);
   free(s->dc);
