@@ -154,6 +154,9 @@ static const struct config_key schema[] = {
     K_INT(model, block_dim, "64", 1, 65536,
           "masknets: output width of a "
           "MaskBlock"),
+    K_INTS(model, block_dims, "[]", 1, 65536,
+           "masknets: output width of each MaskBlock in order, num_blocks "
+           "entries; empty = every block is block_dim wide"),
     K_DBL(model, reduction_ratio, "1", 0, 64, OPEN_MIN,
           "masknets: mask aggregation width = reduction_ratio x block width"),
     K_INT(model, cross_layers, "3", 0, 64,
@@ -168,6 +171,9 @@ static const struct config_key schema[] = {
            "edcn: how the bridge merges cross and deep outputs"),
     K_DBL(model, temperature, "1", 0, 100, OPEN_MIN,
           "edcn: temperature of the regulation softmax over fields"),
+    K_BOOL(model, cross_residual, "true",
+           "edcn: the cross layer keeps its input, c_l + x_0 (c_l . w) + b "
+           "(MODELS.md); false drops c_l (FuxiCTR's EDCN)"),
     K_BOOL(model, instance_norm, "true",
            "maskfusion: instance norm of each field embedding before fusion"),
     K_INTS(model, controller_units, "[64]", 1, 65536,

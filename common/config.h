@@ -152,6 +152,7 @@ struct config_model {
   double dropout; /* [0, 1) */
   bool net_layernorm, emb_layernorm, use_bn;
   int64_t num_blocks, block_dim;
+  struct config_ints block_dims; /* empty = block_dim for every block */
   double reduction_ratio;
   int64_t cross_layers;
   enum config_dcnv2_structure dcnv2_structure;
@@ -159,6 +160,7 @@ struct config_model {
   int64_t num_experts;
   enum config_bridge bridge;
   double temperature;
+  bool cross_residual; /* edcn */
   bool instance_norm;
   struct config_ints controller_units;
 };

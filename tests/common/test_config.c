@@ -158,15 +158,17 @@ static void test_error_messages(void **state) {
       {"model:\n  name: dnn\n  nmae: sermasknet\n",
        "demo.yaml:3: model.nmae: unknown key, did you mean \"name\"? (expected "
        "one of: name, hidden_units, activation, dropout, net_layernorm, "
-       "emb_layernorm, use_bn, num_blocks, block_dim, reduction_ratio, "
-       "cross_layers, dcnv2_structure, low_rank, num_experts, bridge, "
-       "temperature, instance_norm, controller_units)"},
+       "emb_layernorm, use_bn, num_blocks, block_dim, block_dims, "
+       "reduction_ratio, cross_layers, dcnv2_structure, low_rank, "
+       "num_experts, bridge, temperature, cross_residual, instance_norm, "
+       "controller_units)"},
       {"model:\n  lr: 0.1\n",
        "demo.yaml:2: model.lr: unknown key, did you mean \"optimizer.lr\"? "
        "(expected one of: name, hidden_units, activation, dropout, "
        "net_layernorm, emb_layernorm, use_bn, num_blocks, block_dim, "
-       "reduction_ratio, cross_layers, dcnv2_structure, low_rank, "
-       "num_experts, bridge, temperature, instance_norm, controller_units)"},
+       "block_dims, reduction_ratio, cross_layers, dcnv2_structure, "
+       "low_rank, num_experts, bridge, temperature, cross_residual, "
+       "instance_norm, controller_units)"},
       {"security:\n  tls: true\n",
        "demo.yaml:2: security.tls: unknown key (expected one of: curve, "
        "keys_dir)"},

@@ -593,8 +593,10 @@ static void test_options_from_config(void **state) {
   assert_true(o.temperature == 0.5f);
   assert_true(o.cross_residual); // MODELS.md's cross layer
   assert_false(o.use_bn);
+  set(cfg, "model.cross_residual=false");
   set(cfg, "model.use_bn=true");
   assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), 0);
+  assert_false(o.cross_residual);
   assert_true(o.use_bn);
   p = params_new();
   m = model_new(&o, 3, 4, 16, p, err, sizeof(err));
@@ -609,6 +611,29 @@ static void test_options_from_config(void **state) {
   assert_non_null(strstr(err, "dnn"));
   set(cfg, "model.use_bn=false");
 
+  // MaskNet widths: block_dims per block, else block_dim for all
+  set(cfg, "model.name=paramasknet");
+  set(cfg, "model.num_blocks=3");
+  set(cfg, "model.block_dim=7");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(o.block_dim[i], 7);
+  set(cfg, "model.block_dims=[5,6,9]");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), 0);
+  assert_int_equal(o.block_dim[0], 5);
+  assert_int_equal(o.block_dim[1], 6);
+  assert_int_equal(o.block_dim[2], 9);
+  p = params_new();
+  m = model_new(&o, 3, 4, 16, p, err, sizeof(err));
+  assert_non_null(m);
+  assert_int_equal(params_view(p, params_find(p, "block.2.hidden.weight"))->rows,
+                   9);
+  model_free(m);
+  params_free(p);
+  set(cfg, "model.block_dims=[5,6]");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "model.block_dims"));
+  set(cfg, "model.block_dims=[]");
   set(cfg, "model.name=edcn");
 
   set(cfg, "model.activation=tanh");

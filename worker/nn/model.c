@@ -175,14 +175,23 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
     break;
   }
   o->temperature = (float)c->temperature;
+  o->cross_residual = c->cross_residual;
   if (c->num_blocks > MODEL_MAX_LAYERS) {
     snprintf(err, errlen, "model.num_blocks: %lld, at most %d are supported",
              (long long)c->num_blocks, MODEL_MAX_LAYERS);
     return -1;
   }
   o->num_blocks = (int)c->num_blocks;
+  if (c->block_dims.n && (int64_t)c->block_dims.n != c->num_blocks) {
+    snprintf(err, errlen,
+             "model.block_dims: %zu widths for model.num_blocks %lld (give "
+             "one per block, or none to use model.block_dim for all)",
+             c->block_dims.n, (long long)c->num_blocks);
+    return -1;
+  }
   for (int i = 0; i < MODEL_MAX_LAYERS; i++)
-    o->block_dim[i] = (int)c->block_dim;
+    o->block_dim[i] = (int)(i < (int)c->block_dims.n ? c->block_dims.v[i]
+                                                      : c->block_dim);
   o->reduction_ratio = (float)c->reduction_ratio;
   o->emb_layernorm = c->emb_layernorm;
   o->net_layernorm = c->net_layernorm;
