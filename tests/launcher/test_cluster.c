@@ -78,6 +78,13 @@ static int setup(void **state) {
     return -1;
   int rc = gen_write(g, 0, ROWS, &out, 1, NULL, NULL, err, sizeof(err));
   rc |= fclose(out.f);
+  /* held-out rows (later row numbers) for validation and test */
+  snprintf(p, sizeof(p), "%s/test.tsv", g_dir);
+  struct gen_out held = {fopen(p, "w"), "test", 1, NULL};
+  if (!held.f)
+    return -1;
+  rc |= gen_write(g, ROWS, ROWS + 600, &held, 1, NULL, NULL, err, sizeof(err));
+  rc |= fclose(held.f);
   gen_free(g);
   return rc ? -1 : 0;
 }
@@ -618,9 +625,87 @@ static void test_sigint_stops_everything(void **state) {
   free(out);
 }
 
+/* A whole local-cluster run: maskps train exits 0 and prints embedded
+ * mode's summary (test metrics, storage line); the rank-0 worker left its
+ * JSONL and every process its log; maskps predict on the run directory
+ * (one checkpoint per pserver) reproduces the printed test AUC. */
+static void test_train_then_predict(void **state) {
+  (void)state;
+  static const char *const sets[] = {"cluster.pservers=2", "log.jsonl=true",
+                                     "log.level=info", "train.epochs=3",
+                                     NULL};
+  struct config *cfg = make_config("full", sets);
+  char cpath[256], out_path[256], probs[256], run[256], pred_err[256];
+  snprintf(cpath, sizeof(cpath), "%s/full.yaml", g_dir);
+  snprintf(run, sizeof(run), "%s", cfg->train.run_dir);
+  config_free(cfg);
+  FILE *f = fopen(cpath, "w");
+  assert_non_null(f);
+  struct config *c2 = make_config("full", sets);
+  char err[512];
+  assert_int_equal(config_set(c2, "data.valid=[]", err, sizeof(err)), 0);
+  char test_set[256];
+  snprintf(test_set, sizeof(test_set), "data.test=[%s/test.tsv]", g_dir);
+  assert_int_equal(config_set(c2, test_set, err, sizeof(err)), 0);
+  assert_int_equal(config_dump(c2, f), 0);
+  assert_int_equal(fclose(f), 0);
+  config_free(c2);
+  snprintf(out_path, sizeof(out_path), "%s/full.out", g_dir);
+  char *argv[] = {MASKPS_BIN, "train", cpath, NULL};
+  int st = wait_bounded(spawn(argv, out_path), 120);
+  char *out = slurp(out_path);
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    print_error("status 0x%x, output:\n%s\n", st, out);
+  assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  const char *t = strstr(out, "test AUC ");
+  assert_non_null(t);
+  double auc = atof(t + strlen("test AUC "));
+  print_message("test AUC %.4f\n", auc);
+  assert_true(auc > 0.6); /* it learned */
+  assert_non_null(strstr(out, "embeddings: "));
+  free(out);
+  const char *files[] = {"logs/worker-0.jsonl", "logs/worker-0.log",
+                         "logs/pserver-0.log", "logs/pserver-1.log",
+                         "config.yaml", "best/dense.bin", "best/shard-1"};
+  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", run, files[i]);
+    if (access(p, F_OK))
+      print_error("missing %s\n", p);
+    assert_int_equal(access(p, F_OK), 0);
+  }
+  char test_path[256];
+  snprintf(test_path, sizeof(test_path), "%s/test.tsv", g_dir);
+  snprintf(probs, sizeof(probs), "%s/probs", g_dir);
+  snprintf(pred_err, sizeof(pred_err), "%s/pred.err", g_dir);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int o = open(probs, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = open(pred_err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, STDOUT_FILENO);
+    dup2(e, STDERR_FILENO);
+    execl(MASKPS_BIN, MASKPS_BIN, "predict", run, test_path, (char *)NULL);
+    _exit(127);
+  }
+  st = wait_bounded(pid, 60);
+  char *pe = slurp(pred_err);
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    print_error("predict: status 0x%x:\n%s\n", st, pe);
+  assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  const char *a = strstr(pe, "AUC ");
+  assert_non_null(a);
+  double pauc = atof(a + 4);
+  print_message("cluster run: test AUC %.4f, predict %.4f\n", auc, pauc);
+  assert_true(fabs(pauc - auc) < 1e-4); /* both printed with 4 digits */
+  free(pe);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sync_one_worker_equals_embedded),
+      cmocka_unit_test(test_train_then_predict),
       cmocka_unit_test(test_pserver_killed),
       cmocka_unit_test(test_worker_killed),
       cmocka_unit_test(test_sigint_stops_everything),
