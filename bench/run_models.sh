@@ -28,6 +28,7 @@ bin="$build/bench/bench_models"
 out=${KEEP:-$(mktemp -d)}
 mkdir -p "$out"
 start="$(date -u '+%Y-%m-%d %H:%M UTC'); $(uptime)"
+rev=$(git rev-parse --short HEAD)
 "$py" bench/torch_models.py compare "$bin" -m "$models" -b "$batches" \
   -t "$threads" -s "$secs" -r "$reps" -a "${ALL_SETTINGS:-0}" -o "$out"
 end="$(date -u '+%H:%M UTC'); $(uptime)"
@@ -35,8 +36,7 @@ end="$(date -u '+%H:%M UTC'); $(uptime)"
 simd="AVX2, no AVX-512"
 if grep -qw avx512f /proc/cpuinfo; then simd="AVX-512"; fi
 echo "Command: \`bench/run_models.sh $build $reps\` (MODELS=$models" \
-  "BATCHES=$batches THREADS=$threads SECS=$secs), at git" \
-  "$(git rev-parse --short HEAD)"
+  "BATCHES=$batches THREADS=$threads SECS=$secs), at git $rev"
 echo
 echo "Machine: $(lscpu | sed -n 's/^Model name: *//p') (family" \
   "$(lscpu | sed -n 's/^CPU family: *//p'), model" \

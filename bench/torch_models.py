@@ -249,8 +249,8 @@ def table(c_path, t_path):
         t.setdefault(k, {}).setdefault(r[3], []).append(float(r[4]))
     order = {m: i for i, m in enumerate(MODELS)}
     print("| model | batch | threads | maskps samples/s | PyTorch best "
-          "samples/s (setting) | maskps / PyTorch | maskps sgemm roofline "
-          "| sgemm GFLOP/s on its shapes | reps |")
+          "samples/s (setting) | maskps / PyTorch (paired) | maskps sgemm "
+          "roofline | sgemm GFLOP/s on its shapes | rounds |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k in sorted(c, key=lambda k: (-k[1], order.get(k[0], 99), k[2])):
         rows = c[k]
@@ -262,8 +262,15 @@ def table(c_path, t_path):
             m = statistics.median(v)
             if best is None or m > best:
                 best, bname = m, s
-        ratio = "%.2fx" % (sps / best) if best else "-"
-        tb = "%.0f (%s)" % (best, bname) if best else "-"
+        ratio, tb = "-", "-"
+        if best:
+            # Round i of maskps ran right before round i of each setting:
+            # the median of those paired ratios cancels the slow drift of
+            # the machine's load better than a ratio of medians.
+            pairs = [a[0] / b for a, b in zip(rows, t[k][bname])]
+            ratio = "%.2fx (%.2f-%.2f)" % (statistics.median(pairs),
+                                           min(pairs), max(pairs))
+            tb = "%.0f (%s)" % (best, bname)
         print("| %s | %d | %d | %.0f | %s | %s | %.0f%% | %.1f | %d |" % (
             k[0], k[1], k[2], sps, tb, ratio, 100 * roof, gf, len(rows)))
     print()
