@@ -266,13 +266,24 @@ static void test_paramasknet(void **state) {
   run_fixture(&r);
 }
 
+/* The fixture's MaskFusion: its hidden widths, one controller layer of
+ * ctrl_hidden units, instance norm on. */
+static void maskfusion_fixture_options(const struct fixture *fx,
+                                       struct model_options *o) {
+  const char *js = fixture_text(fx, "meta/config");
+  memset(o, 0, sizeof(*o));
+  o->kind = MODEL_MASKFUSION;
+  o->nhidden = json_ints(js, "hidden", o->hidden, MODEL_MAX_LAYERS);
+  o->nctrl = 1;
+  o->ctrl_hidden[0] = (int)json_num(js, "ctrl_hidden");
+  o->instance_norm = true;
+}
+
 static void test_maskfusion(void **state) {
   (void)state;
   struct fixture *fx = open_fx("maskfusion");
   struct run r = {"maskfusion", {0}, 1e-4, "fc.bias", 2e-4};
-  r.o.kind = MODEL_MASKFUSION;
-  r.o.nhidden = json_ints(fixture_text(fx, "meta/config"), "hidden", r.o.hidden,
-                          MODEL_MAX_LAYERS);
+  maskfusion_fixture_options(fx, &r.o);
   fixture_free(fx);
   run_fixture(&r);
 }
@@ -393,10 +404,7 @@ static void test_dropout(void **state) {
                 masknet_options("paramasknet", MODEL_PARAMASKNET));
   struct fixture *fx = open_fx("maskfusion");
   struct model_options o;
-  memset(&o, 0, sizeof(o));
-  o.kind = MODEL_MASKFUSION;
-  o.nhidden = json_ints(fixture_text(fx, "meta/config"), "hidden", o.hidden,
-                        MODEL_MAX_LAYERS);
+  maskfusion_fixture_options(fx, &o);
   fixture_free(fx);
   check_dropout("maskfusion", o);
 }
@@ -496,12 +504,129 @@ static void test_training_init(void **state) {
   }
 }
 
+/* ---- MaskFusion's options: controller widths, instance norm ----
+ * model.controller_units and model.instance_norm shape the model: its
+ * tensors (ctrl.t.0 .. ctrl.t.K, inorm.* only with instance norm), and a
+ * backward that matches central differences of L = sum_b r_b z_b over every
+ * tensor and E (float, h = 1e-3: max |fd - grad| < 1e-2 max |grad| + 1e-4),
+ * on the init shifted by noise so no bias is 0. */
+
+static float lcg(uint64_t *st) {
+  *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (float)((*st >> 40) * (1.0 / (1 << 23))) - 1.0f;
+}
+
+static double weighted(struct model *m, const float *E, const float *r, int B) {
+  float z[8];
+  model_forward(m, E, NULL, z, B, true);
+  double L = 0;
+  for (int b = 0; b < B; b++)
+    L += (double)r[b] * z[b];
+  return L;
+}
+
+static void fd_tensor(const char *what, struct model *m, float *x,
+                      const float *g, size_t n, const float *E,
+                      const float *r, int B) {
+  const float h = 1e-3f;
+  double maxg = 0, maxd = 0;
+  for (size_t i = 0; i < n; i++) {
+    float x0 = x[i];
+    x[i] = x0 + h;
+    double lp = weighted(m, E, r, B);
+    x[i] = x0 - h;
+    double lm = weighted(m, E, r, B);
+    x[i] = x0;
+    maxg = fmax(maxg, fabs(g[i]));
+    maxd = fmax(maxd, fabs((lp - lm) / (2 * h) - g[i]));
+  }
+  if (!(maxd <= 1e-2 * maxg + 1e-4))
+    fail_msg("%s: finite differences differ by %.3g (max |grad| %.3g)", what,
+             maxd, maxg);
+  if (!(maxg > 0))
+    fail_msg("%s: no gradient at all", what);
+}
+
+static void check_maskfusion_variant(int nctrl, const int *ctrl, bool inorm) {
+  enum { F = 3, D = 4, C = F * D, B = 4 };
+  struct model_options o;
+  model_options_default(&o, MODEL_MASKFUSION);
+  o.nhidden = 2;
+  o.hidden[0] = 5;
+  o.hidden[1] = 3;
+  o.nctrl = nctrl;
+  for (int i = 0; i < nctrl; i++)
+    o.ctrl_hidden[i] = ctrl[i];
+  o.instance_norm = inorm;
+  char err[256], nm[64];
+  struct params *p = params_new();
+  struct model *m = model_new(&o, F, D, B, p, err, sizeof(err));
+  if (!m)
+    fail_msg("%s", err);
+  params_alloc(p, 5);
+  // shapes: ctrl.t.i (ctrl[i], in) for i < K, ctrl.t.K (F, last)
+  for (int t = 0; t < 2; t++) {
+    int in = C;
+    for (int i = 0; i <= nctrl; i++) {
+      snprintf(nm, sizeof(nm), "ctrl.%d.%d.weight", t, i);
+      int id = params_find(p, nm);
+      if (id < 0)
+        fail_msg("no %s", nm);
+      int rows = i < nctrl ? ctrl[i] : F;
+      assert_int_equal(params_view(p, id)->rows, rows);
+      assert_int_equal(params_view(p, id)->cols, in);
+      in = rows;
+    }
+    snprintf(nm, sizeof(nm), "ctrl.%d.%d.weight", t, nctrl + 1);
+    assert_int_equal(params_find(p, nm), -1);
+  }
+  assert_int_equal(params_find(p, "inorm.weight") >= 0, inorm);
+  uint64_t st = 17;
+  for (size_t i = 0; i < p->len; i++)
+    p->values[i] += 0.3f * lcg(&st);
+  float E[B * C], dE[B * C] = {0}, r[B], z[B];
+  for (int i = 0; i < B * C; i++)
+    E[i] = lcg(&st);
+  for (int b = 0; b < B; b++)
+    r[b] = lcg(&st);
+  params_zero_grad(p);
+  model_forward(m, E, NULL, z, B, true);
+  model_backward(m, r, dE, NULL, B);
+  for (int id = 0; id < p->count; id++) {
+    char what[96];
+    snprintf(what, sizeof(what), "maskfusion K=%d in=%d %s", nctrl, inorm,
+             params_view(p, id)->name);
+    fd_tensor(what, m, params_value(p, id), params_grad(p, id),
+              params_view(p, id)->n, E, r, B);
+  }
+  fd_tensor("maskfusion dE", m, E, dE, (size_t)B * C, E, r, B);
+  model_free(m);
+  params_free(p);
+}
+
+static void test_maskfusion_options(void **state) {
+  (void)state;
+  static const int two[] = {6, 5};
+  check_maskfusion_variant(0, NULL, true); // a linear controller
+  check_maskfusion_variant(2, two, false); // two hidden layers, no norm
+  check_maskfusion_variant(1, two, true);  // the fixture's layout
+  // the width reaches the model: default options = the config's [64]
+  struct model_options o;
+  model_options_default(&o, MODEL_MASKFUSION);
+  assert_int_equal(o.nctrl, 1);
+  assert_int_equal(o.ctrl_hidden[0], 64);
+  assert_true(o.instance_norm);
+  o.ctrl_hidden[0] = 0;
+  refuse(&o, "controller layer 0 has width 0");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sermasknet),
       cmocka_unit_test(test_sermasknet_noln),
       cmocka_unit_test(test_paramasknet),
       cmocka_unit_test(test_maskfusion),
+      cmocka_unit_test(test_maskfusion_options),
       cmocka_unit_test(test_dropout),
       cmocka_unit_test(test_bad_options),
       cmocka_unit_test(test_training_init),

@@ -634,6 +634,24 @@ static void test_options_from_config(void **state) {
   assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), -1);
   assert_non_null(strstr(err, "model.block_dims"));
   set(cfg, "model.block_dims=[]");
+  // MaskFusion: controller_units and instance_norm reach the options
+  set(cfg, "model.name=maskfusion");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), 0);
+  assert_int_equal(o.nctrl, 1); // the config's default [64]
+  assert_int_equal(o.ctrl_hidden[0], 64);
+  assert_true(o.instance_norm);
+  set(cfg, "model.controller_units=[6,5]");
+  set(cfg, "model.instance_norm=false");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), 0);
+  assert_int_equal(o.nctrl, 2);
+  assert_int_equal(o.ctrl_hidden[0], 6);
+  assert_int_equal(o.ctrl_hidden[1], 5);
+  assert_false(o.instance_norm);
+  set(cfg, "model.controller_units=[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]");
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), -1);
+  assert_non_null(strstr(err, "model.controller_units"));
+  set(cfg, "model.controller_units=[64]");
+  set(cfg, "model.instance_norm=true");
   set(cfg, "model.name=edcn");
 
   set(cfg, "model.activation=tanh");

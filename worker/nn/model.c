@@ -79,6 +79,9 @@ void model_options_default(struct model_options *o, enum model_kind kind) {
   o->reduction_ratio = 1;
   o->emb_layernorm = true;
   o->net_layernorm = true;
+  o->nctrl = 1;
+  o->ctrl_hidden[0] = 64;
+  o->instance_norm = true;
 }
 
 int model_options_from_config(struct model_options *o, const struct config *cfg,
@@ -195,6 +198,16 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
   o->reduction_ratio = (float)c->reduction_ratio;
   o->emb_layernorm = c->emb_layernorm;
   o->net_layernorm = c->net_layernorm;
+  if (c->controller_units.n > MODEL_MAX_LAYERS) {
+    snprintf(err, errlen,
+             "model.controller_units: %zu layers, at most %d are supported",
+             c->controller_units.n, MODEL_MAX_LAYERS);
+    return -1;
+  }
+  o->nctrl = (int)c->controller_units.n;
+  for (size_t i = 0; i < c->controller_units.n; i++)
+    o->ctrl_hidden[i] = (int)c->controller_units.v[i];
+  o->instance_norm = c->instance_norm;
   return 0;
 }
 
@@ -230,6 +243,20 @@ struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
                o->hidden[i]);
       return NULL;
     }
+  if (o->kind == MODEL_MASKFUSION) {
+    if (o->nctrl < 0 || o->nctrl > MODEL_MAX_LAYERS) {
+      snprintf(err, errlen,
+               "model %s: %d controller layers (expected 0..%d)", name,
+               o->nctrl, MODEL_MAX_LAYERS);
+      return NULL;
+    }
+    for (int i = 0; i < o->nctrl; i++)
+      if (o->ctrl_hidden[i] < 1) {
+        snprintf(err, errlen, "model %s: controller layer %d has width %d",
+                 name, i, o->ctrl_hidden[i]);
+        return NULL;
+      }
+  }
   if (!(o->dropout >= 0 && o->dropout < 1)) {
     snprintf(err, errlen, "model %s: dropout %g is not in [0, 1)", name,
              (double)o->dropout);

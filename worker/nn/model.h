@@ -91,6 +91,9 @@ struct model_options {
   int block_dim[MODEL_MAX_LAYERS]; /* MaskNet: output width of each block */
   float reduction_ratio;           /* MaskNet: r */
   bool emb_layernorm, net_layernorm; /* MaskNet */
+  int ctrl_hidden[MODEL_MAX_LAYERS]; /* MaskFusion: hidden widths of each */
+  int nctrl;                         /* mask controller; 0 = one linear */
+  bool instance_norm; /* MaskFusion: instance norm of E before fusion */
 };
 
 struct model;

@@ -3,18 +3,20 @@
  *
  * x = V_emb = E (B, C), C = F*D; L = nhidden layers of widths H_t.
  *
- *   mask controllers  alpha_t = ctrl.t.1(ReLU(ctrl.t.0(x)))   (B, F), t < L
+ *   mask controllers  alpha_t = ctrl.t.K(ReLU(... ReLU(ctrl.t.0(x))))  (B, F),
+ *                     t < L, K = hidden layers of the controller
  *                     m_{t,f} = softmax over t of alpha_{t,f}  (per field
  *                     and instance: normalised ACROSS layers)
  *   instance norm     Ê = IN(E) (B, F, D): each e_f over its own D entries,
- *                     one scalar gamma, beta per field (inorm, (F))
+ *                     one scalar gamma, beta per field (inorm, (F));
+ *                     Ê = E without options.instance_norm
  *   fusion            ĥ_{-1} = x;  h_t = ReLU(mlp.t(ĥ_{t-1}))
  *                     ĥ_t = [m_t ⊗ Ê; h_t]      (B, C + H_t)
  *   logit             fc(ĥ_{L-1})
  *
- * Controller hidden width: MASKFUSION_CTRL_HIDDEN (struct model_options has
- * no field for it yet; the config's model.controller_units is where it
- * belongs). Dropout (options.dropout, training only) acts on each h_t
+ * Controller hidden widths: options.ctrl_hidden[0..nctrl) (the config's
+ * model.controller_units; the reference fixture has one layer of 8); with
+ * nctrl = 0 a controller is the one linear layer ctrl.t.0 (F, C). Dropout (options.dropout, training only) acts on each h_t
  * after its ReLU, before the concatenation, as a DNN's hidden layers: mask
  * seed dropout_seed + t, the count of training forwards as the step.
  */
@@ -23,23 +25,24 @@
 #include <string.h>
 
 #include "common/check.h"
+#include "worker/nn/mlp.h"
 #include "worker/nn/model_impl.h"
 #include "worker/nn/ops.h"
 #include "worker/nn/params.h"
 
 #define IN_EPS 1e-5f
-/* Hidden units of each mask controller (the reference fixture's width). */
-#define MASKFUSION_CTRL_HIDDEN 8
 
 struct maskfusion {
   struct params *p; /* borrowed */
   int F, D, C, Bmax;
   int L;                   /* hidden layers = mask controllers */
-  int Hc;                  /* controller hidden width */
+  int Hc;                  /* input width of a controller's last layer */
   int H[MODEL_MAX_LAYERS]; /* hidden widths */
-  int c0w[MODEL_MAX_LAYERS], c0b[MODEL_MAX_LAYERS]; /* ctrl.t.0 (Hc, C) */
-  int c1w[MODEL_MAX_LAYERS], c1b[MODEL_MAX_LAYERS]; /* ctrl.t.1 (F, Hc) */
-  int inw, inb;                                     /* inorm (F) gamma, beta */
+  bool nctrl;              /* the controllers have hidden layers */
+  struct mlp ctrl[MODEL_MAX_LAYERS]; /* ctrl.t.0 .. ctrl.t.K-1, ReLU */
+  int c1w[MODEL_MAX_LAYERS], c1b[MODEL_MAX_LAYERS]; /* ctrl.t.K (F, Hc) */
+  bool inorm;                                       /* instance norm on */
+  int inw, inb; /* inorm (F) gamma, beta; -1 without */
   int mw[MODEL_MAX_LAYERS], mb[MODEL_MAX_LAYERS];   /* mlp.t (H_t, in_t) */
   int fcw, fcb;                                     /* fc (1, C + H_{L-1}) */
   float drop;          /* dropout rate on h_t; 0 = off */
@@ -47,10 +50,12 @@ struct maskfusion {
   bool dropped;        /* the last forward applied dropout */
   /* forward activations */
   float *x;                    /* (Bmax, C) copy of E */
-  float *ca[MODEL_MAX_LAYERS]; /* (Bmax, Hc) ReLU(ctrl.t.0(x)) */
+  const float *ca[MODEL_MAX_LAYERS]; /* (B, Hc) the controller's last
+                                        hidden output (owned by ctrl[t]),
+                                        or x */
   float *alpha;                /* (L, B, F) controller logits */
   float *mask;                 /* (L, B, F) m = softmax over L */
-  float *en;                   /* (Bmax, C) Ê */
+  float *en;                   /* (Bmax, C) Ê (x without instance norm) */
   float *imean, *irstd;        /* (Bmax*F) instance-norm cache */
   float *h[MODEL_MAX_LAYERS];  /* (Bmax, H_t) ReLU(mlp.t(ĥ_{t-1})) */
   float *me[MODEL_MAX_LAYERS]; /* (Bmax, C) m_t ⊗ Ê */
@@ -62,7 +67,7 @@ struct maskfusion {
   float *dme;                   /* (Bmax, C) */
   float *den;                   /* (Bmax, C) dLoss/d Ê */
   float *dmask, *dalpha;        /* (L, B, F) */
-  float *dca, *dcapre;          /* (Bmax, Hc) */
+  float *dca;                   /* (Bmax, Hc) dLoss/d ca */
 };
 
 static float *buf(size_t rows, int w) {
@@ -78,7 +83,7 @@ static void maskfusion_free(void *self) {
   if (!s)
     return;
   for (int t = 0; t < s->L; t++) {
-    free(s->ca[t]);
+    mlp_deinit(&s->ctrl[t]);
     free(s->h[t]);
     free(s->me[t]);
     free(s->hc[t]);
@@ -87,7 +92,8 @@ static void maskfusion_free(void *self) {
   free(s->x);
   free(s->alpha);
   free(s->mask);
-  free(s->en);
+  if (s->inorm)
+    free(s->en);
   free(s->imean);
   free(s->irstd);
   free(s->dh);
@@ -98,7 +104,6 @@ static void maskfusion_free(void *self) {
   free(s->dmask);
   free(s->dalpha);
   free(s->dca);
-  free(s->dcapre);
   free(s);
 }
 
@@ -119,22 +124,30 @@ static void *maskfusion_init(const struct model_options *o, int F, int D,
   s->C = F * D;
   s->Bmax = Bmax;
   s->L = o->nhidden;
-  s->Hc = MASKFUSION_CTRL_HIDDEN;
   s->drop = o->dropout;
   s->seed = o->dropout_seed;
-  int C = s->C, Hc = s->Hc, Hmax = 1;
+  s->nctrl = o->nctrl > 0;
+  s->inorm = o->instance_norm;
+  int C = s->C, Hmax = 1;
+  int K = o->nctrl;
+  s->Hc = K ? o->ctrl_hidden[K - 1] : C;
   for (int t = 0; t < s->L; t++) {
-    snprintf(nm, sizeof(nm), "ctrl.%d.0.weight", t);
-    s->c0w[t] = params_add(p, nm, 1, Hc, C, PARAMS_XAVIER_NORMAL, 1.0f);
-    snprintf(nm, sizeof(nm), "ctrl.%d.0.bias", t);
-    s->c0b[t] = params_add(p, nm, 1, 1, Hc, PARAMS_ZEROS, 0.0f);
-    snprintf(nm, sizeof(nm), "ctrl.%d.1.weight", t);
-    s->c1w[t] = params_add(p, nm, 1, F, Hc, PARAMS_XAVIER_NORMAL, 1.0f);
-    snprintf(nm, sizeof(nm), "ctrl.%d.1.bias", t);
+    // hidden layers ctrl.t.0 .. ctrl.t.K-1 (ReLU, no dropout), then the
+    // linear ctrl.t.K to the F field logits
+    snprintf(nm, sizeof(nm), "ctrl.%d", t);
+    if (K)
+      mlp_init(&s->ctrl[t], p, nm, C, o->ctrl_hidden, K, false, 0.0f, 0,
+               Bmax);
+    snprintf(nm, sizeof(nm), "ctrl.%d.%d.weight", t, K);
+    s->c1w[t] = params_add(p, nm, 1, F, s->Hc, PARAMS_XAVIER_NORMAL, 1.0f);
+    snprintf(nm, sizeof(nm), "ctrl.%d.%d.bias", t, K);
     s->c1b[t] = params_add(p, nm, 1, 1, F, PARAMS_ZEROS, 0.0f);
   }
-  s->inw = params_add(p, "inorm.weight", 1, 1, F, PARAMS_ONES, 0.0f);
-  s->inb = params_add(p, "inorm.bias", 1, 1, F, PARAMS_ZEROS, 0.0f);
+  s->inw = s->inb = -1;
+  if (s->inorm) {
+    s->inw = params_add(p, "inorm.weight", 1, 1, F, PARAMS_ONES, 0.0f);
+    s->inb = params_add(p, "inorm.bias", 1, 1, F, PARAMS_ZEROS, 0.0f);
+  }
   int in = C; // ĥ_{-1} = x
   for (int t = 0; t < s->L; t++) {
     int Ht = s->H[t] = o->hidden[t];
@@ -145,7 +158,6 @@ static void *maskfusion_init(const struct model_options *o, int F, int D,
     snprintf(nm, sizeof(nm), "mlp.%d.bias", t);
     s->mb[t] = params_add(p, nm, 1, 1, Ht, PARAMS_ZEROS, 0.0f);
     in = C + Ht;
-    s->ca[t] = buf(Bmax, Hc);
     s->h[t] = buf(Bmax, Ht);
     s->me[t] = buf(Bmax, C);
     s->hc[t] = buf(Bmax, C + Ht);
@@ -156,7 +168,7 @@ static void *maskfusion_init(const struct model_options *o, int F, int D,
   s->x = buf(Bmax, C);
   s->alpha = buf((size_t)s->L * Bmax, F);
   s->mask = buf((size_t)s->L * Bmax, F);
-  s->en = buf(Bmax, C);
+  s->en = s->inorm ? buf(Bmax, C) : s->x;
   s->imean = buf(Bmax, F);
   s->irstd = buf(Bmax, F);
   s->dh = buf(Bmax, Hmax);
@@ -166,8 +178,7 @@ static void *maskfusion_init(const struct model_options *o, int F, int D,
   s->den = buf(Bmax, C);
   s->dmask = buf((size_t)s->L * Bmax, F);
   s->dalpha = buf((size_t)s->L * Bmax, F);
-  s->dca = buf(Bmax, Hc);
-  s->dcapre = buf(Bmax, Hc);
+  s->dca = s->nctrl ? buf(Bmax, s->Hc) : NULL;
   return s;
 }
 
@@ -184,17 +195,17 @@ static void maskfusion_forward(void *self, const float *E, const float *w,
     s->step++;
   // Mask controllers on the raw x, then the softmax across the L layers.
   for (int t = 0; t < L; t++) {
-    nn_linear_forward(s->x, params_value(p, s->c0w[t]),
-                      params_value(p, s->c0b[t]), s->ca[t], B, C, Hc);
-    nn_relu_forward(s->ca[t], s->ca[t], (size_t)B * Hc); // (B, Hc)
+    s->ca[t] = s->nctrl ? mlp_forward(&s->ctrl[t], s->x, B, train)
+                        : s->x; // (B, Hc)
     nn_linear_forward(s->ca[t], params_value(p, s->c1w[t]),
                       params_value(p, s->c1b[t]), s->alpha + t * BF, B, Hc,
                       F); // (B, F)
   }
   nn_softmax_forward(s->alpha, s->mask, 1, L, (int)BF, 1.0f); // (L, B, F)
-  nn_instancenorm_forward(s->x, params_value(p, s->inw),
-                          params_value(p, s->inb), s->en, s->imean, s->irstd, B,
-                          F, D, IN_EPS); // (B, F, D)
+  if (s->inorm)
+    nn_instancenorm_forward(s->x, params_value(p, s->inw),
+                            params_value(p, s->inb), s->en, s->imean, s->irstd,
+                            B, F, D, IN_EPS); // (B, F, D)
   // Fusion layers.
   const float *prev = s->x; // ĥ_{t-1}
   int in = C;
@@ -264,21 +275,25 @@ static void maskfusion_backward(void *self, const float *dlogits, float *dE,
                        params_grad(p, s->mw[t]), params_grad(p, s->mb[t]), B,
                        in, Ht);
   }
-  nn_instancenorm_backward(s->x, params_value(p, s->inw), s->imean, s->irstd,
-                           s->den, dE, params_grad(p, s->inw),
-                           params_grad(p, s->inb), B, F, D);
+  if (s->inorm)
+    nn_instancenorm_backward(s->x, params_value(p, s->inw), s->imean,
+                             s->irstd, s->den, dE, params_grad(p, s->inw),
+                             params_grad(p, s->inb), B, F, D);
+  else if (dE) // Ê = E
+    for (size_t i = 0; i < (size_t)B * C; i++)
+      dE[i] += s->den[i];
   zero(s->dalpha, L * B, F);
   nn_softmax_backward(s->mask, s->dmask, s->dalpha, 1, L, (int)BF, 1.0f);
   for (int t = 0; t < L; t++) {
-    zero(s->dca, B, Hc);
+    // without hidden layers the controller's input is x: straight into dE
+    float *dca = s->nctrl ? s->dca : dE;
+    if (s->nctrl)
+      zero(dca, B, Hc);
     nn_linear_backward(s->ca[t], params_value(p, s->c1w[t]), s->dalpha + t * BF,
-                       s->dca, params_grad(p, s->c1w[t]),
+                       dca, params_grad(p, s->c1w[t]),
                        params_grad(p, s->c1b[t]), B, Hc, F);
-    zero(s->dcapre, B, Hc);
-    nn_relu_backward(s->ca[t], s->dca, s->dcapre, (size_t)B * Hc);
-    nn_linear_backward(s->x, params_value(p, s->c0w[t]), s->dcapre, dE,
-                       params_grad(p, s->c0w[t]), params_grad(p, s->c0b[t]), B,
-                       C, Hc);
+    if (s->nctrl)
+      mlp_backward(&s->ctrl[t], s->x, dca, dE, B);
   }
 }
 
@@ -287,11 +302,12 @@ static double maskfusion_flops(const void *self) {
   double f = 0;
   int in = s->C;
   for (int t = 0; t < s->L; t++) {
-    f += (double)s->Hc * s->C + (double)s->F * s->Hc; // controller
+    f += (s->nctrl ? mlp_flops(&s->ctrl[t]) : 0) +
+         (double)s->F * s->Hc; // controller
     f += (double)in * s->H[t] + s->C;                 // layer + mask scale
     in = s->C + s->H[t];
   }
-  return f + in + 4.0 * s->C; // fc + instance norm
+  return f + in + (s->inorm ? 4.0 * s->C : 0); // fc + instance norm
 }
 
 const struct model_impl model_impl_maskfusion = {
