@@ -243,15 +243,17 @@ def table(c_path, t_path):
     c, t = {}, {}
     for r in read_tsv(c_path):
         k = (r[0], int(r[1]), int(r[2]))
-        c.setdefault(k, []).append((float(r[3]), float(r[6]), float(r[7])))
+        c.setdefault(k, []).append((float(r[3]), float(r[6]), float(r[7]),
+                                    float(r[5])))
     for r in read_tsv(t_path):
         k = (r[0], int(r[1]), int(r[2]))
         t.setdefault(k, {}).setdefault(r[3], []).append(float(r[4]))
     order = {m: i for i, m in enumerate(MODELS)}
     print("| model | batch | threads | maskps samples/s | PyTorch best "
           "samples/s (setting) | maskps / PyTorch (paired) | maskps sgemm "
-          "roofline | sgemm GFLOP/s on its shapes | rounds |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "roofline | PyTorch sgemm roofline | sgemm GFLOP/s on its shapes "
+          "| rounds |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k in sorted(c, key=lambda k: (-k[1], order.get(k[0], 99), k[2])):
         rows = c[k]
         sps = statistics.median(r[0] for r in rows)
@@ -262,8 +264,12 @@ def table(c_path, t_path):
             m = statistics.median(v)
             if best is None or m > best:
                 best, bname = m, s
-        ratio, tb = "-", "-"
+        ratio, tb, troof = "-", "-", "-"
         if best:
+            # PyTorch's GEMM flops per second over the replay of the same
+            # products in maskps's round just before it.
+            troof = "%.0f%%" % (100 * statistics.median(
+                b * a[3] / 1e3 / a[1] for a, b in zip(rows, t[k][bname])))
             # Round i of maskps ran right before round i of each setting:
             # the median of those paired ratios cancels the slow drift of
             # the machine's load better than a ratio of medians.
@@ -271,8 +277,9 @@ def table(c_path, t_path):
             ratio = "%.2fx (%.2f-%.2f)" % (statistics.median(pairs),
                                            min(pairs), max(pairs))
             tb = "%.0f (%s)" % (best, bname)
-        print("| %s | %d | %d | %.0f | %s | %s | %.0f%% | %.1f | %d |" % (
-            k[0], k[1], k[2], sps, tb, ratio, 100 * roof, gf, len(rows)))
+        print("| %s | %d | %d | %.0f | %s | %s | %.0f%% | %s | %.1f | %d |" %
+              (k[0], k[1], k[2], sps, tb, ratio, 100 * roof, troof, gf,
+               len(rows)))
     print()
     print("PyTorch, every setting tried (median samples/s over reps):")
     print()
