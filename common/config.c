@@ -145,10 +145,10 @@ static const struct config_key schema[] = {
            "masknets: per-field layer norm of the embeddings before the first "
            "mask"),
     K_BOOL(model, use_bn, "false",
-           "edcn: batch norm (FuxiCTR's batch_norm) on the regulation "
-           "outputs; without it edcn cannot learn from embeddings of "
-           "init_std 1e-4 (its bridges vanish: AUC 0.5); other models "
-           "refuse it"),
+           "batch norm (FuxiCTR's batch_norm): after each MLP hidden layer "
+           "(dnn, deepfm, dcn, dcnv2) and on edcn's regulation outputs, "
+           "which edcn needs to learn from embeddings of init_std 1e-4 (its "
+           "bridges vanish: AUC 0.5); the masknets refuse it"),
     K_INT(model, num_blocks, "3", 1, 64,
           "masknets: MaskBlocks (serial depth or parallel count)"),
     K_INT(model, block_dim, "64", 1, 65536,

@@ -30,6 +30,10 @@ int ps_set_dense(struct ps *ps, size_t off, size_t len, const float *values,
   return ps->ops->set_dense(ps->ctx, off, len, values, err, errlen);
 }
 
+int ps_set_lr_scale(struct ps *ps, float scale, char *err, size_t errlen) {
+  return ps->ops->set_lr_scale(ps->ctx, scale, err, errlen);
+}
+
 int ps_barrier(struct ps *ps, uint64_t step, char *err, size_t errlen) {
   return ps->ops->barrier(ps->ctx, step, err, errlen);
 }

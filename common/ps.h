@@ -89,6 +89,7 @@ struct ps_ops {
                     const float *grads, char *err, size_t errlen);
   int (*set_dense)(void *ctx, size_t off, size_t len, const float *values,
                    char *err, size_t errlen);
+  int (*set_lr_scale)(void *ctx, float scale, char *err, size_t errlen);
   int (*barrier)(void *ctx, uint64_t step, char *err, size_t errlen);
   int (*checkpoint)(void *ctx, uint64_t step, const char *dir, char *err,
                     size_t errlen);
@@ -138,6 +139,17 @@ int ps_push_dense(struct ps *ps, uint64_t step, size_t off, size_t len,
 int ps_set_dense(struct ps *ps, size_t off, size_t len, const float *values,
                  char *err, size_t errlen);
 
+/* The plateau schedule: every optimizer of the store, the sparse tables'
+ * and the dense Adam, runs from now on at scale times its configured
+ * learning rate (absolute: pass the product of the decays so far). Applied
+ * at once on every shard, also in sync mode (call it at a step boundary;
+ * one worker, rank 0, decides). Why not a field of struct ps_grads: the
+ * decay is a rare event of the whole run, not of one push, and it must
+ * reach the dense optimizer too; a control message keeps the PUSH header
+ * (common/msg.h) unchanged. Returns 0, or -1 with err set (scale not > 0,
+ * a pserver unreachable). */
+int ps_set_lr_scale(struct ps *ps, float scale, char *err, size_t errlen);
+
 /* Sync mode: returns once every worker of the run has reached the barrier
  * of `step` on every shard and the step's pushes are applied (a worker
  * calls it after its pushes of the step were answered, and pulls step
@@ -166,6 +178,8 @@ const char *ps_name(const struct ps *ps);
  * what its floats are; PULL_DENSE uses PS_DENSE_GRADS. */
 #define PS_DENSE_GRADS 0 /* gradients: one Adam step */
 #define PS_DENSE_SET 1   /* values: overwrite, reset their Adam state */
+#define PS_LR_SCALE 2    /* one float, off 0: ps_set_lr_scale, to every
+                            pserver (also one without a dense block) */
 
 /* The dense sharding rule: shard s of S owns the contiguous block
  * [*off, *off + *len) of a dense vector of `total` floats; blocks are in

@@ -399,6 +399,15 @@ static int local_set_dense(void *ctx, size_t off, size_t len,
   return local_dense(ctx, DENSE_SET, off, len, NULL, values, err, errlen);
 }
 
+static int local_set_lr_scale(void *ctx, float scale, char *err,
+                              size_t errlen) {
+  struct local *l = ctx;
+  for (uint32_t s = 0; s < l->S; s++)
+    if (store_set_lr_scale(l->stores[s], scale, err, errlen) < 0)
+      return -1;
+  return 0;
+}
+
 /* One worker in one process: nobody to wait for. */
 static int local_barrier(void *ctx, uint64_t step, char *err, size_t errlen) {
   (void)ctx, (void)step, (void)err, (void)errlen;
@@ -432,6 +441,7 @@ static const struct ps_ops local_ops = {
     .pull_dense = local_pull_dense,
     .push_dense = local_push_dense,
     .set_dense = local_set_dense,
+    .set_lr_scale = local_set_lr_scale,
     .barrier = local_barrier,
     .checkpoint = local_checkpoint,
     .free = local_free,

@@ -593,11 +593,12 @@ static void on_pull_dense(struct server *srv, const struct net_peer *peer,
 static int dense_table(struct server *srv, const struct net_peer *peer,
                        const struct msg *req) {
   bool ok = req->table == PS_DENSE_GRADS ||
-            (req->op == MSG_PUSH_DENSE && req->table == PS_DENSE_SET);
+            (req->op == MSG_PUSH_DENSE &&
+             (req->table == PS_DENSE_SET || req->table == PS_LR_SCALE));
   if (!ok)
     send_error(srv, peer, req, MSG_E_UNKNOWN_TABLE,
-               "pserver %u: %s of dense table %u (0 = gradients, 1 = values "
-               "to set, PUSH_DENSE only)",
+               "pserver %u: %s of dense table %u (0 = gradients; PUSH_DENSE "
+               "only: 1 = values to set, 2 = a learning-rate scale)",
                srv->rank, msg_op_name(req->op), req->table);
   return ok ? 0 : -1;
 }
@@ -608,7 +609,30 @@ static void on_push_dense(struct server *srv, const struct net_peer *peer,
     ack(srv, peer, req);
     return;
   }
-  if (dense_table(srv, peer, req) < 0 || dense_range(srv, peer, req) < 0)
+  if (dense_table(srv, peer, req) < 0)
+    return;
+  if (req->table == PS_LR_SCALE) { /* a schedule change: never held */
+    if (req->off != 0 || req->nvals != 1) {
+      send_error(srv, peer, req, MSG_E_RANGE,
+                 "pserver %u: a learning-rate scale is one float at offset "
+                 "0 (got %u at %llu)",
+                 srv->rank, req->nvals, (unsigned long long)req->off);
+      return;
+    }
+    if (store_set_lr_scale(srv->store, req->vals[0], srv->err,
+                           sizeof(srv->err)) < 0) {
+      send_error(srv, peer, req, MSG_E_RANGE, "pserver %u: %s", srv->rank,
+                 srv->err);
+      return;
+    }
+    logger_info(srv->log, "pserver %u: learning rates x %g from step %llu",
+                srv->rank, (double)req->vals[0],
+                (unsigned long long)req->step + 1);
+    note_push(srv, req);
+    ack(srv, peer, req);
+    return;
+  }
+  if (dense_range(srv, peer, req) < 0)
     return;
   int rc;
   size_t off = (size_t)(req->off - srv->dense_off);

@@ -61,6 +61,10 @@ struct store {
   uint8_t *ddirty; /* per chunk */
   int dense_loaded;
   struct sparse_opt dopt;
+  /* the learning rates the store was opened with (store_set_lr_scale
+   * scales these, so a scale is absolute, never compounded) */
+  float *lr0; /* [ntables] */
+  float dlr0;
 
   /* per-operation scratch, grown on demand */
   uint8_t *arena;
@@ -498,6 +502,7 @@ static void destroy(struct store *s) {
   free(s->ld_miss);
   free(s->ld_sorted);
   free(s->tables);
+  free(s->lr0);
   free(s->dir);
   free(s);
 }
@@ -597,6 +602,10 @@ struct store *store_open(const char *dir, const struct store_options *o,
 
   s->dense_n = o->dense_size;
   s->dopt = o->dense;
+  s->dlr0 = s->dopt.lr;
+  s->lr0 = xcalloc(s->ntables ? s->ntables : 1, sizeof(float));
+  for (size_t i = 0; i < s->ntables; i++)
+    s->lr0[i] = s->tables[i].opt.lr;
   if (s->dense_n) {
     s->dw = xcalloc(s->dense_n, sizeof(float));
     s->dm = xcalloc(s->dense_n, sizeof(float));
@@ -1171,6 +1180,19 @@ int store_dense_pull(struct store *s, size_t off, size_t len, float *out,
 
 int store_dense_loaded(const struct store *s) {
   return s->dense_loaded;
+}
+
+int store_set_lr_scale(struct store *s, float scale, char *err,
+                       size_t errlen) {
+  if (!(scale > 0) || !isfinite(scale)) {
+    snprintf(err, errlen, "store %s: learning-rate scale %g (expected > 0)",
+             s->dir, (double)scale);
+    return -1;
+  }
+  for (size_t i = 0; i < s->ntables; i++)
+    s->tables[i].opt.lr = s->lr0[i] * scale;
+  s->dopt.lr = s->dlr0 * scale;
+  return 0;
 }
 
 /* ---- stats and iteration ---------------------------------------------- */

@@ -216,6 +216,14 @@ int store_dense_pull(struct store *s, size_t off, size_t len, float *out,
                      char *err, size_t errlen);
 int store_dense_loaded(const struct store *s);
 
+/* The plateau schedule (train.lr_decay_factor): every table's optimizer lr
+ * (FTRL: its alpha) and the dense Adam's lr become scale times the ones the
+ * store was opened with (absolute, not compounded: 0.01 after two decays
+ * of 0.1). Not persisted: a reopened store starts at scale 1. Returns 0,
+ * or -1 for a scale that is not a positive number. */
+int store_set_lr_scale(struct store *s, float scale, char *err,
+                       size_t errlen);
+
 struct store_stats {
   uint64_t rows_estimate;            /* rocksdb.estimate-num-keys of "rows" */
   uint64_t sst_bytes;                /* rocksdb.total-sst-files-size */

@@ -423,6 +423,22 @@ static int net_set_dense(void *ctx, size_t off, size_t len, const float *values,
                         err, errlen);
 }
 
+/* PS_LR_SCALE: one float to every pserver, dense block or not. */
+static int net_set_lr_scale(void *ctx, float scale, char *err,
+                            size_t errlen) {
+  struct client *c = ctx;
+  begin(c);
+  uint64_t id = c->next_id++;
+  for (uint32_t s = 0; s < c->S; s++) {
+    struct msg *q = request(c, s, MSG_PUSH_DENSE, id);
+    q->table = PS_LR_SCALE;
+    q->off = 0;
+    q->nvals = 1;
+    q->vals = &scale; /* encoded before round_trip returns */
+  }
+  return round_trip(c, err, errlen);
+}
+
 /* One request with no arrays to every pserver. */
 static int broadcast(struct client *c, enum msg_op op, uint64_t step,
                      const char *text, char *err, size_t errlen) {
@@ -489,6 +505,7 @@ static const struct ps_ops net_ops = {
     .pull_dense = net_pull_dense,
     .push_dense = net_push_dense,
     .set_dense = net_set_dense,
+    .set_lr_scale = net_set_lr_scale,
     .barrier = net_barrier,
     .checkpoint = net_checkpoint,
     .free = net_ctx_free,

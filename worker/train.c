@@ -103,7 +103,8 @@ struct trainer {
   double prefix_sum;   /* sum of chosen prefixes since the last record */
   uint64_t prefix_n;   /* values counted in prefix_sum */
   struct metrics *met;
-  double lr; /* current dense lr */
+  double lr;       /* current dense lr */
+  double lr_scale; /* product of the decays so far (the store's scale) */
 };
 
 /* err formatting that never overflows (messages are truncated). */
@@ -291,6 +292,7 @@ struct trainer *train_new(const struct train_opts *o, char *err,
   memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
   tr->met = metrics_new();
   tr->lr = cfg->optimizer.lr;
+  tr->lr_scale = 1;
   return tr;
 fail:
   train_free(tr);
@@ -791,7 +793,7 @@ static void log_eval(struct trainer *tr, uint64_t step, const char *event,
   logger_record(tr->o.log, step, event, "epoch", (double)epoch, "auc", r->auc,
                 "logloss", r->logloss, "gauc", r->gauc, "examples",
                 (double)r->n, "positives", (double)r->positives, "lr", tr->lr,
-                "sparse_lr_decayed", 0.0, NULL);
+                "lr_scale", tr->lr_scale, NULL);
 }
 
 /* Evaluates valid (and test on improvement); updates the schedule. Sets
@@ -858,16 +860,18 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
     return 0;
   }
   tr->lr *= cfg->train.lr_decay_factor;
-  if (tr->o.dense_via_ps)
-    logger_warn(tr->o.log,
-                "lr decay to %g not applied: the dense optimizer runs on the "
-                "parameter store, which takes no learning rate",
-                tr->lr);
-  else
-    logger_info(tr->o.log,
-                "no improvement: dense lr x %g = %g (the embeddings keep "
-                "optimizer.sparse_lr)",
-                cfg->train.lr_decay_factor, tr->lr);
+  tr->lr_scale *= cfg->train.lr_decay_factor;
+  /* Every optimizer decays (FuxiCTR's habit): the store's, i.e. the
+   * embeddings' and (dense_via_ps) the dense Adam's, through one
+   * absolute scale; the worker's own dense optimizer through tr->lr. */
+  char perr[512];
+  if (ps_set_lr_scale(ps, (float)tr->lr_scale, perr, sizeof(perr)))
+    return fail(err, errlen, "step %llu: lr decay: %s",
+                (unsigned long long)step, perr);
+  logger_info(tr->o.log,
+              "no improvement: learning rates x %g (dense lr %g, sparse lr "
+              "x %g of optimizer.sparse_lr)",
+              cfg->train.lr_decay_factor, tr->lr, tr->lr_scale);
   return 0;
 }
 

@@ -25,12 +25,12 @@
  *      pserver), the initial values set with ps_set_dense. This is the
  *      distributed path (several workers must share one dense vector); run
  *      embedded this way, it is the reference for the sync-mode
- *      equivalence test. ps.h carries no learning rate, so a decay cannot
- *      reach the pserver's Adam: it is logged as not applied.
- * Sparse tables: their optimizer and lr live in the store (ps.h has no lr
- * either), so the plateau decay does not reach the embeddings yet; the
- * eval record says so (sparse_lr_decayed 0). This is a known gap against
- * FuxiCTR, which decays every parameter's lr.
+ *      equivalence test.
+ * Learning-rate decay (lr x train.lr_decay_factor on a plateau) reaches
+ * every optimizer: the worker's dense one through its lr, the store's
+ * (the embeddings', and the dense Adam when dense_via_ps) through
+ * ps_set_lr_scale with the product of the decays so far; the eval records
+ * carry it as lr_scale.
  *
  * Evaluation: once per epoch (or every train.eval_every_steps) on the
  * validation data: AUC, logloss, gAUC. When the validation AUC improves,

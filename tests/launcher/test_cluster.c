@@ -457,6 +457,102 @@ static void test_sync_one_worker_equals_embedded(void **state) {
   free(a), free(b);
 }
 
+/* ---- the learning-rate scale ----------------------------------------------- */
+
+/* Closed forms through ps: a sparse SGD row moves by -lr*g, then by
+ * -lr*scale*g after ps_set_lr_scale(scale); the dense Adam's first step
+ * (fresh state: m/sqrt(v) = sign g) moves by -lr, then by -lr*scale; a
+ * second scale is absolute, not compounded. */
+static void check_lr_scale(struct ps *ps, const struct config *cfg) {
+  char err[1024];
+  const unsigned D = (unsigned)cfg->embedding.dim;
+  const double lr = cfg->optimizer.sparse_lr, dlr = cfg->optimizer.lr;
+  uint64_t key = 12345;
+  uint16_t plen[1], glen[1] = {(uint16_t)D};
+  uint32_t count[1], clicks[1];
+  float v0[64], v1[64], g[64];
+  for (unsigned j = 0; j < D; j++)
+    g[j] = 1.0f;
+  struct ps_rows rows = {plen, count, clicks, v0, 64};
+  struct ps_grads pg = {.table = 0, .step = 1, .n = 1, .keys = &key,
+                        .glen = glen, .grads = g};
+  const float scales[] = {1.0f, 0.5f, 0.25f};
+  float dense[2] = {0, 0}, dgrad[2] = {1, -1};
+  for (int k = 0; k < 3; k++) {
+    if (k > 0)
+      assert_int_equal(ps_set_lr_scale(ps, scales[k], err, sizeof(err)), 0);
+    rows.vals = v0;
+    assert_int_equal(ps_pull(ps, 0, pg.step, 1, &key, &rows, err, sizeof(err)),
+                     (long)D);
+    assert_int_equal(ps_push(ps, &pg, err, sizeof(err)), 0);
+    rows.vals = v1;
+    assert_int_equal(ps_pull(ps, 0, pg.step, 1, &key, &rows, err, sizeof(err)),
+                     (long)D);
+    for (unsigned j = 0; j < D; j++)
+      assert_true(fabs((v0[j] - v1[j]) - lr * scales[k]) < 1e-6);
+    pg.step++;
+    /* dense: fresh values and Adam state, one step */
+    float z[2] = {0, 0};
+    assert_int_equal(ps_set_dense(ps, 0, 2, z, err, sizeof(err)), 0);
+    assert_int_equal(ps_push_dense(ps, pg.step, 0, 2, dgrad, err, sizeof(err)),
+                     0);
+    assert_int_equal(ps_pull_dense(ps, pg.step, 0, 2, dense, err, sizeof(err)),
+                     0);
+    assert_true(fabs(dense[0] + dlr * scales[k]) < 1e-6 * dlr);
+    assert_true(fabs(dense[1] - dlr * scales[k]) < 1e-6 * dlr);
+  }
+  assert_int_equal(ps_set_lr_scale(ps, 0.0f, err, sizeof(err)), -1);
+  assert_int_equal(ps_set_lr_scale(ps, NAN, err, sizeof(err)), -1);
+}
+
+static void test_lr_scale_local_and_net(void **state) {
+  (void)state;
+  static const char *const sets[] = {
+      "optimizer.sparse=sgd", "optimizer.sparse_lr=0.1", "optimizer.lr=0.01",
+      "embedding.amtl=false", "embedding.min_count=1", "cluster.pservers=1",
+      NULL};
+  struct config *cfg = make_config("lr", sets);
+  char err[1024], dir[256];
+  struct store_table t;
+  ps_local_tables_from_config(cfg, 1, &t);
+  /* in process */
+  struct store_options so;
+  ps_local_store_options(cfg, 2, 1, 0, &so);
+  so.tables = &t;
+  so.ntables = 1;
+  snprintf(dir, sizeof(dir), "%s/lr-db", g_dir);
+  struct store *st = store_open(dir, &so, err, sizeof(err));
+  assert_non_null(st);
+  struct ps *ps = ps_local_new(&st, 1, &t, 1, 2, err, sizeof(err));
+  assert_non_null(ps);
+  check_lr_scale(ps, cfg);
+  ps_free(ps);
+  assert_int_equal(store_close(st, err, sizeof(err)), 0);
+  /* a pserver process: the scale travels as PUSH_DENSE table PS_LR_SCALE */
+  char cpath[256], log[256], tables[16], ep[64], db[256];
+  snprintf(cpath, sizeof(cpath), "%s/lr.yaml", g_dir);
+  write_config(cfg, cpath);
+  snprintf(log, sizeof(log), "%s/lr-pserver.log", g_dir);
+  snprintf(tables, sizeof(tables), "0:%u", t.dim);
+  snprintf(db, sizeof(db), "%s/lr-net-db", g_dir);
+  snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", g_port + 4);
+  char *argv[] = {MASKPS_PSERVER_BIN, "--config", cpath, "--rank", "0",
+                  "--dense-floats", "2", "--tables", tables, "--db", db,
+                  "--endpoint", ep, NULL};
+  pid_t pid = spawn(argv, log);
+  const char *eps[] = {ep};
+  struct ps_net_opts po = {
+      .endpoints = eps, .nshards = 1, .dense_total = 2, .timeout_ms = 20000};
+  ps = ps_net_new(&po, err, sizeof(err));
+  assert_non_null(ps);
+  check_lr_scale(ps, cfg);
+  assert_int_equal(ps_net_shutdown(ps, err, sizeof(err)), 0);
+  ps_free(ps);
+  int st2 = wait_bounded(pid, 30);
+  assert_true(st2 != -1 && WIFEXITED(st2) && WEXITSTATUS(st2) == 0);
+  config_free(cfg);
+}
+
 /* ---- faults of `maskps train` -------------------------------------------- */
 
 /* The pid of launcher's child running `prog` with `--rank rank`, or -1. */
@@ -705,6 +801,7 @@ static void test_train_then_predict(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sync_one_worker_equals_embedded),
+      cmocka_unit_test(test_lr_scale_local_and_net),
       cmocka_unit_test(test_train_then_predict),
       cmocka_unit_test(test_pserver_killed),
       cmocka_unit_test(test_worker_killed),

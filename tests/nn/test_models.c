@@ -605,10 +605,13 @@ static void test_options_from_config(void **state) {
   assert_true(params_find(p, "reg.0.bn_cross.running_var") >= 0);
   model_free(m);
   params_free(p);
-  set(cfg, "model.name=dnn"); // BatchNorm is EDCN's only
+  set(cfg, "model.name=dnn"); // the MLP's hidden layers
+  assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), 0);
+  assert_true(o.use_bn);
+  set(cfg, "model.name=sermasknet"); // no BatchNorm in the MaskNets
   assert_int_equal(model_options_from_config(&o, cfg, err, sizeof(err)), -1);
   assert_non_null(strstr(err, "model.use_bn"));
-  assert_non_null(strstr(err, "dnn"));
+  assert_non_null(strstr(err, "sermasknet"));
   set(cfg, "model.use_bn=false");
 
   // MaskNet widths: block_dims per block, else block_dim for all
@@ -839,6 +842,15 @@ static void test_finite_differences(void **state) {
     o.cross_layers = 2;
     o.temperature = 0.7f;
     gradcheck(&o, model_kind_name((enum model_kind)k));
+    if (k == MODEL_DNN || k == MODEL_DEEPFM || k == MODEL_DCN ||
+        k == MODEL_DCNV2) { // BatchNorm in the MLP's hidden layers
+      char label[64];
+      snprintf(label, sizeof(label), "%s bn",
+               model_kind_name((enum model_kind)k));
+      o.use_bn = true;
+      gradcheck(&o, label);
+      o.use_bn = false;
+    }
     if (k == MODEL_DCNV2) {
       o.dcnv2_structure = MODEL_STACKED;
       o.low_rank = 2;
@@ -869,6 +881,60 @@ static void test_finite_differences(void **state) {
       fd_atol = 1e-4;
     }
   }
+}
+
+/* ---- BatchNorm in an MLP (use_bn) ---------------------------------
+ * A DNN with use_bn: each hidden layer has mlp.i.bn.{weight, bias} and the
+ * running statistics as state; a training forward folds the batch's mean
+ * into running_mean with momentum 0.1 (0.1 * mean of the layer's linear
+ * output, from 0); evaluation normalises with the running statistics (so
+ * it differs from training); a one-row training batch runs and backs
+ * through them. */
+static void test_mlp_batchnorm(void **state) {
+  (void)state;
+  enum { F = 3, D = 4, C = F * D, B = 8, H = 6 };
+  struct model_options o;
+  model_options_default(&o, MODEL_DNN);
+  o.nhidden = 1;
+  o.hidden[0] = H;
+  o.use_bn = true;
+  char err[256];
+  struct params *p = params_new();
+  struct model *m = model_new(&o, F, D, B, p, err, sizeof(err));
+  assert_non_null(m);
+  params_alloc(p, 3);
+  int rm = params_find(p, "mlp.0.bn.running_mean");
+  assert_true(rm >= 0 && params_view(p, rm)->state);
+  assert_true(params_find(p, "mlp.0.bn.weight") >= 0);
+  assert_int_equal(params_find(p, "mlp.1.bn.weight"), -1); // not the logit
+  float E[B * C], a[B * H], zt[B], ze[B], dE[B * C];
+  uint64_t st = 5;
+  for (int i = 0; i < B * C; i++)
+    E[i] = lcg(&st);
+  nn_linear_forward(E, params_value(p, params_find(p, "mlp.0.weight")),
+                    params_value(p, params_find(p, "mlp.0.bias")), a, B, C, H);
+  model_forward(m, E, NULL, zt, B, true);
+  for (int h = 0; h < H; h++) {
+    double mean = 0;
+    for (int b = 0; b < B; b++)
+      mean += a[b * H + h] / B;
+    assert_true(fabs(params_value(p, rm)[h] - 0.1 * mean) < 1e-6);
+  }
+  model_forward(m, E, NULL, ze, B, false);
+  assert_true(fixture_max_err(ze, zt, B, NULL) > 1e-3);
+  float z1, d1 = 1;
+  model_forward(m, E, NULL, &z1, 1, true);
+  // running statistics, as evaluation (up to the GEMM's rounding at B = 1)
+  assert_true(fabs(z1 - ze[0]) < 1e-5);
+  params_zero_grad(p);
+  memset(dE, 0, sizeof(dE));
+  model_backward(m, &d1, dE, NULL, 1);
+  double g = 0;
+  for (int i = 0; i < C; i++)
+    g = fmax(g, fabs(dE[i]));
+  assert_true(g > 0 && isfinite(g));
+  model_free(m);
+  params_free(p);
 }
 
 /* ---- EDCN from its training init ------------------------------------
@@ -1044,6 +1110,7 @@ int main(void) {
       cmocka_unit_test(test_options_from_config),
       cmocka_unit_test(test_dropout),
       cmocka_unit_test(test_finite_differences),
+      cmocka_unit_test(test_mlp_batchnorm),
       cmocka_unit_test(test_edcn_init_gradients),
       cmocka_unit_test(test_edcn_trains),
   };

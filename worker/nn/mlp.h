@@ -15,8 +15,15 @@
  *
  * Dropout (rate p, after each hidden ReLU, inverted) draws its mask from
  * (seed + layer, step) with nn_dropout_*: a training forward advances the
- * step, the next backward replays that same mask. Not here: BatchNorm
- * between layers, other activations.
+ * step, the next backward replays that same mask.
+ *
+ * BatchNorm (mlp_init_bn with bn; FuxiCTR's MLP_Block batch_norm): each
+ * hidden layer is Linear -> BatchNorm1d -> ReLU -> dropout, the norm
+ * `<prefix>.<i>.bn.{weight, bias}` (1, 0) with running statistics
+ * `<prefix>.<i>.bn.running_{mean, var}` as params state (eps 1e-5, momentum
+ * 0.1). A training forward normalises with the batch's statistics; one of
+ * a single row, and evaluation, with the running ones. Not here: other
+ * activations.
  *
  * An mlp only borrows its params; it is embedded in a model's state
  * (mlp_init / mlp_deinit).
@@ -53,6 +60,13 @@ struct mlp {
   float *dpre[MLP_MAX_LAYERS];  /* (Bmax, O_i) dLoss/d pre-activation */
   float *ddrop[MLP_MAX_LAYERS]; /* (Bmax, O_i) dLoss/d ReLU output, only
                                    with dropout */
+  bool bn;                      /* BatchNorm on the hidden layers */
+  bool bn_batch;                /* the last forward used batch statistics */
+  int bnw[MLP_MAX_LAYERS], bnb[MLP_MAX_LAYERS]; /* params ids, with bn */
+  int bnm[MLP_MAX_LAYERS], bnv[MLP_MAX_LAYERS]; /* running mean, var */
+  float *lin[MLP_MAX_LAYERS];   /* (Bmax, O_i) linear output, with bn */
+  float *dlin[MLP_MAX_LAYERS];  /* (Bmax, O_i) dLoss/d lin, with bn */
+  float *bmean[MLP_MAX_LAYERS], *brstd[MLP_MAX_LAYERS]; /* (O_i) stats used */
 };
 
 /* Registers the layers in p (before params_alloc) and allocates the
@@ -63,6 +77,10 @@ struct mlp {
 void mlp_init(struct mlp *m, struct params *p, const char *prefix, int in,
               const int *hidden, int nhidden, bool logit, float dropout,
               uint64_t seed, int Bmax);
+/* mlp_init with a BatchNorm after each hidden linear layer when bn. */
+void mlp_init_bn(struct mlp *m, struct params *p, const char *prefix, int in,
+                 const int *hidden, int nhidden, bool logit, float dropout,
+                 uint64_t seed, int Bmax, bool bn);
 /* Frees the activations (not the params); a zeroed struct is fine. */
 void mlp_deinit(struct mlp *m);
 

@@ -137,10 +137,12 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
              "model.activation: only relu is implemented (model %s)", name);
     return -1;
   }
-  if (c->use_bn && kind != MODEL_EDCN) {
+  if (c->use_bn && kind != MODEL_EDCN && kind != MODEL_DNN &&
+      kind != MODEL_DEEPFM && kind != MODEL_DCN && kind != MODEL_DCNV2) {
     snprintf(err, errlen,
-             "model.use_bn: batch norm is implemented for edcn (its "
-             "regulation outputs) only, not for model %s; set it to false",
+             "model.use_bn: batch norm is implemented for dnn, deepfm, dcn "
+             "and dcnv2 (their MLP's hidden layers) and edcn (its regulation "
+             "outputs), not for model %s; set it to false",
              name);
     return -1;
   }

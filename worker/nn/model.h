@@ -85,8 +85,9 @@ struct model_options {
   float temperature;   /* EDCN regulation softmax: tau */
   bool cross_residual; /* EDCN: keep c_l in the cross layer (MODELS.md) or
                           drop it (FuxiCTR) */
-  bool use_bn;         /* BatchNorm1d (FuxiCTR's batch_norm): EDCN on its
-                          regulation outputs; other kinds refuse it */
+  bool use_bn;         /* BatchNorm1d (FuxiCTR's batch_norm): on the MLP's
+                          hidden layers (DNN, DeepFM, DCN, DCNv2), on
+                          EDCN's regulation outputs; others ignore it */
   int num_blocks;      /* MaskNet: blocks (serial) or u (parallel) */
   int block_dim[MODEL_MAX_LAYERS]; /* MaskNet: output width of each block */
   float reduction_ratio;           /* MaskNet: r */

@@ -174,8 +174,8 @@ static void *init_common(bool v2, const struct model_options *o, int F, int D,
   int H = 0;
   s->has_mlp = st != MODEL_CROSSNET_ONLY;
   if (s->has_mlp) {
-    mlp_init(&s->mlp, p, "mlp", C, o->hidden, o->nhidden, false, o->dropout,
-             o->dropout_seed, Bmax);
+    mlp_init_bn(&s->mlp, p, "mlp", C, o->hidden, o->nhidden, false,
+                o->dropout, o->dropout_seed, Bmax, o->use_bn);
     H = mlp_out_width(&s->mlp);
     s->dh = xaligned((size_t)Bmax * H * sizeof(float));
   }

@@ -45,8 +45,8 @@ static void *init_common(bool deepfm, const struct model_options *o, int F,
   s->deepfm = deepfm;
   if (deepfm)
     s->bias_id = params_add(p, "lr.bias", 1, 1, 1, PARAMS_ZEROS, 0.0f);
-  mlp_init(&s->mlp, p, "mlp", s->C, o->hidden, o->nhidden, true, o->dropout,
-           o->dropout_seed, Bmax);
+  mlp_init_bn(&s->mlp, p, "mlp", s->C, o->hidden, o->nhidden, true,
+              o->dropout, o->dropout_seed, Bmax, o->use_bn);
   s->x = xaligned((size_t)Bmax * s->C * sizeof(float));
   if (deepfm)
     s->pair = xaligned((size_t)Bmax * sizeof(float));
