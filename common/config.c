@@ -1410,6 +1410,12 @@ int config_validate(const struct config *cfg, char *err, size_t errlen) {
   if (crosses && m->cross_layers == 0)
     return xfail(cfg, err, errlen, "model.cross_layers", "model.name",
                  "at least 1 cross layer", "0 for model %s", mname);
+  if (m->use_bn && cfg->cluster.pservers > 0)
+    return xfail(cfg, err, errlen, "model.use_bn", "cluster.pservers",
+                 "use_bn false, or embedded mode (cluster.pservers 0)",
+                 "BatchNorm's running statistics are not shared through "
+                 "the pservers yet (evaluation would use their initial "
+                 "mean 0, variance 1)");
   if (m->num_experts > 1 && m->low_rank == 0)
     return xfail(cfg, err, errlen, "model.num_experts", "model.low_rank",
                  "model.low_rank >= 1 for a mixture of experts, or "
