@@ -23,8 +23,10 @@
  * f_2 underflows), so at L = 3 the logit is fc.bias alone and every gradient
  * but those of fc.bias and the last layer's biases is below 1e-24: training
  * moves only biases, and the prediction stays a constant (AUC 0.5). The
- * normalisation rescales each layer's input to unit variance, which makes
- * every gradient O(1) at init (tests/nn/test_models.c, test_edcn_init).
+ * norm divides each regulation output by sqrt(var + eps) (~300x at this
+ * init, where eps outweighs the tiny variance), so no layer's scale
+ * collapses: at init dE and every trained tensor get a nonzero gradient
+ * (tests/nn/test_models.c, test_edcn_init_gradients).
  * A training batch of one row has no batch statistics: it is normalised
  * with the running ones (and not folded into them), like evaluation.
  */
