@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <rocksdb/c.h>
 
@@ -82,6 +83,13 @@ struct store {
   struct row *ld_hdr;
   size_t *ld_miss;
   uint64_t *ld_sorted; /* also the duplicate check's set (uint32 slots) */
+
+  /* tables across time (see the end of this file) */
+  int read_only;
+  int (*warm_get)(void *, const struct store_table *, uint64_t, uint8_t *,
+                  size_t, size_t *, char *, size_t);
+  void *warm_ctx;
+  unsigned bulk_seq; /* bulk loads started, for unique SST file names */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -581,9 +589,17 @@ struct store *store_open(const char *dir, const struct store_options *o,
   rocksdb_options_set_compaction_filter(s->cfopt[CF_ROWS], s->ttl_filter);
 
   char *e = NULL;
-  s->db = rocksdb_open_column_families(
-      s->dbopt, dir, CF_COUNT_, cf_names,
-      (const rocksdb_options_t *const *)s->cfopt, s->cf, &e);
+  s->read_only = o->read_only != 0;
+  s->warm_get = o->warm_get;
+  s->warm_ctx = o->warm_ctx;
+  if (s->read_only)
+    s->db = rocksdb_open_for_read_only_column_families(
+        s->dbopt, dir, CF_COUNT_, cf_names,
+        (const rocksdb_options_t *const *)s->cfopt, s->cf, 0, &e);
+  else
+    s->db = rocksdb_open_column_families(
+        s->dbopt, dir, CF_COUNT_, cf_names,
+        (const rocksdb_options_t *const *)s->cfopt, s->cf, &e);
   if (e || !s->db) {
     rerr(err, errlen, e, "cannot open RocksDB", dir);
     s->db = NULL;
@@ -622,6 +638,8 @@ struct store *store_open(const char *dir, const struct store_options *o,
   int rc = check_schema(s, err, errlen);
   if (rc == 0 && s->dense_n)
     rc = dense_load(s, err, errlen);
+  if (s->read_only) /* the schema was checked; record nothing */
+    rocksdb_writebatch_clear(s->batch);
   if (rc == 0 && rocksdb_writebatch_count(s->batch)) {
     rocksdb_write(s->db, wsync, s->batch, &e);
     rocksdb_writebatch_clear(s->batch);
@@ -640,6 +658,8 @@ struct store *store_open(const char *dir, const struct store_options *o,
  * dirty rows, dense chunks, the TTL clock; then flushes the memtables (with
  * the WAL off, only SST files survive a crash). */
 int store_flush(struct store *s, char *err, size_t errlen) {
+  if (s->read_only) /* nothing can be dirty: pushes are refused */
+    return 0;
   if (writeback_all(s, err, errlen) < 0)
     return -1;
   if (s->dense_n)
@@ -814,6 +834,24 @@ static int load(struct store *s, const struct store_table *t, size_t n,
     free(ks);
     free(vals);
     free(errs);
+  }
+  /* Warm start: ask the old tables for keys this store never held, and
+   * copy what they have forward (into this operation's write batch). */
+  for (size_t m = 0; rc == 0 && s->warm_get && m < nmiss; m++) {
+    size_t i = miss[m], len = 0;
+    if (l->src[i] != SRC_NONE)
+      continue;
+    int got = s->warm_get(s->warm_ctx, t, keys[i], s->enc,
+                          row_size(ROW_MAX_DIM, ROW_OPT_ADAM), &len, err,
+                          errlen);
+    if (got < 0)
+      rc = -1;
+    else if (got == 1) {
+      writeback(s, t->id, keys[i], s->enc, len);
+      l->off[i] = arena_add(s, s->enc, len);
+      l->len[i] = (uint32_t)len;
+      l->src[i] = SRC_DB;
+    }
   }
   if (rc < 0)
     return -1;
@@ -1000,6 +1038,10 @@ int store_push(struct store *s, uint32_t table, size_t n, const uint64_t *keys,
     return -1;
   if (check_push_args(s, t, n, keys, gp, new_p, err, errlen) < 0)
     return -1;
+  if (s->read_only) {
+    snprintf(err, errlen, "store %s: opened read-only; push refused", s->dir);
+    return -1;
+  }
   note_step(s, step);
   struct loaded l;
   if (load(s, t, n, keys, 1, &l, err, errlen) < 0) {
@@ -1520,4 +1562,187 @@ int store_raw_rmw(struct store_raw *r, size_t n, const uint64_t *keys,
   free(vals);
   free(errs);
   return rc;
+}
+
+/* ---- tables across time: bulk loading, raw reads ------------------------
+ * (store.h "Bulk loading and raw reads"; used by pserver/table.c and
+ * pserver/warm.c.) */
+
+#define BULK_FILE_BYTES (64u << 20) /* start a new SST file past this size */
+
+struct store_bulk {
+  struct store *s;
+  rocksdb_envoptions_t *env;
+  rocksdb_sstfilewriter_t *w; /* the open file, or NULL */
+  uint64_t in_file;           /* keys in the open file */
+  char **files;               /* finished files, to ingest */
+  size_t nfiles, cap;
+  char *cur;                  /* the open file's path */
+  uint8_t last[KEYS_DB_KEY_LEN];
+  int have_last;
+};
+
+static int bulk_open_file(struct store_bulk *b, char *err, size_t errlen) {
+  struct store *s = b->s;
+  size_t n = strlen(s->dir) + 64;
+  b->cur = xmalloc(n);
+  snprintf(b->cur, n, "%s/bulk-%ld-%u-%zu.sst", s->dir, (long)getpid(),
+           s->bulk_seq, b->nfiles);
+  /* The rows family's options: the same block size, filter and
+   * compression as the files RocksDB writes itself. */
+  b->w = rocksdb_sstfilewriter_create(b->env, s->cfopt[CF_ROWS]);
+  char *e = NULL;
+  rocksdb_sstfilewriter_open(b->w, b->cur, &e);
+  b->in_file = 0;
+  if (e) {
+    rocksdb_sstfilewriter_destroy(b->w);
+    b->w = NULL;
+    free(b->cur);
+    b->cur = NULL;
+    return rerr(err, errlen, e, "bulk load: create SST file", s->dir);
+  }
+  return 0;
+}
+
+/* Finishes the open file (an empty one is removed, not kept). */
+static int bulk_close_file(struct store_bulk *b, char *err, size_t errlen) {
+  if (!b->w)
+    return 0;
+  char *e = NULL;
+  if (b->in_file)
+    rocksdb_sstfilewriter_finish(b->w, &e);
+  rocksdb_sstfilewriter_destroy(b->w);
+  b->w = NULL;
+  if (e || !b->in_file) {
+    unlink(b->cur);
+    free(b->cur);
+    b->cur = NULL;
+    return e ? rerr(err, errlen, e, "bulk load: finish SST file", b->s->dir)
+             : 0;
+  }
+  if (b->nfiles == b->cap) {
+    b->cap = b->cap ? 2 * b->cap : 8;
+    b->files = xrealloc(b->files, b->cap * sizeof(*b->files));
+  }
+  b->files[b->nfiles++] = b->cur;
+  b->cur = NULL;
+  return 0;
+}
+
+struct store_bulk *store_bulk_new(struct store *s, char *err, size_t errlen) {
+  if (s->read_only) {
+    snprintf(err, errlen, "store %s: opened read-only; bulk load refused",
+             s->dir);
+    return NULL;
+  }
+  struct store_bulk *b = xcalloc(1, sizeof(*b));
+  b->s = s;
+  b->env = rocksdb_envoptions_create();
+  s->bulk_seq++;
+  if (bulk_open_file(b, err, errlen) < 0) {
+    store_bulk_free(b);
+    return NULL;
+  }
+  return b;
+}
+
+int store_bulk_put(struct store_bulk *b, uint32_t table, uint64_t fid,
+                   const void *value, size_t len, char *err, size_t errlen) {
+  if (!find_table(b->s, table)) {
+    snprintf(err, errlen, "store %s: bulk load: unknown table %u", b->s->dir,
+             table);
+    return -1;
+  }
+  uint8_t k[KEYS_DB_KEY_LEN];
+  keys_db_key(table, fid, k);
+  if (b->have_last && memcmp(k, b->last, sizeof(k)) <= 0)
+    return 1;
+  if (!b->w) {
+    snprintf(err, errlen, "store %s: bulk load already finished", b->s->dir);
+    return -1;
+  }
+  uint64_t size = 0;
+  if (b->in_file && (b->in_file & 1023) == 0) {
+    rocksdb_sstfilewriter_file_size(b->w, &size);
+    if (size >= BULK_FILE_BYTES &&
+        (bulk_close_file(b, err, errlen) < 0 ||
+         bulk_open_file(b, err, errlen) < 0))
+      return -1;
+  }
+  char *e = NULL;
+  rocksdb_sstfilewriter_put(b->w, (const char *)k, sizeof(k), value, len, &e);
+  if (e)
+    return rerr(err, errlen, e, "bulk load: write SST file", b->s->dir);
+  memcpy(b->last, k, sizeof(k));
+  b->have_last = 1;
+  b->in_file++;
+  return 0;
+}
+
+int store_bulk_finish(struct store_bulk *b, char *err, size_t errlen) {
+  if (bulk_close_file(b, err, errlen) < 0)
+    return -1;
+  if (b->nfiles == 0)
+    return 0;
+  /* Rows cached before the load would shadow the ingested ones. */
+  if (writeback_all(b->s, err, errlen) < 0)
+    return -1;
+  cache_clear(b->s->cache);
+  rocksdb_ingestexternalfileoptions_t *io =
+      rocksdb_ingestexternalfileoptions_create();
+  rocksdb_ingestexternalfileoptions_set_move_files(io, 1);
+  char *e = NULL;
+  rocksdb_ingest_external_file_cf(b->s->db, b->s->cf[CF_ROWS],
+                                  (const char *const *)b->files, b->nfiles, io,
+                                  &e);
+  rocksdb_ingestexternalfileoptions_destroy(io);
+  if (e)
+    return rerr(err, errlen, e, "bulk load: ingest SST files", b->s->dir);
+  for (size_t i = 0; i < b->nfiles; i++) {
+    unlink(b->files[i]); /* moved: normally gone already */
+    free(b->files[i]);
+  }
+  b->nfiles = 0;
+  return 0;
+}
+
+void store_bulk_free(struct store_bulk *b) {
+  if (!b)
+    return;
+  if (b->w) {
+    rocksdb_sstfilewriter_destroy(b->w);
+    unlink(b->cur);
+  }
+  free(b->cur);
+  for (size_t i = 0; i < b->nfiles; i++) {
+    unlink(b->files[i]);
+    free(b->files[i]);
+  }
+  free(b->files);
+  if (b->env)
+    rocksdb_envoptions_destroy(b->env);
+  free(b);
+}
+
+int store_get_raw(struct store *s, uint32_t table, uint64_t fid, uint8_t **out,
+                  size_t *len, char *err, size_t errlen) {
+  if (!table_or_err(s, table, err, errlen))
+    return -1;
+  uint8_t k[KEYS_DB_KEY_LEN];
+  keys_db_key(table, fid, k);
+  char *e = NULL;
+  size_t n = 0;
+  char *v = rocksdb_get_cf(s->db, s->ro, s->cf[CF_ROWS], (const char *)k,
+                           sizeof(k), &n, &e);
+  if (e)
+    return rerr(err, errlen, e, "read row", s->dir);
+  *out = NULL;
+  *len = 0;
+  if (!v)
+    return 0;
+  *out = xmalloc(n ? n : 1);
+  memcpy(*out, v, n);
+  *len = n;
+  rocksdb_free(v);
+  return 1;
 }

@@ -118,6 +118,23 @@ struct store_options {
   size_t dense_size;                /* floats in the dense shard; 0 = none */
   struct sparse_opt dense; /* dense Adam: lr, beta1, beta2, eps, decay */
   int create_if_missing;   /* 0: refuse a directory that is not a store */
+  /* 1: open an existing store read-only (RocksDB's read-only mode): pulls
+   * and iteration work, nothing is ever written (no metadata; flush and
+   * close write nothing, so dense values set are not kept); push and bulk
+   * loads fail. For the sources of migrations and warm starts. */
+  int read_only;
+  /* Warm start (pserver/warm.h): called for every key of a pull or push
+   * that the store does not hold (never stored, not expired). It returns
+   * 1 with the key's row for table t, encoded (common/row.h) in t's
+   * schema, in buf (cap bytes) and its length in *len; 0 if it has no row
+   * for the key; -1 with err set on a fault (the operation fails). A
+   * returned row is used as if it had been stored, and written to the
+   * store (copied forward), so the hook is asked once per key. NULL =
+   * none. The context is borrowed for the store's lifetime. */
+  int (*warm_get)(void *ctx, const struct store_table *t, uint64_t fid,
+                  uint8_t *buf, size_t cap, size_t *len, char *err,
+                  size_t errlen);
+  void *warm_ctx;
 };
 
 struct store;
@@ -320,5 +337,44 @@ int store_raw_rmw(struct store_raw *r, size_t n, const uint64_t *keys,
 
 /* Flushes the memtables (waiting), closes and frees r. NULL is a no-op. */
 void store_raw_close(struct store_raw *r);
+
+/* ---- Bulk loading and raw reads (tables across time) -------------------
+ * For the offline tools (pserver/table.c: migrate, import) and warm start
+ * (pserver/warm.c). A bulk load writes rows into SST files beside the
+ * store's RocksDB (SstFileWriter, with the store's table options) and
+ * ingests them at finish (moving the files, not copying): some 10 times the
+ * rate of one Put per row, because nothing goes through the memtable,
+ * the WAL or a later compaction. Rows must come in strictly ascending
+ * (table, fid) order (keys_db_key order); the row cache is written back
+ * and emptied at finish, and an ingested row replaces a stored one; meant
+ * for a fresh destination that nobody pulls or pushes meanwhile. Until finish, nothing is visible in the store; a crash
+ * leaves only stray "bulk-*.sst" files in the directory. */
+struct store_bulk;
+
+/* Starts a bulk load into s. NULL with err if s is read-only or the first
+ * SST file cannot be created. Caller owns it: store_bulk_finish, then
+ * store_bulk_free. */
+struct store_bulk *store_bulk_new(struct store *s, char *err, size_t errlen);
+
+/* Adds one encoded row (value bytes) for (table, fid). Returns 0; 1 if
+ * (table, fid) does not come after the previous key (nothing added: the
+ * caller finishes this load and writes the rest another way); -1 with err
+ * for an unknown table or an SST write error. */
+int store_bulk_put(struct store_bulk *b, uint32_t table, uint64_t fid,
+                   const void *value, size_t len, char *err, size_t errlen);
+
+/* Closes the current SST file and ingests every file of this load into the
+ * store (move_files). Returns 0 or -1. After it, only store_bulk_free. */
+int store_bulk_finish(struct store_bulk *b, char *err, size_t errlen);
+
+/* Removes the load's unfinished SST files (if any) and frees b. NULL-safe. */
+void store_bulk_free(struct store_bulk *b);
+
+/* The stored bytes of (table, fid) straight from RocksDB (the row cache is
+ * not consulted: use on stores nobody pushes to, e.g. read-only ones).
+ * Returns 1 with *out (malloc'ed, caller frees) and *len, 0 if absent, -1
+ * with err on a RocksDB error or an unknown table. */
+int store_get_raw(struct store *s, uint32_t table, uint64_t fid, uint8_t **out,
+                  size_t *len, char *err, size_t errlen);
 
 #endif

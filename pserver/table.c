@@ -485,6 +485,9 @@ static struct store *open_store(const char *dir, const struct table_layout *l,
   o.memory_mb = mb;
   o.wal = STORE_WAL_OFF;
   o.create_if_missing = create;
+  /* Every store the tool did not create is only read: RocksDB's read-only
+   * mode, so not even its bookkeeping files change. */
+  o.read_only = !create;
   struct store *s = store_open(dir, &o, err, errlen);
   free(t);
   return s;
@@ -1365,6 +1368,8 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
     }
   }
   struct store **dst = xcalloc(nto, sizeof(*dst));
+  struct store_bulk **bulk = xcalloc(nto, sizeof(*bulk));
+  int bulk_on = 1; /* 0 after rows came out of key order (see put_row) */
   struct table_sum *want = xcalloc(src->ntables, sizeof(*want));
   struct xform x;
   xform_init(&x);
@@ -1377,7 +1382,7 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
     }
     dl.rank = (uint32_t)i;
     dst[i] = open_store(tmp[i], &dl, 1, mb, err, errlen);
-    if (!dst[i])
+    if (!dst[i] || !(bulk[i] = store_bulk_new(dst[i], err, errlen)))
       rc = -1;
   }
   uint64_t kill_n = kill_after(), written = 0;
@@ -1419,8 +1424,23 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
       transform(st, dt, o, dst[shard], fid, &in, has_state, &x, &out, rep);
       size_t len = row_encode(&out, x.enc, row_size(ROW_MAX_DIM, ROW_OPT_ADAM));
       CHECK(len > 0, "row of p %u", out.p);
-      if (store_debug_put_raw(dst[shard], dt->id, fid, x.enc, len, err,
-                              errlen) < 0) {
+      /* Bulk loading (SST files ingested at the end) while the rows come
+       * in key order, as a merge of stores always delivers them; an
+       * import file out of key order ingests what was loaded so far and
+       * writes the rest one Put each (later rows win, as with Puts). */
+      int b = bulk_on ? store_bulk_put(bulk[shard], dt->id, fid, x.enc, len,
+                                       err, errlen)
+                      : 1;
+      if (b == 1 && bulk_on) {
+        bulk_on = 0;
+        for (size_t i = 0; i < nto && b == 1; i++)
+          if (store_bulk_finish(bulk[i], err, errlen) < 0)
+            b = -1;
+      }
+      if (b == 1)
+        b = store_debug_put_raw(dst[shard], dt->id, fid, x.enc, len, err,
+                                errlen);
+      if (b < 0) {
         got = -1;
         break;
       }
@@ -1436,7 +1456,10 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
     if (got < 0)
       rc = -1;
   }
+  for (size_t i = 0; i < nto && rc == 0 && bulk_on; i++)
+    rc = store_bulk_finish(bulk[i], err, errlen);
   for (size_t i = 0; i < nto; i++) {
+    store_bulk_free(bulk[i]);
     char e2[512];
     if (dst[i] && store_close(dst[i], e2, sizeof(e2)) < 0 && rc == 0)
       rc = fail(err, errlen, "%s", e2);
@@ -1472,6 +1495,7 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
   }
   xform_free(&x);
   free(want);
+  free(bulk);
   free(dst);
   table_layout_free(&dl);
   return rc;
