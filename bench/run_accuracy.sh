@@ -14,6 +14,7 @@
 #   MODELS    [dnn dcnv2 edcn sermasknet paramasknet]
 #   SEEDS     [1 2 3]           (train.seed; the split keeps data.split_seed)
 #   AMTL      1 = also train maskps with embedding.amtl [1]
+#   AMTL_SEEDS  the seeds of the AMTL runs [$SEEDS]
 #   THREADS   compute threads of each run [1]
 #   RAW       one JSON object per finished run; runs already in it are
 #             skipped, so an interrupted sweep resumes [runs/accuracy/raw.jsonl]
@@ -29,6 +30,7 @@ DATASETS=${DATASETS:-criteo frappe}
 MODELS=${MODELS:-dnn dcnv2 edcn sermasknet paramasknet}
 SEEDS=${SEEDS:-1 2 3}
 AMTL=${AMTL:-1}
+AMTL_SEEDS=${AMTL_SEEDS:-$SEEDS}
 THREADS=${THREADS:-1}
 RAW=${RAW:-runs/accuracy/raw.jsonl}
 OUT=${OUT:-bench/results/accuracy-$(date -u +%Y-%m-%d).md}
@@ -103,7 +105,8 @@ if [ "${1:-}" != "--table" ]; then
           echo "$(date -u +%T) torch  $ds $model seed $seed" >&2
           run_torch "$ds" "$model" "$seed"
         fi
-        if [ "$AMTL" = 1 ] && ! have "$ds" "$model" "$seed" amtl; then
+        case " $AMTL_SEEDS " in *" $seed "*) want_amtl=$AMTL ;; *) want_amtl=0 ;; esac
+        if [ "$want_amtl" = 1 ] && ! have "$ds" "$model" "$seed" amtl; then
           echo "$(date -u +%T) amtl   $ds $model seed $seed" >&2
           run_maskps "$ds" "$model" "$seed" amtl --set embedding.amtl=true \
             --set "embedding.amtl_warmup_steps=$(amtl_warmup "$ds")"
