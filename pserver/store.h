@@ -135,6 +135,9 @@ struct store_options {
                   uint8_t *buf, size_t cap, size_t *len, char *err,
                   size_t errlen);
   void *warm_ctx;
+  /* Frees warm_ctx; NULL = the caller keeps it. When set, store_open takes
+   * the context over: freed by store_close, or by store_open if it fails. */
+  void (*warm_free)(void *ctx);
 };
 
 struct store;
@@ -337,6 +340,11 @@ int store_raw_rmw(struct store_raw *r, size_t n, const uint64_t *keys,
 
 /* Flushes the memtables (waiting), closes and frees r. NULL is a no-op. */
 void store_raw_close(struct store_raw *r);
+
+/* The deterministic init of (t, fid) without a store: d <= t->dim floats,
+ * the values store_init_values gives for a store holding t. */
+void store_table_init_values(const struct store_table *t, uint64_t fid,
+                             float *out, unsigned d);
 
 /* ---- Bulk loading and raw reads (tables across time) -------------------
  * For the offline tools (pserver/table.c: migrate, import) and warm start
