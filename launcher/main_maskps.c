@@ -6,7 +6,9 @@
  * `train` runs embedded mode: the worker loop of worker/train.h against an
  * in-process store (pserver/ps_local.h) in run_dir/db, no sockets. This is
  * the one program that knows both worker/ and pserver/ (it wires them).
- * Distributed mode (cluster.pservers > 0) is not launched from here yet.
+ * With cluster.pservers > 0 it runs a local cluster instead
+ * (launcher/cluster.h): S maskps-pserver and W maskps-worker processes on
+ * this machine, logs per process in run_dir/logs, the same summary.
  *
  * Run directory: config.yaml (every key, as run), logs/worker-0.jsonl
  * (train/valid/test/done records), db/shard-0 (the embedding rows at the
@@ -46,6 +48,11 @@ static const char usage[] =
     "      (cluster.pservers: 0) it runs embedded: one process, the embedding\n"
     "      tables in a local RocksDB under train.run_dir/db. Prints the test\n"
     "      AUC and logloss of the best validation epoch.\n"
+    "      With cluster.pservers S > 0 it starts S maskps-pserver and\n"
+    "      cluster.workers W maskps-worker processes on this machine (ports\n"
+    "      cluster.base_port..+S-1), waits, stops them, and prints the same\n"
+    "      summary; if one dies the run stops, naming it with its last log\n"
+    "      lines (run_dir/logs/<role>-<rank>.log). Ctrl-C stops them all.\n"
     "      --set overrides any key of the config file, e.g.\n"
     "        --set train.epochs=3 --set model.hidden_units=[400,400]\n"
     "        --set data.train=[data/day_0.tsv] --set train.run_dir=runs/try2\n"
