@@ -25,6 +25,7 @@
 #include "launcher/cluster.h"
 #include "launcher/summary.h"
 #include "pserver/ps_local.h"
+#include "pserver/warm.h"
 #include "pserver/store.h"
 #include "worker/nn/gemm.h"
 #include "worker/nn/params.h"
@@ -133,6 +134,10 @@ static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
   so.tables = tables;
   so.ntables = (size_t)nt;
   so.create_if_missing = create;
+  /* warm_start.tables: the store reads through to the old tables (opened
+   * before anything is created, so a bad path writes nothing) */
+  if (create && warm_attach(cfg, &so, err, errlen) < 0)
+    return NULL;
   if (create && make_dirs(dir) < 0) {
     snprintf(err, errlen, "cannot create the store directory %.512s: %s", dir,
              strerror(errno));

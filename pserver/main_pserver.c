@@ -11,6 +11,7 @@
 #include "common/net.h"
 #include "common/ps.h"
 #include "pserver/ps_local.h"
+#include "pserver/warm.h"
 #include "pserver/server.h"
 #include "pserver/store.h"
 
@@ -324,6 +325,14 @@ int main(int argc, char **argv) {
   ps_local_store_options(cfg, dense, (uint32_t)S, (uint32_t)rank, &so);
   so.tables = tables;
   so.ntables = ntables;
+  /* warm_start.tables: read through to the old tables on a miss */
+  if (warm_attach(cfg, &so, err, sizeof(err)) < 0) {
+    logger_error(lg, "%s", err);
+    free(tables);
+    logger_free(lg);
+    config_free(cfg);
+    return 1;
+  }
   struct store *st = store_open(dir, &so, err, sizeof(err));
   if (!st) {
     logger_error(lg, "%s", err);

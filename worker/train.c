@@ -12,6 +12,7 @@
 #include "worker/nn/ops.h"
 #include "worker/nn/params.h"
 #include "worker/reader.h"
+#include "worker/warm_dense.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -268,6 +269,8 @@ struct trainer *train_new(const struct train_opts *o, char *err,
     tr->pbf = xcalloc(BF, sizeof(uint16_t));
   }
   params_alloc(tr->p, (uint64_t)cfg->train.seed);
+  if (warm_dense_load(tr->p, cfg, o->log, err, errlen) < 0)
+    goto fail;
   tr->lrw = model_uses_lr_weights(tr->m);
   tr->ntables = tr->lrw ? 2 : 1;
   tr->ids[0] = 0;
