@@ -347,6 +347,18 @@ int cluster_run(const struct config *cfg, const char *config_path,
     bool worker = !strcmp(c->role, "worker");
     if (worker && WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0) {
       workers_left--;
+      if (c->rank == 0 && workers_left > 0 &&
+          cfg->train.mode != CONFIG_MODE_ASYNC) {
+        /* Rank 0 decides the run (it evaluates and stops early); in sync
+         * and ssp modes the others would wait at a barrier it will never
+         * reach, until their request timeout. */
+        fprintf(stderr,
+                "maskps: worker 0 finished the run; stopping the %d other "
+                "worker(s)\n",
+                workers_left);
+        stop_role(&cl, "worker", CLUSTER_FAIL_GRACE_S);
+        workers_left = 0;
+      }
       continue;
     }
     failed = c;

@@ -19,7 +19,9 @@
  *
  * Lifecycle: pservers first, then workers (a worker's first requests wait
  * in ZeroMQ's queue until its pserver binds). When every worker exited 0
- * the pservers get SIGTERM (each flushes its store and exits 0). If any
+ * (in sync and ssp modes: when worker 0 did, which decides the run and may
+ * stop early; the others, blocked at a barrier it will not reach, are
+ * stopped) the pservers get SIGTERM (each flushes its store and exits 0). If any
  * process exits non-zero, is killed by a signal, or a pserver exits while
  * workers still run, the others get SIGTERM, then SIGKILL after
  * CLUSTER_FAIL_GRACE_S (survivors may be blocked on the dead one), and
