@@ -1801,3 +1801,83 @@ void store_table_init_values(const struct store_table *t, uint64_t fid,
         t->dim);
   init_values(t, fid, out, 0, d);
 }
+
+int store_read_schema(const char *dir, struct store_table **out, size_t *n,
+                      char *err, size_t errlen) {
+  *out = NULL;
+  *n = 0;
+  struct stat st;
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    snprintf(err, errlen, "store %s: no such directory", dir);
+    return -1;
+  }
+  rocksdb_options_t *opt = rocksdb_options_create();
+  const rocksdb_options_t *cfo[CF_COUNT_] = {opt, opt, opt};
+  rocksdb_column_family_handle_t *cf[CF_COUNT_] = {0};
+  char *e = NULL;
+  rocksdb_t *db = rocksdb_open_for_read_only_column_families(
+      opt, dir, CF_COUNT_, cf_names, cfo, cf, 0, &e);
+  if (e || !db) {
+    rocksdb_options_destroy(opt);
+    return rerr(err, errlen, e, "not a store (cannot open RocksDB read-only)",
+                dir);
+  }
+  rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db, ro, cf[CF_DEFAULT]);
+  size_t cap = 0;
+  struct store_table *t = NULL;
+  int rc = 0;
+  for (rocksdb_iter_seek(it, "schema/", 7); rc == 0 && rocksdb_iter_valid(it);
+       rocksdb_iter_next(it)) {
+    size_t kl, vl;
+    const char *k = rocksdb_iter_key(it, &kl), *v = rocksdb_iter_value(it, &vl);
+    if (kl < 7 || memcmp(k, "schema/", 7) != 0)
+      break;
+    char ks[32] = "", vs[128] = "", oname[32] = "";
+    memcpy(ks, k + 7, kl - 7 < sizeof(ks) - 1 ? kl - 7 : sizeof(ks) - 1);
+    memcpy(vs, v, vl < sizeof(vs) - 1 ? vl : sizeof(vs) - 1);
+    unsigned id, dim;
+    int amtl, kind = -1;
+    if (sscanf(ks, "%u", &id) == 1 &&
+        sscanf(vs, "dim=%u opt=%31s amtl=%d", &dim, oname, &amtl) == 3)
+      for (int o = 0; o < ROW_OPT_COUNT_; o++)
+        if (!strcmp(oname, row_opt_name((enum row_opt)o)))
+          kind = o;
+    if (kind < 0 || dim < 1 || dim > ROW_MAX_DIM) {
+      snprintf(err, errlen, "store %s: unreadable schema entry \"%s\"", dir,
+               vs);
+      rc = -1;
+      break;
+    }
+    if (*n == cap) {
+      cap = cap ? 2 * cap : 8;
+      t = xrealloc(t, cap * sizeof(*t));
+    }
+    struct store_table *x = &t[(*n)++];
+    memset(x, 0, sizeof(*x));
+    x->id = id;
+    x->dim = dim;
+    x->amtl = amtl != 0;
+    sparse_opt_defaults(&x->opt, (enum row_opt)kind);
+    x->min_count = 1;
+  }
+  rocksdb_iter_destroy(it);
+  rocksdb_readoptions_destroy(ro);
+  for (int i = 0; i < CF_COUNT_; i++)
+    if (cf[i])
+      rocksdb_column_family_handle_destroy(cf[i]);
+  rocksdb_close(db);
+  rocksdb_options_destroy(opt);
+  if (rc == 0 && *n == 0) {
+    snprintf(err, errlen, "store %s: holds no table schema", dir);
+    rc = -1;
+  }
+  if (rc < 0) {
+    free(t);
+    *n = 0;
+    return -1;
+  }
+  qsort(t, *n, sizeof(*t), cmp_table);
+  *out = t;
+  return 0;
+}

@@ -385,4 +385,12 @@ void store_bulk_free(struct store_bulk *b);
 int store_get_raw(struct store *s, uint32_t table, uint64_t fid, uint8_t **out,
                   size_t *len, char *err, size_t errlen);
 
+/* The table schema a store directory recorded (id, dim, optimizer kind,
+ * amtl; the rest are defaults: the store does not record seeds, init_std,
+ * hyper-parameters), read without knowing the tables and without writing.
+ * Returns 0 with *out (malloc'ed, sorted by id, caller frees) and *n, or
+ * -1 with err (no directory, not a store, no schema). */
+int store_read_schema(const char *dir, struct store_table **out, size_t *n,
+                      char *err, size_t errlen);
+
 #endif

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct warm {
   uint32_t S;                 /* old shards */
@@ -47,6 +48,22 @@ static int same_tables(const struct table_layout *a,
   return 1;
 }
 
+/* dir's manifest, or without one (a plain run's store: maskps train
+ * writes none) the store's own schema, taking dir as shard i of n. */
+static int read_layout(const char *dir, size_t i, size_t n,
+                       struct table_layout *l, char *err, size_t errlen) {
+  char path[4200];
+  snprintf(path, sizeof(path), "%s/%s", dir, TABLE_MANIFEST);
+  if (access(path, F_OK) == 0)
+    return table_manifest_read(dir, l, err, errlen);
+  memset(l, 0, sizeof(*l));
+  if (store_read_schema(dir, &l->tables, &l->ntables, err, errlen) < 0)
+    return -1;
+  l->shards = (uint32_t)n;
+  l->rank = (uint32_t)i;
+  return 0;
+}
+
 struct warm *warm_open(const char *const *dirs, size_t n, size_t memory_mb,
                        char *err, size_t errlen) {
   if (n == 0 || n > UINT32_MAX) {
@@ -61,7 +78,7 @@ struct warm *warm_open(const char *const *dirs, size_t n, size_t memory_mb,
   int rc = 0;
   size_t nread = 0;
   for (size_t i = 0; i < n && rc == 0; i++) {
-    if (table_manifest_read(dirs[i], &lay[i], err, errlen) < 0) {
+    if (read_layout(dirs[i], i, n, &lay[i], err, errlen) < 0) {
       rc = -1;
       break;
     }

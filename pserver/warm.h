@@ -2,8 +2,11 @@
  * warm: warm start of a new run's sparse tables from an old run's stores
  * (config warm_start.tables; DESIGN.md "Warm start and migration").
  *
- * The old stores (any shard count S_old, each directory with the
- * maskps-table.json manifest of pserver/table.h) are opened read-only. A
+ * The old stores (any shard count S_old) are opened read-only. Each
+ * directory's layout comes from its maskps-table.json manifest
+ * (pserver/table.h); a directory without one (a plain run's db/shard-0 or
+ * best/shard-<i>) is taken as shard i of the n directories in the order
+ * given, with the tables its store recorded (store_read_schema). A
  * new store gets warm_get as its miss hook (store_options.warm_get): a key
  * the new store never held is looked up in old shard keys_shard(fid,
  * S_old), in the old table with the same id, and the row is brought to
@@ -36,7 +39,7 @@
 struct warm;
 
 /* Opens the old store set dirs[0..n) read-only, each with memory_mb
- * (>= 4). The directories must be one complete set (manifests agreeing on
+ * (>= 4). The directories must be one complete set (layouts agreeing on
  * S_old and the tables, ranks 0..S_old-1 each once). Returns NULL with a
  * message naming the directory and the problem (missing directory or
  * manifest, incomplete set, RocksDB error). Caller owns it: warm_free. */

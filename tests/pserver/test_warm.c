@@ -288,11 +288,69 @@ static void test_read_only_store_refuses_writes(void **state) {
   assert_int_equal(store_close(s, err, sizeof(err)), 0);
 }
 
+/* A plain run's store (no manifest: maskps train writes none) is read with
+ * the schema its store recorded. */
+static void test_store_without_manifest(void **state) {
+  (void)state;
+  struct store_table t = make_table(T, D, ROW_OPT_ADAGRAD);
+  char plain[120], dir[140], err[512];
+  snprintf(plain, sizeof(plain), "%.63s/plain", root);
+  struct store *old = open_with(plain, &t, 1, STORE_WAL_ASYNC, 8, 0);
+  assert_non_null(old);
+  enum { K = 50 };
+  uint64_t keys[K];
+  float g[K * D];
+  for (int i = 0; i < K; i++)
+    keys[i] = key_of(i);
+  for (int j = 0; j < K * D; j++)
+    g[j] = 0.25f * (float)(j % 5 - 2);
+  assert_int_equal(store_push(old, T, K, keys, NULL, g, NULL, NULL, NULL, 3,
+                              err, sizeof(err)),
+                   0);
+  struct pulled want;
+  assert_int_equal(pull_all(old, T, D, K, keys, &want), K * D);
+  assert_int_equal(store_close(old, err, sizeof(err)), 0);
+
+  struct store_table *sch;
+  size_t n;
+  assert_int_equal(store_read_schema(plain, &sch, &n, err, sizeof(err)), 0);
+  assert_int_equal(n, 1);
+  assert_int_equal(sch[0].id, T);
+  assert_int_equal(sch[0].dim, D);
+  assert_int_equal(sch[0].opt.kind, ROW_OPT_ADAGRAD);
+  free(sch);
+
+  const char *dirs[1] = {plain};
+  struct warm *w = warm_open(dirs, 1, 4, err, sizeof(err));
+  if (!w)
+    fail_msg("%s", err);
+  struct store_options o;
+  store_options_defaults(&o);
+  o.tables = &t;
+  o.ntables = 1;
+  o.memory_mb = 8;
+  o.warm_get = warm_get;
+  o.warm_ctx = w;
+  o.warm_free = warm_free;
+  snprintf(dir, sizeof(dir), "%s.new", plain);
+  struct store *s = store_open(dir, &o, err, sizeof(err));
+  if (!s)
+    fail_msg("%s", err);
+  struct pulled got;
+  assert_int_equal(pull_all(s, T, D, K, keys, &got), K * D);
+  assert_memory_equal(got.values, want.values, sizeof(float) * K * D);
+  assert_memory_equal(got.count, want.count, sizeof(uint32_t) * K);
+  pulled_free(&got);
+  pulled_free(&want);
+  assert_int_equal(store_close(s, err, sizeof(err)), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_truncate_then_copied_forward),
       cmocka_unit_test(test_pad_from_new_init),
       cmocka_unit_test(test_fixed_to_amtl_keeps_full_rows),
+      cmocka_unit_test(test_store_without_manifest),
       cmocka_unit_test(test_bad_old_paths),
       cmocka_unit_test(test_failed_open_frees_context),
       cmocka_unit_test(test_read_only_store_refuses_writes),
