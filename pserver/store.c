@@ -903,6 +903,24 @@ table_or_err(const struct store *s, uint32_t table, char *err, size_t errlen) {
   return t;
 }
 
+/* Gives free heap pages back to the kernel at most once a second. Rows
+ * evicted from the row cache leave 240-byte holes between RocksDB's blocks
+ * and memtable arenas in glibc's heap; without this the freed but
+ * fragmented pages stay resident and RSS ends ~30% above memory_mb with
+ * a table larger than the budget (bench_store). malloc_trim releases every
+ * whole free page, not just the heap's top. */
+static void trim_heap(struct store *s) {
+#ifdef __GLIBC__
+  const uint64_t now = clock_ns();
+  if (now - s->last_trim_ns < 1000000000ull)
+    return;
+  malloc_trim(0);
+  s->last_trim_ns = clock_ns();
+#else
+  (void)s;
+#endif
+}
+
 /* ---- pull ------------------------------------------------------------- */
 
 long store_pull(struct store *s, uint32_t table, size_t n, const uint64_t *keys,
@@ -946,28 +964,11 @@ long store_pull(struct store *s, uint32_t table, size_t n, const uint64_t *keys,
   loaded_free(&l);
   if (commit(s, err, errlen) < 0)
     return -1;
+  trim_heap(s);
   return (long)pos;
 }
 
 /* ---- push ------------------------------------------------------------- */
-
-/* Gives free heap pages back to the kernel at most once a second. Rows
- * evicted from the row cache leave 240-byte holes between RocksDB's blocks
- * and memtable arenas in glibc's heap; without this the freed but
- * fragmented pages stay resident and RSS ends ~30% above memory_mb with
- * a table larger than the budget (bench_store). malloc_trim releases every
- * whole free page, not just the heap's top. */
-static void trim_heap(struct store *s) {
-#ifdef __GLIBC__
-  const uint64_t now = clock_ns();
-  if (now - s->last_trim_ns < 1000000000ull)
-    return;
-  malloc_trim(0);
-  s->last_trim_ns = clock_ns();
-#else
-  (void)s;
-#endif
-}
 
 /* Changes r's stored prefix to k: the state is slot-major with stride p, so
  * it is re-laid with stride k; a grown tail gets the deterministic init and
