@@ -298,6 +298,12 @@ int store_iter_next(struct store_iter *it, uint64_t *fid, struct row *r,
                     char *err, size_t errlen);
 void store_iter_free(struct store_iter *it);
 
+/* Moves it to the table's first row with a feature id >= fid (the next
+ * store_iter_next returns it). Iterators of one store may then be read
+ * from different threads, one thread each (RocksDB iterators are
+ * independent); creating and freeing them stay on the store's thread. */
+void store_iter_seek(struct store_iter *it, uint64_t fid);
+
 /* For tests of corruption handling: writes raw bytes as the value of
  * (table, fid), bypassing the row format and the cache (the cached row, if
  * any, is dropped). Returns 0 or -1. */

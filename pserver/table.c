@@ -10,7 +10,9 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1301,8 +1303,9 @@ static int merge_advance(struct merge *m, size_t i, char *err, size_t errlen) {
   return rc < 0 ? -1 : 0;
 }
 
-static int merge_open(struct merge *m, struct set *s, uint32_t table, char *err,
-                      size_t errlen) {
+/* Opens a merge of table's rows over the set, from feature id lo on. */
+static int merge_open(struct merge *m, struct set *s, uint32_t table,
+                      uint64_t lo, char *err, size_t errlen) {
   m->n = s->n;
   m->it = xcalloc(s->n, sizeof(*m->it));
   m->live = xcalloc(s->n, sizeof(*m->live));
@@ -1311,6 +1314,8 @@ static int merge_open(struct merge *m, struct set *s, uint32_t table, char *err,
   m->last = -1;
   for (size_t i = 0; i < s->n; i++) {
     m->it[i] = store_iter_new(s->st[i], table, err, errlen);
+    if (m->it[i] && lo)
+      store_iter_seek(m->it[i], lo);
     if (!m->it[i] || merge_advance(m, i, err, errlen) < 0) {
       merge_close(m);
       return -1;
@@ -1348,9 +1353,129 @@ static uint64_t kill_after(void) {
   return v && *v ? strtoull(v, NULL, 10) : 0;
 }
 
+/* One thread's share of a copy: the rows with feature ids in [lo, hi] of
+ * every table, written through its own bulk loaders (one per destination;
+ * their files never overlap another share's, since store_bulk starts a
+ * file per table). */
+struct part {
+  const struct src *src;
+  const struct table_layout *dl;
+  struct store **dst;
+  size_t nto;
+  const struct table_migrate_opts *o;
+  uint64_t lo, hi;
+  struct store_bulk **bulk; /* [nto] */
+  int bulk_on;              /* 0 after rows came out of key order */
+  struct table_sum *want;   /* [ntables] sums of what was written */
+  struct table_migrate_report rep;
+  struct xform x;
+  struct progress *pr;      /* NULL: another share shows progress */
+  unsigned weight;          /* rows a tick stands for (shares) */
+  pthread_mutex_t *mu;      /* guards iterator creation / release */
+  _Atomic uint64_t *written, kill_n;
+  char err[1024];
+  int rc;
+};
+
+static void *copy_part(void *arg) {
+  struct part *p = arg;
+  const struct src *src = p->src;
+  const struct table_migrate_opts *o = p->o;
+  char *err = p->err;
+  const size_t errlen = sizeof(p->err);
+  for (size_t k = 0; k < src->ntables && p->rc == 0; k++) {
+    const struct store_table *st = &src->tables[k], *dt = &p->dl->tables[k];
+    p->want[k].table = dt->id;
+    struct merge mg;
+    struct efile ef;
+    int has_state = 1;
+    if (src->set) {
+      pthread_mutex_lock(p->mu);
+      int mrc = merge_open(&mg, src->set, st->id, p->lo, err, errlen);
+      pthread_mutex_unlock(p->mu);
+      if (mrc < 0) {
+        p->rc = -1;
+        break;
+      }
+    } else {
+      if (efile_open(src->files[k], &ef, err, errlen) < 0) {
+        p->rc = -1;
+        break;
+      }
+      has_state = ef.slots > 0;
+    }
+    uint64_t fid = 0;
+    struct row in, out;
+    int got;
+    for (;;) {
+      got = src->set ? merge_next(&mg, &fid, &in, err, errlen)
+                     : efile_next(&ef, &fid, &in, err, errlen);
+      if (got != 1 || fid > p->hi || fid < p->lo) {
+        got = got < 0 ? -1 : 0;
+        break;
+      }
+      p->rep.rows_in++;
+      if (p->pr)
+        for (unsigned w = 0; w < p->weight; w++)
+          progress_tick(p->pr);
+      if (filtered(&in, o)) {
+        p->rep.filtered++;
+        continue;
+      }
+      uint32_t shard = keys_shard(fid, (uint32_t)p->nto);
+      transform(st, dt, o, p->dst[shard], fid, &in, has_state, &p->x, &out,
+                &p->rep);
+      size_t len =
+          row_encode(&out, p->x.enc, row_size(ROW_MAX_DIM, ROW_OPT_ADAM));
+      CHECK(len > 0, "row of p %u", out.p);
+      /* Bulk loading (SST files ingested at the end) while the rows come
+       * in key order, as a merge of stores always delivers them; an
+       * import file out of key order (one share only) ingests what was
+       * loaded so far and writes the rest one Put each (later rows win,
+       * as with Puts). */
+      int b = p->bulk_on ? store_bulk_put(p->bulk[shard], dt->id, fid,
+                                          p->x.enc, len, err, errlen)
+                         : 1;
+      if (b == 1 && p->bulk_on) {
+        CHECK(!p->mu, "merged rows out of key order");
+        p->bulk_on = 0;
+        for (size_t i = 0; i < p->nto && b == 1; i++)
+          if (store_bulk_finish(p->bulk[i], err, errlen) < 0)
+            b = -1;
+      }
+      if (b == 1)
+        b = store_debug_put_raw(p->dst[shard], dt->id, fid, p->x.enc, len,
+                                err, errlen);
+      if (b < 0) {
+        got = -1;
+        break;
+      }
+      sum_add(&p->want[k], fid, &out);
+      p->rep.rows_out++;
+      if (p->kill_n && atomic_fetch_add(p->written, 1) + 1 == p->kill_n)
+        raise(SIGKILL);
+    }
+    if (src->set) {
+      pthread_mutex_lock(p->mu);
+      merge_close(&mg);
+      pthread_mutex_unlock(p->mu);
+    } else {
+      efile_close(&ef);
+    }
+    if (got < 0)
+      p->rc = -1;
+  }
+  return NULL;
+}
+
+/* Threads of a migration: the machine's 2 cores (a share reads, transforms
+ * and writes SST files; RocksDB's own threads are idle meanwhile). */
+#define COPY_PARTS 2
+
 /* Streams every row of src through transform into nto fresh stores at
  * tmp[0..nto), writes their manifests, and verifies them against the sums
- * of what was written. */
+ * of what was written. A store set is copied by COPY_PARTS threads, each
+ * over a range of feature ids; an import file by one. */
 static int copy_into(const struct src *src, char **tmp, size_t nto,
                      const struct table_migrate_opts *o,
                      const struct table_io *io, const char *what,
@@ -1367,12 +1492,12 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
       return -1;
     }
   }
+  const size_t nparts = src->set ? COPY_PARTS : 1;
   struct store **dst = xcalloc(nto, sizeof(*dst));
-  struct store_bulk **bulk = xcalloc(nto, sizeof(*bulk));
-  int bulk_on = 1; /* 0 after rows came out of key order (see put_row) */
+  struct part *parts = xcalloc(nparts, sizeof(*parts));
   struct table_sum *want = xcalloc(src->ntables, sizeof(*want));
-  struct xform x;
-  xform_init(&x);
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  _Atomic uint64_t written = 0;
   int rc = 0;
   size_t mb = mem_of(io);
   for (size_t i = 0; i < nto && rc == 0; i++) {
@@ -1382,84 +1507,79 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
     }
     dl.rank = (uint32_t)i;
     dst[i] = open_store(tmp[i], &dl, 1, mb, err, errlen);
-    if (!dst[i] || !(bulk[i] = store_bulk_new(dst[i], err, errlen)))
+    if (!dst[i])
       rc = -1;
   }
-  uint64_t kill_n = kill_after(), written = 0;
   struct progress pr = {io && io->progress, what, clock_sec(), 0, 0};
-  double t0 = clock_sec();
-  for (size_t k = 0; k < src->ntables && rc == 0; k++) {
-    const struct store_table *st = &src->tables[k], *dt = &dl.tables[k];
-    want[k].table = dt->id;
-    struct merge mg;
-    struct efile ef;
-    int has_state = 1;
-    if (src->set) {
-      if (merge_open(&mg, src->set, st->id, err, errlen) < 0) {
+  for (size_t t = 0; t < nparts; t++) {
+    struct part *p = &parts[t];
+    p->src = src;
+    p->dl = &dl;
+    p->dst = dst;
+    p->nto = nto;
+    p->o = o;
+    /* equal shares of the feature-id space (ids are hashes) */
+    p->lo = t == 0 ? 0 : (UINT64_MAX / nparts) * t + 1;
+    p->hi = t + 1 == nparts ? UINT64_MAX : (UINT64_MAX / nparts) * (t + 1);
+    p->bulk = xcalloc(nto, sizeof(*p->bulk));
+    p->bulk_on = 1;
+    p->want = xcalloc(src->ntables, sizeof(*p->want));
+    xform_init(&p->x);
+    p->pr = t == 0 ? &pr : NULL;
+    p->weight = (unsigned)nparts;
+    p->mu = nparts > 1 ? &mu : NULL;
+    p->written = &written;
+    p->kill_n = kill_after();
+    for (size_t i = 0; i < nto && rc == 0; i++)
+      if (!(p->bulk[i] = store_bulk_new(dst[i], err, errlen)))
         rc = -1;
-        break;
-      }
-    } else {
-      if (efile_open(src->files[k], &ef, err, errlen) < 0) {
-        rc = -1;
-        break;
-      }
-      has_state = ef.slots > 0;
-    }
-    uint64_t fid = 0;
-    struct row in, out;
-    int got;
-    for (;;) {
-      got = src->set ? merge_next(&mg, &fid, &in, err, errlen)
-                     : efile_next(&ef, &fid, &in, err, errlen);
-      if (got != 1)
-        break;
-      rep->rows_in++;
-      progress_tick(&pr);
-      if (filtered(&in, o)) {
-        rep->filtered++;
-        continue;
-      }
-      uint32_t shard = keys_shard(fid, (uint32_t)nto);
-      transform(st, dt, o, dst[shard], fid, &in, has_state, &x, &out, rep);
-      size_t len = row_encode(&out, x.enc, row_size(ROW_MAX_DIM, ROW_OPT_ADAM));
-      CHECK(len > 0, "row of p %u", out.p);
-      /* Bulk loading (SST files ingested at the end) while the rows come
-       * in key order, as a merge of stores always delivers them; an
-       * import file out of key order ingests what was loaded so far and
-       * writes the rest one Put each (later rows win, as with Puts). */
-      int b = bulk_on ? store_bulk_put(bulk[shard], dt->id, fid, x.enc, len,
-                                       err, errlen)
-                      : 1;
-      if (b == 1 && bulk_on) {
-        bulk_on = 0;
-        for (size_t i = 0; i < nto && b == 1; i++)
-          if (store_bulk_finish(bulk[i], err, errlen) < 0)
-            b = -1;
-      }
-      if (b == 1)
-        b = store_debug_put_raw(dst[shard], dt->id, fid, x.enc, len, err,
-                                errlen);
-      if (b < 0) {
-        got = -1;
-        break;
-      }
-      sum_add(&want[k], fid, &out);
-      rep->rows_out++;
-      if (kill_n && ++written == kill_n)
-        raise(SIGKILL);
-    }
-    if (src->set)
-      merge_close(&mg);
-    else
-      efile_close(&ef);
-    if (got < 0)
-      rc = -1;
   }
-  for (size_t i = 0; i < nto && rc == 0 && bulk_on; i++)
-    rc = store_bulk_finish(bulk[i], err, errlen);
+  double t0 = clock_sec();
+  if (rc == 0) {
+    pthread_t th[COPY_PARTS];
+    size_t started = 0;
+    for (size_t t = 1; t < nparts; t++) {
+      if (pthread_create(&th[t], NULL, copy_part, &parts[t]) != 0)
+        break;
+      started = t;
+    }
+    copy_part(&parts[0]);
+    for (size_t t = started + 1; t < nparts; t++) /* not started: run here */
+      copy_part(&parts[t]);
+    for (size_t t = 1; t <= started; t++)
+      pthread_join(th[t], NULL);
+  }
+  int bulk_on = 1;
+  for (size_t t = 0; t < nparts; t++) {
+    struct part *p = &parts[t];
+    if (rc == 0 && p->rc < 0)
+      rc = fail(err, errlen, "%s", p->err);
+    bulk_on &= p->bulk_on;
+    rep->rows_in += p->rep.rows_in;
+    rep->rows_out += p->rep.rows_out;
+    rep->filtered += p->rep.filtered;
+    rep->truncated += p->rep.truncated;
+    rep->padded += p->rep.padded;
+    for (size_t k = 0; k < src->ntables; k++) {
+      want[k].table = dl.tables[k].id;
+      want[k].rows += p->want[k].rows;
+      want[k].pending += p->want[k].pending;
+      want[k].values_sum += p->want[k].values_sum;
+      want[k].full_sum += p->want[k].full_sum;
+    }
+  }
+  for (size_t t = 0; t < nparts; t++)
+    for (size_t i = 0; i < nto && rc == 0 && bulk_on; i++)
+      rc = store_bulk_finish(parts[t].bulk[i], err, errlen);
+  for (size_t t = 0; t < nparts; t++) {
+    for (size_t i = 0; i < nto; i++)
+      store_bulk_free(parts[t].bulk[i]);
+    free(parts[t].bulk);
+    free(parts[t].want);
+    xform_free(&parts[t].x);
+  }
+  free(parts);
   for (size_t i = 0; i < nto; i++) {
-    store_bulk_free(bulk[i]);
     char e2[512];
     if (dst[i] && store_close(dst[i], e2, sizeof(e2)) < 0 && rc == 0)
       rc = fail(err, errlen, "%s", e2);
@@ -1493,9 +1613,7 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
       free(got);
     }
   }
-  xform_free(&x);
   free(want);
-  free(bulk);
   free(dst);
   table_layout_free(&dl);
   return rc;
