@@ -23,8 +23,8 @@
 struct child {
   const char *role; /* "pserver", "worker" */
   int rank;
-  pid_t pid;    /* 0 = not running (never started, or reaped) */
-  int status;   /* waitpid status once reaped */
+  pid_t pid;  /* 0 = not running (never started, or reaped) */
+  int status; /* waitpid status once reaped */
   char log[4096];
 };
 
@@ -177,7 +177,9 @@ static struct child *reap_one(struct cluster *cl) {
   }
 }
 
-static bool running(const struct child *c) { return c->pid > 0; }
+static bool running(const struct child *c) {
+  return c->pid > 0;
+}
 
 /* SIGTERM to every running child with role (NULL = all), then waits up to
  * CLUSTER_GRACE_S for them, then SIGKILL. Reaped children keep their
@@ -214,9 +216,9 @@ static struct child *stop_role(struct cluster *cl, const char *role,
     struct child *c;
     while ((c = reap_one(cl)) != NULL) {
       int st = c->status;
-      bool clean = (WIFEXITED(st) && (WEXITSTATUS(st) == 0 ||
-                                      WEXITSTATUS(st) == 130)) ||
-                   (WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+      bool clean =
+          (WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 130)) ||
+          (WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
       if (!clean && !bad)
         bad = c;
     }
@@ -239,9 +241,11 @@ int cluster_run(const struct config *cfg, const char *config_path,
                 volatile sig_atomic_t *stop) {
   const int S = (int)cfg->cluster.pservers, W = (int)cfg->cluster.workers;
   if (cfg->cluster.launcher != CONFIG_LAUNCHER_LOCAL) {
-    fprintf(stderr, "maskps: cluster.launcher %s is not supported yet; use "
-                    "local (every process on this machine)\n",
-            config_enum_name("cluster", "launcher", (int)cfg->cluster.launcher));
+    fprintf(
+        stderr,
+        "maskps: cluster.launcher %s is not supported yet; use "
+        "local (every process on this machine)\n",
+        config_enum_name("cluster", "launcher", (int)cfg->cluster.launcher));
     return 2;
   }
   if (cfg->security.curve) {
@@ -274,8 +278,9 @@ int cluster_run(const struct config *cfg, const char *config_path,
   for (int i = 0; i < nt; i++)
     snprintf(tables + strlen(tables), sizeof(tables) - strlen(tables),
              "%s%u:%d", i ? "," : "", ids[i], dims[i]);
+  /* one worker keeps the dense vector itself (launcher/main_worker.c) */
   snprintf(dense, sizeof(dense), "%llu",
-           (unsigned long long)train_dense_total(tr));
+           W > 1 ? (unsigned long long)train_dense_total(tr) : 0ULL);
   train_free(tr);
 
   struct cluster cl = {xcalloc((size_t)(S + W), sizeof(struct child)),

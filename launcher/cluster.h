@@ -21,8 +21,8 @@
  * in ZeroMQ's queue until its pserver binds). When every worker exited 0
  * (in sync and ssp modes: when worker 0 did, which decides the run and may
  * stop early; the others, blocked at a barrier it will not reach, are
- * stopped) the pservers get SIGTERM (each flushes its store and exits 0). If any
- * process exits non-zero, is killed by a signal, or a pserver exits while
+ * stopped) the pservers get SIGTERM (each flushes its store and exits 0). If
+ * any process exits non-zero, is killed by a signal, or a pserver exits while
  * workers still run, the others get SIGTERM, then SIGKILL after
  * CLUSTER_FAIL_GRACE_S (survivors may be blocked on the dead one), and
  * the run fails naming the process and showing the
@@ -35,9 +35,9 @@
 
 struct config;
 
-#define CLUSTER_GRACE_S 10 /* seconds between SIGTERM and SIGKILL */
+#define CLUSTER_GRACE_S 10     /* seconds between SIGTERM and SIGKILL */
 #define CLUSTER_FAIL_GRACE_S 2 /* the same after a process failed */
-#define CLUSTER_TAIL_LINES 10 /* log lines shown of a failed process */
+#define CLUSTER_TAIL_LINES 10  /* log lines shown of a failed process */
 
 /* Runs the local cluster for cfg (validated, cluster.pservers >= 1, the
  * run directory's logs/ and config.yaml at config_path already written).

@@ -25,8 +25,8 @@
 #include "launcher/cluster.h"
 #include "launcher/summary.h"
 #include "pserver/ps_local.h"
-#include "pserver/warm.h"
 #include "pserver/store.h"
+#include "pserver/warm.h"
 #include "worker/nn/gemm.h"
 #include "worker/nn/params.h"
 #include "worker/reader.h"
@@ -160,10 +160,10 @@ static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
  * pservers' sharding (keys_shard over nshards), so a prediction reads the
  * rows where they were trained. stores[nshards] get the opened stores.
  * NULL with err set (the stores opened so far closed). */
-static struct ps *open_best_shards(const struct config *cfg,
-                                   struct trainer *tr, const char *dir,
-                                   uint32_t nshards, struct store **stores,
-                                   char *err, size_t errlen) {
+static struct ps *open_best_shards(const struct config *cfg, struct trainer *tr,
+                                   const char *dir, uint32_t nshards,
+                                   struct store **stores, char *err,
+                                   size_t errlen) {
   uint32_t ids[TRAIN_MAX_TABLES];
   int dims[TRAIN_MAX_TABLES];
   int nt = train_tables(tr, ids, dims);

@@ -1,7 +1,15 @@
 /* maskps-worker: one worker of a distributed run (DESIGN.md "Processes and
  * data flow"): the training loop of worker/train.h against the S pservers
- * of the config over ZeroMQ (worker/ps_net.h), dense parameters through the
- * pservers (train_opts.dense_via_ps).
+ * of the config over ZeroMQ (worker/ps_net.h).
+ *
+ * Dense parameters: with several workers they live on the pservers (one
+ * shared vector; train_opts.dense_via_ps: pulled and pushed every step).
+ * With one worker there is nobody to share them with, and the worker keeps
+ * them itself, as embedded mode does: 4 bytes per parameter each way per
+ * step (3.9 MB for the demo's SerMaskNet) stay off the wire, and the run
+ * does embedded mode's arithmetic. The launcher starts the pservers with
+ * --dense-floats 0 then. (The dense-through-the-pservers path is the one
+ * tests/launcher/test_cluster.c proves equal to embedded mode.)
  *
  *   maskps-worker --config FILE --rank R [--set section.key=value ...]
  *                 [--progress-fd N]
@@ -223,7 +231,7 @@ int main(int argc, char **argv) {
       .cfg = cfg,
       .log = lg,
       .progress = progress,
-      .dense_via_ps = true,
+      .dense_via_ps = W > 1, /* see the header comment */
       .best_dir = rank == 0 ? best : NULL,
       .stop = &g_stop,
       .rank = (uint32_t)rank,
@@ -248,7 +256,7 @@ int main(int argc, char **argv) {
       .endpoints = (const char *const *)eps,
       .nshards = (uint32_t)S,
       .rank = (uint32_t)rank,
-      .dense_total = train_dense_total(tr),
+      .dense_total = W > 1 ? train_dense_total(tr) : 0,
       .timeout_ms = (int)cfg->cluster.request_timeout_ms,
       .log = lg,
   };
@@ -263,9 +271,8 @@ int main(int argc, char **argv) {
               (unsigned long long)rank, (unsigned long long)W,
               config_enum_name("model", "name", (int)cfg->model.name),
               train_fields(tr), (long long)cfg->embedding.dim,
-              (unsigned long long)train_dense_total(tr),
-              (unsigned long long)S, eps[0],
-              config_enum_name("train", "mode", (int)cfg->train.mode));
+              (unsigned long long)train_dense_total(tr), (unsigned long long)S,
+              eps[0], config_enum_name("train", "mode", (int)cfg->train.mode));
   struct sigaction sa = {.sa_handler = on_signal};
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);

@@ -198,7 +198,8 @@ static char *slurp(const char *path) {
   return s;
 }
 
-/* ---- equivalence ---------------------------------------------------------- */
+/* ---- equivalence ----------------------------------------------------------
+ */
 
 struct run {
   double loss[MAX_STEPS];
@@ -254,9 +255,9 @@ static void train_and_pull(struct trainer *tr, struct ps *ps, struct run *r) {
   assert_int_equal(res.steps, r->nsteps);
   r->ndense = train_dense_total(tr);
   r->dense = calloc(r->ndense, sizeof(float));
-  assert_int_equal(
-      ps_pull_dense(ps, r->nsteps + 1, 0, r->ndense, r->dense, err, sizeof(err)),
-      0);
+  assert_int_equal(ps_pull_dense(ps, r->nsteps + 1, 0, r->ndense, r->dense, err,
+                                 sizeof(err)),
+                   0);
 }
 
 /* Appends every row of table 0 of store dir (opened with so) to r. */
@@ -372,9 +373,18 @@ static void distributed_run(struct run *r) {
     snprintf(log, sizeof(log), "%s/dist-pserver-%d.log", g_dir, i);
     snprintf(eps[i], sizeof(eps[i]), "tcp://127.0.0.1:%d", g_port + i);
     epp[i] = eps[i];
-    char *argv[] = {MASKPS_PSERVER_BIN, "--config", cpath, "--rank", rank,
-                    "--dense-floats", dense_s, "--tables", tables_s, "--db",
-                    dbs[i], NULL};
+    char *argv[] = {MASKPS_PSERVER_BIN,
+                    "--config",
+                    cpath,
+                    "--rank",
+                    rank,
+                    "--dense-floats",
+                    dense_s,
+                    "--tables",
+                    tables_s,
+                    "--db",
+                    dbs[i],
+                    NULL};
     pid[i] = spawn(argv, log);
   }
   struct ps_net_opts po = {.endpoints = epp,
@@ -457,7 +467,8 @@ static void test_sync_one_worker_equals_embedded(void **state) {
   free(a), free(b);
 }
 
-/* ---- the learning-rate scale ----------------------------------------------- */
+/* ---- the learning-rate scale -----------------------------------------------
+ */
 
 /* Closed forms through ps: a sparse SGD row moves by -lr*g, then by
  * -lr*scale*g after ps_set_lr_scale(scale); the dense Adam's first step
@@ -474,8 +485,8 @@ static void check_lr_scale(struct ps *ps, const struct config *cfg) {
   for (unsigned j = 0; j < D; j++)
     g[j] = 1.0f;
   struct ps_rows rows = {plen, count, clicks, v0, 64};
-  struct ps_grads pg = {.table = 0, .step = 1, .n = 1, .keys = &key,
-                        .glen = glen, .grads = g};
+  struct ps_grads pg = {
+      .table = 0, .step = 1, .n = 1, .keys = &key, .glen = glen, .grads = g};
   const float scales[] = {1.0f, 0.5f, 0.25f};
   float dense[2] = {0, 0}, dgrad[2] = {1, -1};
   for (int k = 0; k < 3; k++) {
@@ -507,10 +518,13 @@ static void check_lr_scale(struct ps *ps, const struct config *cfg) {
 
 static void test_lr_scale_local_and_net(void **state) {
   (void)state;
-  static const char *const sets[] = {
-      "optimizer.sparse=sgd", "optimizer.sparse_lr=0.1", "optimizer.lr=0.01",
-      "embedding.amtl=false", "embedding.min_count=1", "cluster.pservers=1",
-      NULL};
+  static const char *const sets[] = {"optimizer.sparse=sgd",
+                                     "optimizer.sparse_lr=0.1",
+                                     "optimizer.lr=0.01",
+                                     "embedding.amtl=false",
+                                     "embedding.min_count=1",
+                                     "cluster.pservers=1",
+                                     NULL};
   struct config *cfg = make_config("lr", sets);
   char err[1024], dir[256];
   struct store_table t;
@@ -536,9 +550,20 @@ static void test_lr_scale_local_and_net(void **state) {
   snprintf(tables, sizeof(tables), "0:%u", t.dim);
   snprintf(db, sizeof(db), "%s/lr-net-db", g_dir);
   snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", g_port + 4);
-  char *argv[] = {MASKPS_PSERVER_BIN, "--config", cpath, "--rank", "0",
-                  "--dense-floats", "2", "--tables", tables, "--db", db,
-                  "--endpoint", ep, NULL};
+  char *argv[] = {MASKPS_PSERVER_BIN,
+                  "--config",
+                  cpath,
+                  "--rank",
+                  "0",
+                  "--dense-floats",
+                  "2",
+                  "--tables",
+                  tables,
+                  "--db",
+                  db,
+                  "--endpoint",
+                  ep,
+                  NULL};
   pid_t pid = spawn(argv, log);
   const char *eps[] = {ep};
   struct ps_net_opts po = {
@@ -606,15 +631,18 @@ static pid_t find_child(pid_t launcher, const char *prog, int rank) {
  * waits until its worker 0 logged a training record. */
 static pid_t start_long_run(const char *run, char *errlog, size_t len,
                             char *config_path, size_t cplen) {
-  static const char *const sets[] = {
-      "cluster.pservers=2", "train.epochs=10000", "train.patience=1000",
-      "log.jsonl=true",     "log.interval_s=0.05", "log.level=info", NULL};
+  static const char *const sets[] = {"cluster.pservers=2",
+                                     "train.epochs=10000",
+                                     "train.patience=1000",
+                                     "log.jsonl=true",
+                                     "log.interval_s=0.05",
+                                     "log.level=info",
+                                     NULL};
   struct config *cfg = make_config(run, sets);
   snprintf(config_path, cplen, "%s/%s.yaml", g_dir, run);
   write_config(cfg, config_path);
   char jsonl[512];
-  snprintf(jsonl, sizeof(jsonl), "%s/logs/worker-0.jsonl",
-           cfg->train.run_dir);
+  snprintf(jsonl, sizeof(jsonl), "%s/logs/worker-0.jsonl", cfg->train.run_dir);
   config_free(cfg);
   snprintf(errlog, len, "%s/%s.out", g_dir, run);
   char *argv[] = {MASKPS_BIN, "train", config_path, NULL};
@@ -645,8 +673,8 @@ static pid_t start_long_run(const char *run, char *errlog, size_t len,
 static void kill_child_and_check(const char *run, const char *prog,
                                  const char *role, int rank) {
   char errlog[256], cpath[256];
-  pid_t launcher = start_long_run(run, errlog, sizeof(errlog), cpath,
-                                  sizeof(cpath));
+  pid_t launcher =
+      start_long_run(run, errlog, sizeof(errlog), cpath, sizeof(cpath));
   pid_t victim = find_child(launcher, prog, rank);
   assert_true(victim > 0);
   pid_t others[3] = {find_child(launcher, "maskps-pserver", 0),
@@ -728,8 +756,7 @@ static void test_sigint_stops_everything(void **state) {
 static void test_train_then_predict(void **state) {
   (void)state;
   static const char *const sets[] = {"cluster.pservers=2", "log.jsonl=true",
-                                     "log.level=info", "train.epochs=3",
-                                     NULL};
+                                     "log.level=info", "train.epochs=3", NULL};
   struct config *cfg = make_config("full", sets);
   char cpath[256], out_path[256], probs[256], run[256], pred_err[256];
   snprintf(cpath, sizeof(cpath), "%s/full.yaml", g_dir);
@@ -761,8 +788,9 @@ static void test_train_then_predict(void **state) {
   assert_non_null(strstr(out, "embeddings: "));
   free(out);
   const char *files[] = {"logs/worker-0.jsonl", "logs/worker-0.log",
-                         "logs/pserver-0.log", "logs/pserver-1.log",
-                         "config.yaml", "best/dense.bin", "best/shard-1"};
+                         "logs/pserver-0.log",  "logs/pserver-1.log",
+                         "config.yaml",         "best/dense.bin",
+                         "best/shard-1"};
   for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
     char p[512];
     snprintf(p, sizeof(p), "%s/%s", run, files[i]);
