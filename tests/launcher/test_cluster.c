@@ -826,11 +826,51 @@ static void test_train_then_predict(void **state) {
   free(pe);
 }
 
+/* Two workers in sync mode share the dense vector on the pservers: each
+ * reads half of the training lines (the same number of steps), rank 0 sets
+ * the initial values and evaluates, and the run ends cleanly. */
+static void test_two_workers_sync(void **state) {
+  (void)state;
+  static const char *const sets[] = {"cluster.pservers=2", "cluster.workers=2",
+                                     "log.level=info", "data.split_test=0.1",
+                                     NULL};
+  struct config *cfg = make_config("two", sets);
+  char cpath[256], out_path[256], run[256];
+  snprintf(cpath, sizeof(cpath), "%s/two.yaml", g_dir);
+  snprintf(run, sizeof(run), "%s", cfg->train.run_dir);
+  write_config(cfg, cpath);
+  config_free(cfg);
+  snprintf(out_path, sizeof(out_path), "%s/two.out", g_dir);
+  char *argv[] = {MASKPS_BIN, "train", cpath, NULL};
+  int st = wait_bounded(spawn(argv, out_path), 120);
+  char *out = slurp(out_path);
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    print_error("status 0x%x, output:\n%s\n", st, out);
+  assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  assert_non_null(strstr(out, "test AUC "));
+  /* ~2700 training lines over 2 workers, batches of 128: 11 steps each */
+  const char *t = strstr(out, "trained ");
+  assert_non_null(t);
+  long steps0 = atol(t + strlen("trained "));
+  char p[512];
+  snprintf(p, sizeof(p), "%s/logs/worker-1.log", run);
+  char *log1 = slurp(p);
+  const char *t1 = strstr(log1, "trained ");
+  if (!t1)
+    print_error("worker 1's log:\n%s\n", log1);
+  assert_non_null(t1);
+  assert_int_equal(atol(t1 + strlen("trained ")), steps0);
+  assert_true(steps0 >= 10 && steps0 <= 11);
+  free(log1);
+  free(out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sync_one_worker_equals_embedded),
       cmocka_unit_test(test_lr_scale_local_and_net),
       cmocka_unit_test(test_train_then_predict),
+      cmocka_unit_test(test_two_workers_sync),
       cmocka_unit_test(test_pserver_killed),
       cmocka_unit_test(test_worker_killed),
       cmocka_unit_test(test_sigint_stops_everything),
