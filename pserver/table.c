@@ -1450,7 +1450,12 @@ static void *copy_part(void *arg) {
         got = -1;
         break;
       }
-      sum_add(&p->want[k], fid, &out);
+      if (o->no_verify) { /* counts only: the hashes are a tenth of a copy */
+        p->want[k].rows++;
+        p->want[k].pending += out.p == 0;
+      } else {
+        sum_add(&p->want[k], fid, &out);
+      }
       p->rep.rows_out++;
       if (p->kill_n && atomic_fetch_add(p->written, 1) + 1 == p->kill_n)
         raise(SIGKILL);
@@ -1591,7 +1596,15 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
     rc = table_manifest_write(tmp[i], &dl, err, errlen);
   }
   if (rc == 0) {
-    print_sums(io ? io->out : NULL, "expected", want, src->ntables);
+    if (o->no_verify) {
+      for (size_t k = 0; io && io->out && k < src->ntables; k++)
+        fprintf(io->out,
+                "copied table %" PRIu32 ": rows %" PRIu64 " pending %" PRIu64
+                " (no checksums: --no-verify)\n",
+                want[k].table, want[k].rows, want[k].pending);
+    } else {
+      print_sums(io ? io->out : NULL, "expected", want, src->ntables);
+    }
     if (!o->no_verify) {
       struct set vs;
       struct table_sum *got = NULL;
