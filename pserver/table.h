@@ -28,9 +28,9 @@
  * of what was written) succeeded. A destination that exists and is not an
  * empty directory is refused before anything is written. A killed job leaves
  * only its .tmp-<pid> directories, which the next run removes (when that pid
- * is no longer alive) before it starts; the sources are only read. (Opening
- * a source store with the public API still lets RocksDB write its own
- * bookkeeping files and the store its "max_step" key; rows never change.)
+ * is no longer alive) before it starts; the sources are only read: every
+ * store the tool did not create is opened read-only (store_options.
+ * read_only, RocksDB's read-only mode), so not a byte of a source changes.
  *
  * Memory is bounded whatever the table size: rows stream one at a time
  * between iterators and stores opened with memory_mb each.
@@ -168,9 +168,9 @@ struct table_migrate_report {
  * AMTL prefix rule, optimizer, filters). Prints the source sums, the
  * expected and the found destination sums (unless o->no_verify) to
  * io->out. The source shards are merged in key order, so each destination
- * receives its rows in key order. Rows are written one RocksDB Put each
- * (store_debug_put_raw, the only raw write of the store API): that, not
- * the reading, bounds the throughput (docs/table-format.md "Throughput").
+ * receives its rows in key order, and rows are bulk-loaded (store_bulk_*:
+ * SST files ingested at the end, not one Put each). Two threads copy, each
+ * over half of the feature-id space (docs/table-format.md "Throughput").
  * Returns 0 with every to[i] in place, or -1 with a message and nothing
  * written at the destinations. rep may be NULL. */
 int table_migrate(const char *const *from, size_t nfrom, const char *const *to,
@@ -191,7 +191,9 @@ int table_export(const char *const *from, size_t nfrom, const char *outdir,
 
 /* Reads export files files[0..nfiles) (one table each, distinct ids) and
  * writes them, transformed by o as in table_migrate, into a new store set
- * to[0..nto). A file without state gets fresh state. Checks magic,
+ * to[0..nto), bulk-loaded while the rows come in key order (as exports
+ * write them); from the first row out of order on, one Put per row (one
+ * thread). A file without state gets fresh state. Checks magic,
  * version, sizes and the trailer checksum before the destination is
  * renamed into place. Returns 0 or -1 (nothing written). */
 int table_import(const char *const *files, size_t nfiles, const char *const *to,
