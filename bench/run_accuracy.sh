@@ -18,7 +18,9 @@
 #   THREADS   compute threads of each run [1]
 #   RAW       one JSON object per finished run; runs already in it are
 #             skipped, so an interrupted sweep resumes [runs/accuracy/raw.jsonl]
-#   OUT       the table [bench/results/accuracy-<UTC date>.md]
+#   OUT       the table [bench/results/accuracy-<UTC date>.md]; text below
+#             a line "<!-- notes: kept by run_accuracy.sh -->" in an existing
+#             OUT is kept when the tables are rewritten
 #
 # Runs one training at a time (the machine is shared). Needs python3-torch.
 # Run from anywhere; it works from the repository root, where the configs'
@@ -215,6 +217,15 @@ if amtl_rows:
             ms([r.get("bytes_per_key") for r in c.values()], "%.1f"),
             "%.1f%%" % (100 * (1 - cb / fb)) if fb and cb else "-",
             ms([r.get("mean_prefix") for r in c.values()], "%.2f")))
-open(out, "w").write("\n".join(L) + "\n")
+# hand-written notes below the marker survive a rewrite of the tables
+MARK = "<!-- notes: kept by run_accuracy.sh -->"
+notes = ""
+try:
+    old = open(out).read()
+    if MARK in old:
+        notes = "\n" + old[old.index(MARK):]
+except OSError:
+    pass
+open(out, "w").write("\n".join(L) + "\n" + notes)
 print("\n".join(L))
 EOF
