@@ -1896,3 +1896,8 @@ void store_iter_seek(struct store_iter *it, uint64_t fid) {
   rocksdb_iter_seek(it->it, (const char *)k, sizeof(k));
   it->started = 0;
 }
+
+void store_iter_raw(const struct store_iter *it, const void **value,
+                    size_t *len) {
+  *value = rocksdb_iter_value(it->it, len);
+}

@@ -304,6 +304,11 @@ void store_iter_free(struct store_iter *it);
  * independent); creating and freeing them stay on the store's thread. */
 void store_iter_seek(struct store_iter *it, uint64_t fid);
 
+/* The encoded bytes (common/row.h) of the row store_iter_next returned
+ * last (1): valid until the next call. For copies that change nothing. */
+void store_iter_raw(const struct store_iter *it, const void **value,
+                    size_t *len);
+
 /* For tests of corruption handling: writes raw bytes as the value of
  * (table, fid), bypassing the row format and the cache (the cached row, if
  * any, is dropped). Returns 0 or -1. */

@@ -1404,6 +1404,11 @@ static void *copy_part(void *arg) {
       }
       has_state = ef.slots > 0;
     }
+    /* A copy that changes nothing in the rows writes the stored bytes. */
+    const int same = src->set && st->dim == dt->dim &&
+                     st->opt.kind == dt->opt.kind && st->amtl == dt->amtl &&
+                     !o->drop_state &&
+                     (!dt->amtl || o->prefix == TABLE_PREFIX_KEEP);
     uint64_t fid = 0;
     struct row in, out;
     int got;
@@ -1423,18 +1428,25 @@ static void *copy_part(void *arg) {
         continue;
       }
       uint32_t shard = keys_shard(fid, (uint32_t)p->nto);
-      transform(st, dt, o, p->dst[shard], fid, &in, has_state, &p->x, &out,
-                &p->rep);
-      size_t len =
-          row_encode(&out, p->x.enc, row_size(ROW_MAX_DIM, ROW_OPT_ADAM));
-      CHECK(len > 0, "row of p %u", out.p);
+      const void *enc;
+      size_t len;
+      if (same && in.version == ROW_VERSION) {
+        store_iter_raw(mg.it[mg.last], &enc, &len);
+        out = in;
+      } else {
+        transform(st, dt, o, p->dst[shard], fid, &in, has_state, &p->x, &out,
+                  &p->rep);
+        len = row_encode(&out, p->x.enc, row_size(ROW_MAX_DIM, ROW_OPT_ADAM));
+        CHECK(len > 0, "row of p %u", out.p);
+        enc = p->x.enc;
+      }
       /* Bulk loading (SST files ingested at the end) while the rows come
        * in key order, as a merge of stores always delivers them; an
        * import file out of key order (one share only) ingests what was
        * loaded so far and writes the rest one Put each (later rows win,
        * as with Puts). */
-      int b = p->bulk_on ? store_bulk_put(p->bulk[shard], dt->id, fid,
-                                          p->x.enc, len, err, errlen)
+      int b = p->bulk_on ? store_bulk_put(p->bulk[shard], dt->id, fid, enc,
+                                          len, err, errlen)
                          : 1;
       if (b == 1 && p->bulk_on) {
         CHECK(!p->mu, "merged rows out of key order");
@@ -1444,8 +1456,8 @@ static void *copy_part(void *arg) {
             b = -1;
       }
       if (b == 1)
-        b = store_debug_put_raw(p->dst[shard], dt->id, fid, p->x.enc, len,
-                                err, errlen);
+        b = store_debug_put_raw(p->dst[shard], dt->id, fid, enc, len, err,
+                                errlen);
       if (b < 0) {
         got = -1;
         break;
