@@ -865,12 +865,42 @@ static void test_two_workers_sync(void **state) {
   free(out);
 }
 
+/* A worker alone, its pserver never started: it fails with a message
+ * naming the pserver once its request timeout and retries are spent
+ * (300 ms x (1 + 3 retries) + backoff 0.1 + 0.2 + 0.4 s), never hangs. */
+static void test_worker_without_pserver_times_out(void **state) {
+  (void)state;
+  static const char *const sets[] = {"cluster.pservers=1",
+                                     "cluster.request_timeout_ms=300", NULL};
+  struct config *cfg = make_config("alone", sets);
+  char cpath[256], out_path[256], port[16];
+  snprintf(cpath, sizeof(cpath), "%s/alone.yaml", g_dir);
+  write_config(cfg, cpath);
+  snprintf(port, sizeof(port), "%d", (int)cfg->cluster.base_port);
+  config_free(cfg);
+  snprintf(out_path, sizeof(out_path), "%s/alone.out", g_dir);
+  char *argv[] = {MASKPS_WORKER_BIN, "--config", cpath, "--rank", "0", NULL};
+  double t0 = now_s();
+  int st = wait_bounded(spawn(argv, out_path), 60);
+  double took = now_s() - t0;
+  char *out = slurp(out_path);
+  print_message("worker without pserver: exit after %.1f s\n", took);
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 1)
+    print_error("status 0x%x, output:\n%s\n", st, out);
+  assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1);
+  assert_non_null(strstr(out, "did not answer"));
+  assert_non_null(strstr(out, port)); /* the endpoint is named */
+  assert_true(took >= 1.2 && took < 30);
+  free(out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sync_one_worker_equals_embedded),
       cmocka_unit_test(test_lr_scale_local_and_net),
       cmocka_unit_test(test_train_then_predict),
       cmocka_unit_test(test_two_workers_sync),
+      cmocka_unit_test(test_worker_without_pserver_times_out),
       cmocka_unit_test(test_pserver_killed),
       cmocka_unit_test(test_worker_killed),
       cmocka_unit_test(test_sigint_stops_everything),
