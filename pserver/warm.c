@@ -13,11 +13,11 @@
 #include <unistd.h>
 
 struct warm {
-  uint32_t S;                 /* old shards */
-  struct store **st;          /* [S] by rank, read-only */
-  struct table_layout lay;    /* rank 0's manifest (all agree) */
-  float *values, *state;      /* decode buffers (ROW_MAX_DIM, 2x) */
-  float *init;                /* [ROW_MAX_DIM] */
+  uint32_t S;              /* old shards */
+  struct store **st;       /* [S] by rank, read-only */
+  struct table_layout lay; /* rank 0's manifest (all agree) */
+  float *values, *state;   /* decode buffers (ROW_MAX_DIM, 2x) */
+  float *init;             /* [ROW_MAX_DIM] */
   uint64_t found;
 };
 
@@ -147,8 +147,8 @@ static const struct store_table *old_table(const struct warm *w, uint32_t id) {
   return NULL;
 }
 
-int warm_get(void *ctx, const struct store_table *t, uint64_t fid,
-             uint8_t *buf, size_t cap, size_t *len, char *err, size_t errlen) {
+int warm_get(void *ctx, const struct store_table *t, uint64_t fid, uint8_t *buf,
+             size_t cap, size_t *len, char *err, size_t errlen) {
   struct warm *w = ctx;
   const struct store_table *ot = old_table(w, t->id);
   if (!ot)
@@ -225,8 +225,10 @@ int warm_get(void *ctx, const struct store_table *t, uint64_t fid,
     out.opt_step = 0;
   size_t n = row_encode(&out, buf, cap);
   if (n == 0) {
-    snprintf(err, errlen, "warm start: table %u key 0x%016" PRIx64
-             ": row does not fit the store's buffer", t->id, fid);
+    snprintf(err, errlen,
+             "warm start: table %u key 0x%016" PRIx64
+             ": row does not fit the store's buffer",
+             t->id, fid);
     return -1;
   }
   *len = n;

@@ -52,8 +52,8 @@ void warm_free(void *w);
 
 /* The miss hook (store_options.warm_get; ctx is a struct warm). See
  * store.h for the contract. */
-int warm_get(void *ctx, const struct store_table *t, uint64_t fid,
-             uint8_t *buf, size_t cap, size_t *len, char *err, size_t errlen);
+int warm_get(void *ctx, const struct store_table *t, uint64_t fid, uint8_t *buf,
+             size_t cap, size_t *len, char *err, size_t errlen);
 
 /* Rows found in the old tables so far (for logs and tests). */
 uint64_t warm_rows_found(const struct warm *w);

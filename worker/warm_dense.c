@@ -32,8 +32,7 @@ int warm_dense_load(struct params *p, const struct config *cfg,
   logger_info(lg, "warm start, dense parameters from %s: %s", path, report);
   char body[1100], fields[1300];
   json_body(report, body, sizeof(body));
-  snprintf(fields, sizeof(fields), "\"loaded\":%d,\"report\":\"%s\"", n,
-           body);
+  snprintf(fields, sizeof(fields), "\"loaded\":%d,\"report\":\"%s\"", n, body);
   logger_record_json(lg, 0, "warm_start", fields);
   return n;
 }

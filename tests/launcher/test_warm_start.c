@@ -141,7 +141,8 @@ static void test_warm_start_begins_lower(void **state) {
   if (train("cold", more) != 0)
     fail_msg("cold run: %s", slurp("%s/%s.err", "cold"));
   int nw, nc;
-  double warm = mean_train_loss("warm", &nw), cold = mean_train_loss("cold", &nc);
+  double warm = mean_train_loss("warm", &nw),
+         cold = mean_train_loss("cold", &nc);
   assert_int_equal(nw, STEPS);
   assert_int_equal(nc, STEPS);
   print_message("mean loss over the first %d steps: warm %.4f, cold %.4f\n",

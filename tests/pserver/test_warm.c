@@ -3,15 +3,16 @@
  * AMTL prefixes), init rows for new keys, rows copied forward so the old
  * directories can go, and clear errors for bad old paths. Also the store's
  * read-only open. */
-#include "pserver/warm.h"
 #include "common/check.h"
 #include "common/keys.h"
 #include "pserver/table.h"
+#include "pserver/warm.h"
 #include "store_testlib.h"
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 enum { N_OLD = 600, N_NEW = 200, D = 8, T = 3, S_OLD = 2 };
@@ -44,8 +45,8 @@ static int setup(void **state) {
     for (int j = 0; j < D; j++)
       g[j] = 0.5f * (float)((i + 3 * j) % 7 - 3);
     uint32_t c = 1 + (uint32_t)i % 9;
-    if (store_push(st[keys_shard(k, S_OLD)], T, 1, &k, NULL, g, NULL, &c,
-                   NULL, 5, err, sizeof(err)) < 0)
+    if (store_push(st[keys_shard(k, S_OLD)], T, 1, &k, NULL, g, NULL, &c, NULL,
+                   5, err, sizeof(err)) < 0)
       fail_msg("%s", err);
   }
   for (int i = 0; i < N_OLD; i++) {
@@ -177,9 +178,9 @@ static void test_pad_from_new_init(void **state) {
   uint64_t k = key_of(1);
   float g[12] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   char err[512];
-  assert_int_equal(store_push(s, T, 1, &k, NULL, g, NULL, NULL, NULL, 1, err,
-                              sizeof(err)),
-                   0);
+  assert_int_equal(
+      store_push(s, T, 1, &k, NULL, g, NULL, NULL, NULL, 1, err, sizeof(err)),
+      0);
   struct pulled p;
   assert_int_equal(pull_all(s, T, 12, 1, &k, &p), 12);
   assert_true(p.values[0] < old_vals[1][0]); /* a positive gradient applied */
@@ -218,10 +219,10 @@ static void test_bad_old_paths(void **state) {
 
   /* the config path: the message names the key */
   char yaml[400];
-  snprintf(yaml, sizeof(yaml), "data:\n  train: [x.tsv]\nwarm_start:\n  tables: [%s]\n",
-           missing);
-  struct config *cfg = config_load_string(yaml, strlen(yaml), "test", err,
-                                          sizeof(err));
+  snprintf(yaml, sizeof(yaml),
+           "data:\n  train: [x.tsv]\nwarm_start:\n  tables: [%s]\n", missing);
+  struct config *cfg =
+      config_load_string(yaml, strlen(yaml), "test", err, sizeof(err));
   if (!cfg)
     fail_msg("config: %s", err);
   struct store_options o;
@@ -272,9 +273,9 @@ static void test_read_only_store_refuses_writes(void **state) {
     fail_msg("%s", err);
   uint64_t k = key_of(0);
   float g[D] = {0};
-  assert_int_equal(store_push(s, T, 1, &k, NULL, g, NULL, NULL, NULL, 1, err,
-                              sizeof(err)),
-                   -1);
+  assert_int_equal(
+      store_push(s, T, 1, &k, NULL, g, NULL, NULL, NULL, 1, err, sizeof(err)),
+      -1);
   assert_non_null(strstr(err, "read-only"));
   assert_null(store_bulk_new(s, err, sizeof(err)));
   uint8_t *raw;
