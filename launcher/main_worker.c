@@ -225,6 +225,11 @@ int main(int argc, char **argv) {
   if (cfg->train.threads > 0)
     gemm_set_threads((int)cfg->train.threads);
   FILE *progress = progress_fd ? fdopen((int)progress_fd, "w") : NULL;
+  /* The launcher put us in our own process group, in the terminal's
+   * background: with `stty tostop` a write there would stop us (SIGTTOU)
+   * unless the signal is ignored. */
+  if (progress)
+    signal(SIGTTOU, SIG_IGN);
   char best[4096];
   snprintf(best, sizeof(best), "%s/best", cfg->train.run_dir);
   struct train_opts to = {
