@@ -19,6 +19,7 @@
  * Exit codes: 0 done; 1 the run failed (data, store, divergence); 2 the
  * command line or the config is wrong; 130 interrupted (Ctrl-C). */
 #include "common/check.h"
+#include "common/cli.h"
 #include "common/config.h"
 #include "common/logger.h"
 #include "common/ps.h"
@@ -81,23 +82,6 @@ static void on_signal(int sig) {
   g_stop = 1;
 }
 
-/* mkdir -p; 0 or -1 with errno set. */
-static int make_dirs(const char *path) {
-  char p[4096];
-  if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p)) {
-    errno = ENAMETOOLONG;
-    return -1;
-  }
-  for (char *s = p + 1; *s; s++)
-    if (*s == '/') {
-      *s = 0;
-      if (mkdir(p, 0755) < 0 && errno != EEXIST)
-        return -1;
-      *s = '/';
-    }
-  return mkdir(p, 0755) < 0 && errno != EEXIST ? -1 : 0;
-}
-
 static int exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0;
@@ -111,6 +95,23 @@ static void db_dir(const struct config *cfg, char *out, size_t len) {
     snprintf(out, len, "%s/db/shard-0", cfg->train.run_dir);
 }
 
+/* The store tables of the trainer's sparse tables (tables[TRAIN_MAX_TABLES])
+ * with the config's settings; AMTL only on table 0 (the LR weights' table 1
+ * is 1 float, a plain table, as on the pservers). Returns their count. */
+static int trainer_store_tables(const struct config *cfg, struct trainer *tr,
+                                struct store_table *tables) {
+  uint32_t ids[TRAIN_MAX_TABLES];
+  int dims[TRAIN_MAX_TABLES];
+  int nt = train_tables(tr, ids, dims);
+  ps_local_tables_from_config(cfg, (uint32_t)nt, tables);
+  for (int i = 0; i < nt; i++) {
+    tables[i].id = ids[i];
+    tables[i].dim = (unsigned)dims[i];
+    tables[i].amtl = i == 0 ? tables[i].amtl : 0;
+  }
+  return nt;
+}
+
 /* Opens the one store of embedded mode in dir (create = 1: a new one)
  * with the trainer's tables and wraps it as a struct ps. NULL with err
  * set. */
@@ -118,16 +119,8 @@ static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
                                 const char *dir, bool dense_via_ps, int create,
                                 struct store **st_out, char *err,
                                 size_t errlen) {
-  uint32_t ids[TRAIN_MAX_TABLES];
-  int dims[TRAIN_MAX_TABLES];
-  int nt = train_tables(tr, ids, dims);
   struct store_table tables[TRAIN_MAX_TABLES];
-  ps_local_tables_from_config(cfg, (uint32_t)nt, tables);
-  for (int i = 0; i < nt; i++) {
-    tables[i].id = ids[i];
-    tables[i].dim = (unsigned)dims[i];
-    tables[i].amtl = i == 0 ? tables[i].amtl : 0; /* LR weights: 1 float */
-  }
+  int nt = trainer_store_tables(cfg, tr, tables);
   uint64_t dense = dense_via_ps ? train_dense_total(tr) : 0;
   struct store_options so;
   ps_local_store_options(cfg, dense, 1, 0, &so);
@@ -138,7 +131,7 @@ static struct ps *open_embedded(const struct config *cfg, struct trainer *tr,
    * before anything is created, so a bad path writes nothing) */
   if (create && warm_attach(cfg, &so, err, errlen) < 0)
     return NULL;
-  if (create && make_dirs(dir) < 0) {
+  if (create && cli_make_dirs(dir) < 0) {
     snprintf(err, errlen, "cannot create the store directory %.512s: %s", dir,
              strerror(errno));
     return NULL;
@@ -164,16 +157,8 @@ static struct ps *open_best_shards(const struct config *cfg, struct trainer *tr,
                                    const char *dir, uint32_t nshards,
                                    struct store **stores, char *err,
                                    size_t errlen) {
-  uint32_t ids[TRAIN_MAX_TABLES];
-  int dims[TRAIN_MAX_TABLES];
-  int nt = train_tables(tr, ids, dims);
   struct store_table tables[TRAIN_MAX_TABLES];
-  ps_local_tables_from_config(cfg, (uint32_t)nt, tables);
-  for (int i = 0; i < nt; i++) {
-    tables[i].id = ids[i];
-    tables[i].dim = (unsigned)dims[i];
-    tables[i].amtl = i == 0 ? tables[i].amtl : 0;
-  }
+  int nt = trainer_store_tables(cfg, tr, tables);
   uint64_t dense = train_dense_total(tr);
   for (uint32_t i = 0; i < nshards; i++) {
     struct store_options so;
@@ -265,7 +250,7 @@ static int cmd_train(int argc, char **argv) {
     return 2;
   }
   snprintf(path, sizeof(path), "%s/logs", run);
-  if (make_dirs(path) < 0) {
+  if (cli_make_dirs(path) < 0) {
     fprintf(stderr, "maskps: cannot create %s: %s\n", path, strerror(errno));
     config_free(cfg);
     return 1;

@@ -34,6 +34,7 @@
  * divergence); 2 bad command line or config; 130 stopped by SIGINT/SIGTERM
  * (after the current step). */
 #include "common/check.h"
+#include "common/cli.h"
 #include "common/config.h"
 #include "common/logger.h"
 #include "common/ps.h"
@@ -42,13 +43,11 @@
 #include "worker/ps_net.h"
 #include "worker/train.h"
 
-#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 static const char USAGE[] =
     "usage: maskps-worker --config FILE --rank R [--set section.key=value "
@@ -61,38 +60,15 @@ static void on_signal(int sig) {
   g_stop = 1;
 }
 
-static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "maskps-worker: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n%s", USAGE);
-  return 2;
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *end || s[0] == '-')
-    return -1;
-  *out = v;
-  return 0;
-}
-
-/* mkdir -p; 0 or -1 with errno set. */
-static int make_dirs(const char *path) {
-  char p[4096];
-  if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p)) {
-    errno = ENAMETOOLONG;
-    return -1;
-  }
-  for (char *s = p + 1; *s; s++)
-    if (*s == '/') {
-      *s = 0;
-      if (mkdir(p, 0755) < 0 && errno != EEXIST)
-        return -1;
-      *s = '/';
-    }
-  return mkdir(p, 0755) < 0 && errno != EEXIST ? -1 : 0;
+/* --progress-fd N: the one option of ours beyond cli.h's. */
+static int worker_option(void *ctx, const char *name, const char *value) {
+  uint64_t *progress_fd = ctx;
+  if (strcmp(name, "--progress-fd"))
+    return 0;
+  return cli_parse_u64(value, progress_fd) || *progress_fd < 1 ||
+                 *progress_fd > 1024
+             ? -1
+             : 1;
 }
 
 /* The number after "\"name\":" in s, or NAN. */
@@ -135,57 +111,21 @@ static void report_storage(struct ps *ps, const struct config *cfg,
 }
 
 int main(int argc, char **argv) {
-  const char *config_path = NULL;
-  uint64_t rank = UINT64_MAX, progress_fd = 0;
-  const char **sets = xcalloc((size_t)argc, sizeof(char *));
-  size_t nsets = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      fputs(USAGE, stdout);
-      free(sets);
-      return 0;
-    }
-    if (i + 1 >= argc) {
-      free(sets);
-      return usage_error("%s needs a value (or is unknown)", a);
-    }
-    const char *v = argv[++i];
-    int bad = 0;
-    if (!strcmp(a, "--config"))
-      config_path = v;
-    else if (!strcmp(a, "--rank"))
-      bad = parse_u64(v, &rank);
-    else if (!strcmp(a, "--set"))
-      sets[nsets++] = v;
-    else if (!strcmp(a, "--progress-fd"))
-      bad = parse_u64(v, &progress_fd) || progress_fd < 1 || progress_fd > 1024;
-    else {
-      free(sets);
-      return usage_error("unknown option %s", a);
-    }
-    if (bad) {
-      free(sets);
-      return usage_error("bad value for %s", a);
-    }
-  }
-  if (!config_path || rank == UINT64_MAX) {
-    free(sets);
-    return usage_error("%s", "--config and --rank are required");
-  }
-  char err[4096] = "";
-  struct config *cfg = config_new();
-  int rc = config_read_file(cfg, config_path, err, sizeof(err));
-  for (size_t i = 0; rc == 0 && i < nsets; i++)
-    rc = config_set(cfg, sets[i], err, sizeof(err));
-  free(sets);
-  if (rc == 0)
-    rc = config_validate(cfg, err, sizeof(err));
-  if (rc != 0) {
-    fprintf(stderr, "maskps-worker: %s\n", err);
-    config_free(cfg);
+  uint64_t progress_fd = 0;
+  const struct cli_spec spec = {.prog = "maskps-worker",
+                                .usage = USAGE,
+                                .help = USAGE,
+                                .option = worker_option,
+                                .ctx = &progress_fd};
+  struct cli_args args;
+  int rc = cli_parse(argc, argv, &spec, &args);
+  if (rc != CLI_CONTINUE)
+    return rc;
+  const uint64_t rank = args.rank;
+  struct config *cfg = cli_load_config(spec.prog, &args);
+  if (!cfg)
     return 2;
-  }
+  char err[4096] = "";
   const uint64_t S = (uint64_t)cfg->cluster.pservers,
                  W = (uint64_t)cfg->cluster.workers;
   if (S == 0 || rank >= W) {
@@ -205,20 +145,8 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  char path[4096];
-  const char *jsonl = NULL;
-  if (cfg->log.jsonl) {
-    snprintf(path, sizeof(path), "%s/logs", cfg->train.run_dir);
-    if (make_dirs(path) == 0) {
-      snprintf(path, sizeof(path), "%s/logs/worker-%llu.jsonl",
-               cfg->train.run_dir, (unsigned long long)rank);
-      jsonl = path;
-    }
-  }
-  struct logger *lg =
-      logger_new("worker", (int)rank, jsonl, cfg->log.level, err, sizeof(err));
+  struct logger *lg = cli_logger_open(spec.prog, cfg, "worker", rank);
   if (!lg) {
-    fprintf(stderr, "maskps-worker: %s\n", err);
     config_free(cfg);
     return 1;
   }

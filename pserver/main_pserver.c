@@ -6,6 +6,7 @@
  * says what and where), 2 a usage or config error.
  */
 #include "common/check.h"
+#include "common/cli.h"
 #include "common/config.h"
 #include "common/logger.h"
 #include "common/net.h"
@@ -21,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 /* The training loop's tables (worker/train.h): table 0 holds every
  * field's D-float embeddings, table 1 the 1-float LR weights of LR, FM and
@@ -90,41 +90,6 @@ static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig) {
   (void)sig;
   stop_flag = 1;
-}
-
-static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "maskps-pserver: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\n%s", USAGE);
-  return 2;
-}
-
-/* mkdir -p; returns 0 or -1 with errno set. */
-static int make_dirs(const char *path) {
-  char *p = xstrdup(path);
-  for (char *q = p + 1; *q; q++) {
-    if (*q != '/')
-      continue;
-    *q = 0;
-    if (mkdir(p, 0755) < 0 && errno != EEXIST) {
-      free(p);
-      return -1;
-    }
-    *q = '/';
-  }
-  int rc = mkdir(p, 0755) < 0 && errno != EEXIST ? -1 : 0;
-  free(p);
-  return rc;
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *end || s[0] == '-')
-    return -1;
-  *out = v;
-  return 0;
 }
 
 /* Reads the CURVE secret key of this pserver. */
@@ -204,6 +169,27 @@ static int parse_tables(const char *spec, const struct config *cfg,
   return 0;
 }
 
+/* The options of ours beyond cli.h's. */
+struct pserver_cli {
+  const char *endpoint, *db, *table_spec;
+  uint64_t dense;
+};
+
+static int pserver_option(void *ctx, const char *name, const char *value) {
+  struct pserver_cli *o = ctx;
+  if (!strcmp(name, "--endpoint"))
+    o->endpoint = value;
+  else if (!strcmp(name, "--tables"))
+    o->table_spec = value;
+  else if (!strcmp(name, "--dense-floats"))
+    return cli_parse_u64(value, &o->dense) ? -1 : 1;
+  else if (!strcmp(name, "--db"))
+    o->db = value;
+  else
+    return 0;
+  return 1;
+}
+
 int main(int argc, char **argv) {
   /* The memory budget (pserver.memory_mb) is what the caches and memtables
    * count; what glibc adds is fragmentation. After large frees glibc raises
@@ -213,65 +199,23 @@ int main(int argc, char **argv) {
    * (bench/results/store-2026-11-24.md). Set here, not in the store, so an
    * embedded worker's allocator is left alone. */
   mallopt(M_MMAP_THRESHOLD, 64 << 10);
-  const char *config_path = NULL, *endpoint = NULL, *db = NULL;
-  uint64_t rank = UINT64_MAX, dense = 0;
-  const char *table_spec = DEFAULT_TABLES;
-  const char **sets = xcalloc((size_t)argc, sizeof(char *));
-  size_t nsets = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-      fputs(HELP, stdout);
-      free(sets);
-      return 0;
-    }
-    if (i + 1 >= argc) {
-      free(sets);
-      return usage_error("%s needs a value (or is unknown)", a);
-    }
-    const char *v = argv[++i];
-    int bad = 0;
-    if (!strcmp(a, "--config"))
-      config_path = v;
-    else if (!strcmp(a, "--rank"))
-      bad = parse_u64(v, &rank);
-    else if (!strcmp(a, "--set"))
-      sets[nsets++] = v;
-    else if (!strcmp(a, "--endpoint"))
-      endpoint = v;
-    else if (!strcmp(a, "--tables"))
-      table_spec = v;
-    else if (!strcmp(a, "--dense-floats"))
-      bad = parse_u64(v, &dense);
-    else if (!strcmp(a, "--db"))
-      db = v;
-    else {
-      free(sets);
-      return usage_error("unknown option %s", a);
-    }
-    if (bad) {
-      free(sets);
-      return usage_error("bad value for %s", a);
-    }
-  }
-  if (!config_path || rank == UINT64_MAX) {
-    free(sets);
-    return usage_error("%s", "--config and --rank are required");
-  }
-
-  char err[8192];
-  struct config *cfg = config_new();
-  int rc = config_read_file(cfg, config_path, err, sizeof(err));
-  for (size_t i = 0; rc == 0 && i < nsets; i++)
-    rc = config_set(cfg, sets[i], err, sizeof(err));
-  free(sets);
-  if (rc == 0)
-    rc = config_validate(cfg, err, sizeof(err));
-  if (rc != 0) {
-    fprintf(stderr, "maskps-pserver: %s\n", err);
-    config_free(cfg);
+  struct pserver_cli opts = {.table_spec = DEFAULT_TABLES};
+  const struct cli_spec spec = {.prog = "maskps-pserver",
+                                .usage = USAGE,
+                                .help = HELP,
+                                .option = pserver_option,
+                                .ctx = &opts};
+  struct cli_args args;
+  int rc = cli_parse(argc, argv, &spec, &args);
+  if (rc != CLI_CONTINUE)
+    return rc;
+  const uint64_t rank = args.rank, dense = opts.dense;
+  const char *endpoint = opts.endpoint, *db = opts.db,
+             *table_spec = opts.table_spec;
+  struct config *cfg = cli_load_config(spec.prog, &args);
+  if (!cfg)
     return 2;
-  }
+  char err[8192];
   const uint64_t S = (uint64_t)cfg->cluster.pservers;
   if (S == 0 || rank >= S) {
     fprintf(stderr,
@@ -285,20 +229,8 @@ int main(int argc, char **argv) {
   }
 
   /* Logger: human lines on stderr, records in run_dir/logs. */
-  char path[4096];
-  const char *jsonl = NULL;
-  if (cfg->log.jsonl) {
-    snprintf(path, sizeof(path), "%s/logs", cfg->train.run_dir);
-    if (make_dirs(path) == 0) {
-      snprintf(path, sizeof(path), "%s/logs/pserver-%llu.jsonl",
-               cfg->train.run_dir, (unsigned long long)rank);
-      jsonl = path;
-    }
-  }
-  struct logger *lg =
-      logger_new("pserver", (int)rank, jsonl, cfg->log.level, err, sizeof(err));
+  struct logger *lg = cli_logger_open(spec.prog, cfg, "pserver", rank);
   if (!lg) {
-    fprintf(stderr, "maskps-pserver: %s\n", err);
     config_free(cfg);
     return 1;
   }
@@ -313,7 +245,7 @@ int main(int argc, char **argv) {
   else
     snprintf(dir, sizeof(dir), "%s/db/shard-%llu", cfg->train.run_dir,
              (unsigned long long)rank);
-  if (make_dirs(dir) < 0) {
+  if (cli_make_dirs(dir) < 0) {
     logger_error(lg, "cannot create store directory %s: %s", dir,
                  strerror(errno));
     logger_free(lg);
