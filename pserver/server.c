@@ -153,6 +153,13 @@ static void send_error(struct server *srv, const struct net_peer *peer,
   send_to(srv, peer, &rep);
 }
 
+/* Answers req with the store's failure, whose text is in srv->err. */
+static void store_failed(struct server *srv, const struct net_peer *peer,
+                         const struct msg *req) {
+  send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
+             srv->err);
+}
+
 static void grow(struct server *srv, size_t keys, size_t vals) {
   if (keys > srv->cap_keys) {
     srv->cap_keys = keys;
@@ -219,8 +226,7 @@ static void on_pull(struct server *srv, const struct net_peer *peer,
                                    srv->count, srv->clicks, srv->vals, srv->err,
                                    sizeof(srv->err));
   if (total < 0) {
-    send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
-               srv->err);
+    store_failed(srv, peer, req);
     return;
   }
   struct msg rep;
@@ -265,6 +271,17 @@ static void ack(struct server *srv, const struct net_peer *peer,
     rep.nvals = req->nvals;
   }
   send_to(srv, peer, &rep);
+}
+
+/* The end of a push (sparse or dense) that was applied or held: the
+ * shard's step catches up with the pusher's, the push is remembered so
+ * that a resend is only acknowledged, and the pusher gets its ack. */
+static void push_applied(struct server *srv, const struct net_peer *peer,
+                         const struct msg *req) {
+  if (req->step > srv->step)
+    srv->step = req->step;
+  note_push(srv, req);
+  ack(srv, peer, req);
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -536,14 +553,10 @@ static void on_push(struct server *srv, const struct net_peer *peer,
   } else if (ps_local_shard_push(srv->store, t, req->n, req->keys, req->glen,
                                  req->vals, req->plen, req->count, req->clicks,
                                  req->step, srv->err, sizeof(srv->err)) < 0) {
-    send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
-               srv->err);
+    store_failed(srv, peer, req);
     return;
   }
-  if (req->step > srv->step)
-    srv->step = req->step;
-  note_push(srv, req);
-  ack(srv, peer, req);
+  push_applied(srv, peer, req);
   lat_add(&srv->push_lat, clock_ns() - t0);
 }
 
@@ -575,8 +588,7 @@ static void on_pull_dense(struct server *srv, const struct net_peer *peer,
   grow(srv, 0, req->nvals);
   if (store_dense_pull(srv->store, req->off - srv->dense_off, req->nvals,
                        srv->vals, srv->err, sizeof(srv->err)) < 0) {
-    send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
-               srv->err);
+    store_failed(srv, peer, req);
     return;
   }
   struct msg rep;
@@ -646,14 +658,10 @@ static void on_push_dense(struct server *srv, const struct net_peer *peer,
     rc = store_dense_push(srv->store, off, req->nvals, req->vals, srv->err,
                           sizeof(srv->err));
   if (rc < 0) {
-    send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
-               srv->err);
+    store_failed(srv, peer, req);
     return;
   }
-  if (req->step > srv->step)
-    srv->step = req->step;
-  note_push(srv, req);
-  ack(srv, peer, req);
+  push_applied(srv, peer, req);
 }
 
 /* Answers every waiter of `step`: OK, or an ERROR with text when the
@@ -744,8 +752,7 @@ static void on_checkpoint(struct server *srv, const struct net_peer *peer,
                           const struct msg *req) {
   if (ps_local_shard_checkpoint(srv->store, srv->rank, req->text, srv->err,
                                 sizeof(srv->err)) < 0) {
-    send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
-               srv->err);
+    store_failed(srv, peer, req);
     return;
   }
   logger_info(srv->log, "pserver %u: checkpoint of step %llu in %s/shard-%u",
@@ -762,8 +769,7 @@ static void on_stats(struct server *srv, const struct net_peer *peer,
                      const struct msg *req) {
   char *json = server_stats_json(srv, srv->err, sizeof(srv->err));
   if (!json) {
-    send_error(srv, peer, req, MSG_E_STORE, "pserver %u: %s", srv->rank,
-               srv->err);
+    store_failed(srv, peer, req);
     return;
   }
   struct msg rep;

@@ -474,6 +474,29 @@ static void dense_stage(struct store *s) {
   free(buf);
 }
 
+/* Destroys the handles that the store and the raw baseline both own (the
+ * ones base_options makes, plus read/write options and the write batch),
+ * in the order both used; NULL ones (a half-made open) are skipped. Call
+ * after the database is closed. */
+static void destroy_handles(rocksdb_options_t *dbopt,
+                            rocksdb_block_based_table_options_t *bbto,
+                            rocksdb_cache_t *cache, rocksdb_readoptions_t *ro,
+                            rocksdb_writeoptions_t *wo,
+                            rocksdb_writebatch_t *batch) {
+  if (dbopt)
+    rocksdb_options_destroy(dbopt);
+  if (bbto)
+    rocksdb_block_based_options_destroy(bbto);
+  if (cache)
+    rocksdb_cache_destroy(cache);
+  if (ro)
+    rocksdb_readoptions_destroy(ro);
+  if (wo)
+    rocksdb_writeoptions_destroy(wo);
+  if (batch)
+    rocksdb_writebatch_destroy(batch);
+}
+
 static void destroy(struct store *s) {
   if (s->db) {
     for (int i = 0; i < CF_COUNT_; i++)
@@ -486,18 +509,7 @@ static void destroy(struct store *s) {
   for (int i = 0; i < CF_COUNT_; i++)
     if (s->cfopt[i])
       rocksdb_options_destroy(s->cfopt[i]);
-  if (s->dbopt)
-    rocksdb_options_destroy(s->dbopt);
-  if (s->bbto)
-    rocksdb_block_based_options_destroy(s->bbto);
-  if (s->block_cache)
-    rocksdb_cache_destroy(s->block_cache);
-  if (s->ro)
-    rocksdb_readoptions_destroy(s->ro);
-  if (s->wo)
-    rocksdb_writeoptions_destroy(s->wo);
-  if (s->batch)
-    rocksdb_writebatch_destroy(s->batch);
+  destroy_handles(s->dbopt, s->bbto, s->block_cache, s->ro, s->wo, s->batch);
   cache_free(s->cache);
   free(s->dw);
   free(s->dm);
@@ -1202,7 +1214,9 @@ int store_debug_put_raw(struct store *s, uint32_t table, uint64_t fid,
 
 /* ---- dense ------------------------------------------------------------ */
 
-static int dense_range(struct store *s, size_t off, size_t len, char *err,
+/* 0 if [off, off + len) lies inside the shard's dense floats, else -1
+ * with the message in err. */
+static int dense_check(const struct store *s, size_t off, size_t len, char *err,
                        size_t errlen) {
   if (len > s->dense_n || off > s->dense_n - len) {
     snprintf(err, errlen,
@@ -1211,6 +1225,15 @@ static int dense_range(struct store *s, size_t off, size_t len, char *err,
              s->dir, off, off, len, s->dense_n);
     return -1;
   }
+  return 0;
+}
+
+/* dense_check, then marks the chunks the range touches dirty (it is
+ * about to be written). */
+static int dense_range(struct store *s, size_t off, size_t len, char *err,
+                       size_t errlen) {
+  if (dense_check(s, off, len, err, errlen) < 0)
+    return -1;
   if (len)
     memset(s->ddirty + off / STORE_DENSE_CHUNK, 1,
            (off + len - 1) / STORE_DENSE_CHUNK - off / STORE_DENSE_CHUNK + 1);
@@ -1239,13 +1262,8 @@ int store_dense_push(struct store *s, size_t off, size_t len,
 
 int store_dense_pull(struct store *s, size_t off, size_t len, float *out,
                      char *err, size_t errlen) {
-  if (len > s->dense_n || off > s->dense_n - len) {
-    snprintf(err, errlen,
-             "store %s: dense range [%zu, %zu + %zu) outside the shard's %zu "
-             "floats",
-             s->dir, off, off, len, s->dense_n);
+  if (dense_check(s, off, len, err, errlen) < 0)
     return -1;
-  }
   memcpy(out, s->dw + off, sizeof(float) * len);
   return 0;
 }
@@ -1440,18 +1458,7 @@ void store_raw_close(struct store_raw *r) {
     rocksdb_column_family_handle_destroy(r->cf);
     rocksdb_close(r->db);
   }
-  if (r->opt)
-    rocksdb_options_destroy(r->opt);
-  if (r->bbto)
-    rocksdb_block_based_options_destroy(r->bbto);
-  if (r->cache)
-    rocksdb_cache_destroy(r->cache);
-  if (r->ro)
-    rocksdb_readoptions_destroy(r->ro);
-  if (r->wo)
-    rocksdb_writeoptions_destroy(r->wo);
-  if (r->batch)
-    rocksdb_writebatch_destroy(r->batch);
+  destroy_handles(r->opt, r->bbto, r->cache, r->ro, r->wo, r->batch);
   free(r->val);
   free(r->dir);
   free(r);

@@ -927,6 +927,15 @@ static int check_opts(const struct table_migrate_opts *o, char *err,
   return 0;
 }
 
+/* How migrate and import both begin: a zeroed report (rep is not NULL)
+ * and options that are valid on their own. */
+static int job_start(struct table_migrate_report *rep,
+                     const struct table_migrate_opts *o, char *err,
+                     size_t errlen) {
+  memset(rep, 0, sizeof(*rep));
+  return check_opts(o, err, errlen);
+}
+
 /* The destination's table for a source table. */
 static struct store_table dest_table(const struct store_table *s,
                                      const struct table_migrate_opts *o);
@@ -1651,8 +1660,7 @@ int table_migrate(const char *const *from, size_t nfrom, const char *const *to,
   struct table_migrate_report dummy;
   if (!rep)
     rep = &dummy;
-  memset(rep, 0, sizeof(*rep));
-  if (check_opts(o, err, errlen) < 0)
+  if (job_start(rep, o, err, errlen) < 0)
     return -1;
   if (nto == 0)
     return fail(err, errlen, "no destination directories given (--to)");
@@ -1699,8 +1707,7 @@ int table_import(const char *const *files, size_t nfiles, const char *const *to,
   struct table_migrate_report dummy;
   if (!rep)
     rep = &dummy;
-  memset(rep, 0, sizeof(*rep));
-  if (check_opts(o, err, errlen) < 0)
+  if (job_start(rep, o, err, errlen) < 0)
     return -1;
   if (nfiles == 0 || nfiles > STORE_MAX_TABLES)
     return fail(err, errlen, "give 1..%d export files", STORE_MAX_TABLES);
