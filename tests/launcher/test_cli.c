@@ -5,6 +5,7 @@
  * before printing anything. MASKPS_BIN is the built binary. */
 #include "common/config.h"
 #include "common/gen.h"
+#include "launcher_testlib.h"
 
 #include <ftw.h>
 #include <setjmp.h>
@@ -23,12 +24,6 @@
 static char g_dir[64];
 static uint64_t g_test_rows;
 
-static int rm_one(const char *path, const struct stat *sb, int flag,
-                  struct FTW *ftw) {
-  (void)sb, (void)flag, (void)ftw;
-  return remove(path);
-}
-
 static int setup(void **state) {
   (void)state;
   strcpy(g_dir, "/tmp/maskps-cli-XXXXXX");
@@ -38,22 +33,9 @@ static int setup(void **state) {
   struct gen *g = gen_new(3, 0.001, err, sizeof(err));
   if (!g)
     return -1;
-  const char *names[] = {"train", "valid", "test"};
-  const double frac[] = {0.8, 0.1, 0.1};
-  struct gen_out outs[3];
-  struct gen_stats *st = gen_stats_new();
-  for (int i = 0; i < 3; i++) {
-    snprintf(p, sizeof(p), "%s/%s.tsv", g_dir, names[i]);
-    outs[i] =
-        (struct gen_out){fopen(p, "w"), names[i], frac[i], i == 2 ? st : NULL};
-    if (!outs[i].f)
-      return -1;
-  }
-  int rc = gen_write(g, 0, 6000, outs, 3, NULL, NULL, err, sizeof(err));
-  for (int i = 0; i < 3; i++)
-    rc |= fclose(outs[i].f);
-  g_test_rows = st->rows;
-  gen_stats_free(st);
+  uint64_t rows[3];
+  int rc = testlib_write_split(g_dir, g, 6000, rows);
+  g_test_rows = rows[2];
   gen_free(g);
   snprintf(p, sizeof(p), "%s/demo.yaml", g_dir);
   FILE *f = fopen(p, "w");
@@ -74,7 +56,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  testlib_rm_tree(g_dir);
   return 0;
 }
 

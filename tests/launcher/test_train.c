@@ -5,6 +5,7 @@
  * store path, held-out splits, the plateau schedule and prediction. */
 #include "common/config.h"
 #include "common/gen.h"
+#include "launcher_testlib.h"
 #include "common/logger.h"
 #include "common/ps.h"
 #include "pserver/ps_local.h"
@@ -32,12 +33,6 @@
 static char g_dir[64];
 static uint64_t g_rows[3]; /* rows in train, valid, test */
 
-static int rm_one(const char *path, const struct stat *sb, int flag,
-                  struct FTW *ftw) {
-  (void)sb, (void)flag, (void)ftw;
-  return remove(path);
-}
-
 /* Writes ROWS generated rows split 0.8/0.1/0.1 into train/valid/test.tsv,
  * all rows into all.tsv, and a validation file whose labels are all 0. */
 static int setup(void **state) {
@@ -49,24 +44,7 @@ static int setup(void **state) {
   struct gen *g = gen_new(1, 0.001, err, sizeof(err));
   if (!g)
     return -1;
-  const char *names[] = {"train", "valid", "test"};
-  const double frac[] = {0.8, 0.1, 0.1};
-  struct gen_out outs[3];
-  struct gen_stats *st[3];
-  for (int i = 0; i < 3; i++) {
-    char p[128];
-    snprintf(p, sizeof(p), "%s/%s.tsv", g_dir, names[i]);
-    st[i] = gen_stats_new();
-    outs[i] = (struct gen_out){fopen(p, "w"), names[i], frac[i], st[i]};
-    if (!outs[i].f)
-      return -1;
-  }
-  int rc = gen_write(g, 0, ROWS, outs, 3, NULL, NULL, err, sizeof(err));
-  for (int i = 0; i < 3; i++) {
-    g_rows[i] = st[i]->rows;
-    rc |= fclose(outs[i].f);
-    gen_stats_free(st[i]);
-  }
+  int rc = testlib_write_split(g_dir, g, ROWS, g_rows);
   char p[128];
   snprintf(p, sizeof(p), "%s/all.tsv", g_dir);
   struct gen_out all = {fopen(p, "w"), "all", 1, NULL};
@@ -88,7 +66,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  testlib_rm_tree(g_dir);
   return 0;
 }
 

@@ -6,6 +6,7 @@
  * loaded, and bad warm_start paths stop the run at startup with a message
  * naming the key and the path, before anything is created. */
 #include "common/gen.h"
+#include "launcher_testlib.h"
 
 #include <ftw.h>
 #include <setjmp.h>
@@ -26,12 +27,6 @@
 
 static char g_dir[64];
 
-static int rm_one(const char *path, const struct stat *sb, int flag,
-                  struct FTW *ftw) {
-  (void)sb, (void)flag, (void)ftw;
-  return remove(path);
-}
-
 static int setup(void **state) {
   (void)state;
   strcpy(g_dir, "/tmp/maskps-warm-XXXXXX");
@@ -41,19 +36,7 @@ static int setup(void **state) {
   struct gen *g = gen_new(3, 0.001, err, sizeof(err));
   if (!g)
     return -1;
-  const char *names[] = {"train", "valid", "test"};
-  const double frac[] = {0.8, 0.1, 0.1};
-  struct gen_out outs[3];
-  for (int i = 0; i < 3; i++) {
-    char p[128];
-    snprintf(p, sizeof(p), "%s/%s.tsv", g_dir, names[i]);
-    outs[i] = (struct gen_out){fopen(p, "w"), names[i], frac[i], NULL};
-    if (!outs[i].f)
-      return -1;
-  }
-  int rc = gen_write(g, 0, ROWS, outs, 3, NULL, NULL, err, sizeof(err));
-  for (int i = 0; i < 3; i++)
-    rc |= fclose(outs[i].f);
+  int rc = testlib_write_split(g_dir, g, ROWS, NULL);
   gen_free(g);
   char p[128];
   snprintf(p, sizeof(p), "%s/c.yaml", g_dir);
@@ -78,7 +61,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  testlib_rm_tree(g_dir);
   return 0;
 }
 
