@@ -38,9 +38,7 @@ static void sleep_ms(int ms) {
   nanosleep(&ts, NULL);
 }
 
-/* Finds program `name`: $MASKPS_BIN_DIR, our own directory, or the build
- * tree's <dir>/../<sub>/. 0 with out set, or -1. */
-static int find_program(const char *name, const char *sub, char *out,
+int cluster_find_program(const char *name, const char *sub, char *out,
                         size_t len) {
   const char *env = getenv("MASKPS_BIN_DIR");
   if (env && *env) {
@@ -254,9 +252,9 @@ int cluster_run(const struct config *cfg, const char *config_path,
     return 2;
   }
   char pserver_bin[PATH_MAX + 64], worker_bin[PATH_MAX + 64];
-  if (find_program("maskps-pserver", "pserver", pserver_bin,
+  if (cluster_find_program("maskps-pserver", "pserver", pserver_bin,
                    sizeof(pserver_bin)) ||
-      find_program("maskps-worker", "launcher", worker_bin,
+      cluster_find_program("maskps-worker", "launcher", worker_bin,
                    sizeof(worker_bin))) {
     fprintf(stderr,
             "maskps: cannot find maskps-pserver and maskps-worker next to "

@@ -32,12 +32,20 @@
 #define MASKPS_CLUSTER_H
 
 #include <signal.h>
+#include <stddef.h>
 
 struct config;
 
 #define CLUSTER_GRACE_S 10     /* seconds between SIGTERM and SIGKILL */
 #define CLUSTER_FAIL_GRACE_S 2 /* the same after a process failed */
 #define CLUSTER_TAIL_LINES 10  /* log lines shown of a failed process */
+
+/* Finds the executable `name` (e.g. "maskps-pserver"): in $MASKPS_BIN_DIR
+ * when set, else next to the running program, else in the build tree's
+ * sibling directory `sub` ("pserver"). Returns 0 with the path in out[len],
+ * or -1 when it is not there or not executable. */
+int cluster_find_program(const char *name, const char *sub, char *out,
+                         size_t len);
 
 /* Runs the local cluster for cfg (validated, cluster.pservers >= 1, the
  * run directory's logs/ and config.yaml at config_path already written).

@@ -2,6 +2,7 @@
  *
  *   maskps train CONFIG [--set section.key=value ...]
  *   maskps predict RUN_DIR DATA_FILE
+ *   maskps table COMMAND ...   (runs maskps-table COMMAND ...)
  *
  * `train` runs embedded mode: the worker loop of worker/train.h against an
  * in-process store (pserver/ps_local.h) in run_dir/db, no sockets. This is
@@ -34,6 +35,7 @@
 #include "worker/train.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +66,11 @@ static const char usage[] =
     "      the training data, label column included and ignored), in input\n"
     "      order, with the trained run in RUN_DIR. A malformed line is an\n"
     "      error: every line must get its answer.\n"
+    "  maskps table COMMAND [ARGS...]\n"
+    "      The table tool, maskps-table: inspect, verify, export, import and\n"
+    "      migrate the embedding tables of stopped runs (S shards to S' shards,\n"
+    "      D to D', fixed length to AMTL prefixes). `maskps table --help`\n"
+    "      lists its commands; docs/table-format.md describes the export.\n"
     "  maskps --help\n"
     "\n"
     "The run directory gets config.yaml (every setting, as run),\n"
@@ -465,6 +472,27 @@ out:
   return status;
 }
 
+/* `maskps table ...` is maskps-table under the umbrella command: one program
+ * owns the table code (pserver/table.c), so this only finds and runs it. */
+static int cmd_table(int argc, char **argv) {
+  char bin[PATH_MAX];
+  if (cluster_find_program("maskps-table", "pserver", bin, sizeof(bin))) {
+    fprintf(stderr,
+            "maskps table: cannot find maskps-table next to maskps (or in "
+            "$MASKPS_BIN_DIR); build it with `ninja maskps-table`\n");
+    return 2;
+  }
+  char **args = xmalloc(((size_t)argc + 2) * sizeof(*args));
+  args[0] = "maskps-table";
+  for (int i = 0; i < argc; i++)
+    args[i + 1] = argv[i];
+  args[argc + 1] = NULL;
+  execv(bin, args);
+  fprintf(stderr, "maskps table: cannot run %s: %s\n", bin, strerror(errno));
+  free(args);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
       !strcmp(argv[1], "help")) {
@@ -475,8 +503,10 @@ int main(int argc, char **argv) {
     return cmd_train(argc - 2, argv + 2);
   if (!strcmp(argv[1], "predict"))
     return cmd_predict(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "table"))
+    return cmd_table(argc - 2, argv + 2);
   fprintf(stderr,
-          "maskps: unknown command '%s' (train, predict; see maskps "
+          "maskps: unknown command '%s' (train, predict, table; see maskps "
           "--help)\n",
           argv[1]);
   return 2;

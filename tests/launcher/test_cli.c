@@ -116,6 +116,11 @@ static void test_command_line_errors(void **state) {
            g_dir);
   expect(2, a, "err", "security.curve is not supported");
   expect(2, "predict onlyone", "err", "RUN_DIR DATA_FILE");
+  /* `maskps table` is maskps-table: its help, its errors, its exit codes */
+  expect(0, "table --help", "out", "migrate");
+  expect(2, "table", "err", "maskps-table: no command");
+  expect(1, "table inspect /nonexistent", "err",
+         "/nonexistent: no such directory");
 }
 
 static void test_train_then_predict(void **state) {
