@@ -30,6 +30,9 @@
  * buffers, which keeps them warmer in cache than the model's activations
  * are: if anything it flatters sgemm, so roof is not overstated.
  *
+ * MASKPS_BENCH_NOSPLIT=1 times the one-pass model (OpenBLAS threads only)
+ * instead of the batch split over threads (model.h "Threads"): the A/B.
+ *
  * Output: one tab-separated line per (model, batch, threads), after a
  * header line starting with '#' (bench/run_models.sh reads it):
  *   model batch threads samples/s step_ms gemm_mflop/sample sgemm_gflops
@@ -157,8 +160,12 @@ static bool bench_options(struct model_options *o, const char *name) {
 /* ---- one training step ---- */
 
 struct run {
-  struct params *p;
+  struct params *p; /* the model timed now: m1 or mT */
   struct model *m;
+  struct params *p1, *pT;
+  struct model *m1; /* threads 1: the one the products are recorded from */
+  struct model *mT; /* options.threads = T (its batches split over T) */
+  int T;
   struct params_adam adam;
   int B, C;
   float *E, *y, *logits, *dlogits, *dE;
@@ -209,6 +216,7 @@ static double time_round(struct run *r, const struct replay *rp, double secs) {
 /* One model at one batch size, built and recorded, ready to time. */
 struct bench {
   char name[32];
+  struct model_options o;
   struct run r;
   struct replay rp;
   double gflop; /* of the products of one step */
@@ -221,8 +229,10 @@ static void bench_free(struct bench *b) {
   free(b->rp.A), free(b->rp.B), free(b->rp.C);
   free(b->r.E), free(b->r.y), free(b->r.logits), free(b->r.dlogits);
   free(b->r.dE);
-  model_free(b->r.m);
-  params_free(b->r.p);
+  model_free(b->r.m1);
+  params_free(b->r.p1);
+  model_free(b->r.mT);
+  params_free(b->r.pT);
   free(b);
 }
 
@@ -243,8 +253,9 @@ static struct bench *bench_new(const char *name, int B) {
   char err[256];
   r->B = B;
   r->C = F_FIELDS * D_EMB;
-  r->p = params_new();
-  r->m = model_new(&o, F_FIELDS, D_EMB, B, r->p, err, sizeof(err));
+  b->o = o;
+  r->p = r->p1 = params_new();
+  r->m = r->m1 = model_new(&o, F_FIELDS, D_EMB, B, r->p, err, sizeof(err));
   if (!r->m) {
     fprintf(stderr, "bench_models: %s\n", err);
     bench_free(b);
@@ -297,6 +308,39 @@ static struct bench *bench_new(const char *name, int B) {
 static void bench_time(struct bench *b, int threads, double secs,
                        int rounds) {
   gemm_set_threads(threads);
+  // The model a worker with train.threads = threads builds: above one
+  // thread its batches are split over threads replicas (model.h
+  // "Threads"); the replay keeps the full-batch products on OpenBLAS's
+  // threads, which is the roofline a split cannot beat.
+  struct run *r = &b->r;
+  static int nosplit = -1;
+  if (nosplit < 0) { // A/B switch: the one-pass model on OpenBLAS threads
+    const char *e = getenv("MASKPS_BENCH_NOSPLIT");
+    nosplit = e && *e && strcmp(e, "0") != 0;
+  }
+  if (nosplit)
+    threads = threads > 1 ? -threads : threads;
+  if (threads < 0) {
+    threads = -threads;
+    r->m = r->m1;
+    r->p = r->p1;
+  } else if (threads > 1 && r->T != threads) {
+    model_free(r->mT);
+    params_free(r->pT);
+    struct model_options o = b->o;
+    o.threads = threads;
+    char err[256];
+    r->pT = params_new();
+    r->mT = model_new(&o, F_FIELDS, D_EMB, r->B, r->pT, err, sizeof(err));
+    CHECK(r->mT, "%s", err);
+    params_alloc(r->pT, 7);
+    r->T = threads;
+    b->threads = 0; // warm up the new model
+  }
+  if (!nosplit) {
+    r->m = threads > 1 ? r->mT : r->m1;
+    r->p = threads > 1 ? r->pT : r->p1;
+  }
   if (b->threads != threads) { // warm up: OpenBLAS threads, caches
     for (int i = 0; i < 2; i++)
       step(&b->r), replay(&b->rp);

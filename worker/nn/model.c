@@ -2,20 +2,54 @@
  * shares; the models themselves are model_<kind>.c (see model_impl.h). */
 #include "worker/nn/model.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/check.h"
 #include "common/config.h"
+#include "worker/nn/gemm.h"
 #include "worker/nn/model_impl.h"
 #include "worker/nn/params.h"
 
+/* A slice's replica: the kind's state for Bmax / T rows, registered in its
+ * own params set (values shared with the model's, gradients its own), run
+ * by its own thread. */
+struct replica {
+  struct model *m;
+  int idx;          /* slice 1..T-1; slice 0 is the caller's */
+  void *self;       /* the kind's state */
+  struct params *p; /* the replica's tensors: values borrowed */
+  size_t base;      /* where they sit in the caller's flat buffers */
+  pthread_t thread;
+};
+
+enum job { JOB_FORWARD, JOB_BACKWARD };
+
 struct model {
   const struct model_impl *impl; /* the kind's functions */
-  void *self;                    /* the kind's state */
+  void *self;                    /* the kind's state (slice 0, or all) */
   int Bmax;                      /* rows forward/backward accept */
   int lastB;                     /* rows of the last forward; 0 = none */
+  bool lastsplit;                /* whether that forward was split */
+  int F, D;                      /* E is (B, F*D), w is (B, F) */
+  struct params *params;         /* the caller's set (slice 0's) */
+  int T;                         /* slices; 1 = never split */
+  struct replica *reps;          /* [T - 1] */
+  /* the hand-off, under mu: the caller fills the job, bumps gen and waits
+   * until pending (replicas still on this job) falls to 0 */
+  pthread_mutex_t mu;
+  pthread_cond_t go, done;
+  uint64_t gen;
+  int pending;
+  bool quit;
+  enum job job;
+  const float *E, *w, *dlogits;
+  float *logits, *dE, *dw;
+  int B;
+  bool train;
 };
 
 /* Names of every kind, as the config and the fixtures spell them. */
@@ -66,6 +100,7 @@ void model_options_default(struct model_options *o, enum model_kind kind) {
     o->hidden[i] = 400;
   o->dropout = 0;
   o->dropout_seed = 2024;
+  o->threads = 1;
   o->cross_layers = 3;
   o->dcnv2_structure = MODEL_PARALLEL;
   o->low_rank = 0;
@@ -149,6 +184,13 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
   o->use_bn = c->use_bn;
   o->dropout = (float)c->dropout;
   o->dropout_seed = (uint64_t)cfg->train.seed;
+  // train.threads 0 = one per core, as for OpenBLAS
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  o->threads = cfg->train.threads > 0 ? (int)cfg->train.threads
+               : cores > 0            ? (int)cores
+                                      : 1;
+  if (o->threads > MODEL_MAX_THREADS)
+    o->threads = MODEL_MAX_THREADS;
   if (c->cross_layers > MODEL_MAX_LAYERS) {
     snprintf(err, errlen, "model.cross_layers: %lld, at most %d are supported",
              (long long)c->cross_layers, MODEL_MAX_LAYERS);
@@ -213,6 +255,106 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
   return 0;
 }
 
+/* Runs the current job on slice k (rows [B k / T, B (k+1) / T)) with the
+ * kind's state self, whose gradients are in p. */
+static void run_slice(struct model *m, int k, void *self, struct params *p) {
+  int r0 = (int)((int64_t)m->B * k / m->T);
+  int r1 = (int)((int64_t)m->B * (k + 1) / m->T);
+  size_t e = (size_t)r0 * (size_t)m->F * (size_t)m->D, f = (size_t)r0 * m->F;
+  if (m->job == JOB_FORWARD) {
+    m->impl->forward(self, m->E + e, m->w ? m->w + f : NULL, m->logits + r0,
+                     r1 - r0, m->train);
+    return;
+  }
+  if (p != m->params) // a replica's gradients are this pass's alone
+    memset(p->grads, 0, p->len * sizeof(float));
+  m->impl->backward(self, m->dlogits + r0, m->dE ? m->dE + e : NULL,
+                    m->dw ? m->dw + f : NULL, r1 - r0);
+}
+
+static void *replica_main(void *arg) {
+  struct replica *r = arg;
+  struct model *m = r->m;
+  uint64_t seen = 0;
+  pthread_mutex_lock(&m->mu);
+  for (;;) {
+    while (m->gen == seen && !m->quit)
+      pthread_cond_wait(&m->go, &m->mu);
+    if (m->quit)
+      break;
+    seen = m->gen;
+    pthread_mutex_unlock(&m->mu);
+    run_slice(m, r->idx, r->self, r->p);
+    pthread_mutex_lock(&m->mu);
+    if (--m->pending == 0)
+      pthread_cond_signal(&m->done);
+  }
+  pthread_mutex_unlock(&m->mu);
+  return NULL;
+}
+
+/* One job over every slice: the replicas on their threads, slice 0 here,
+ * OpenBLAS at one thread meanwhile (T threads already use the cores). */
+static void run_split(struct model *m) {
+  CHECK(m->params->values, "model %s: params_alloc before forward",
+        m->impl->name);
+  for (int i = 0; i < m->T - 1; i++) {
+    struct replica *r = &m->reps[i];
+    if (!r->p->values) // the caller allocates params after model_new
+      r->base = params_alloc_shared(r->p, m->params);
+    CHECK(r->p->values == m->params->values + r->base,
+          "model %s: the parameter buffer moved", m->impl->name);
+  }
+  int blas = gemm_threads();
+  if (blas != 1)
+    gemm_set_threads(1);
+  pthread_mutex_lock(&m->mu);
+  m->pending = m->T - 1;
+  m->gen++;
+  pthread_cond_broadcast(&m->go);
+  pthread_mutex_unlock(&m->mu);
+  run_slice(m, 0, m->self, m->params);
+  pthread_mutex_lock(&m->mu);
+  while (m->pending > 0)
+    pthread_cond_wait(&m->done, &m->mu);
+  pthread_mutex_unlock(&m->mu);
+  if (blas != 1)
+    gemm_set_threads(blas);
+}
+
+/* Builds the T - 1 replicas and their threads. 0, or -1 with err set. */
+static int start_replicas(struct model *m, const struct model_options *o,
+                          int T, char *err, size_t errlen) {
+  int Brep = (m->Bmax + T - 1) / T;
+  m->reps = xcalloc((size_t)T - 1, sizeof(*m->reps));
+  for (int i = 0; i < T - 1; i++) {
+    struct replica *r = &m->reps[i];
+    r->m = m;
+    r->idx = i + 1;
+    r->p = params_new();
+    r->self = m->impl->init(o, m->F, m->D, Brep, r->p, err, errlen);
+    if (!r->self) { // cannot happen after slice 0's init succeeded
+      for (int j = 0; j <= i; j++) {
+        if (m->reps[j].self)
+          m->impl->free(m->reps[j].self);
+        params_free(m->reps[j].p);
+      }
+      free(m->reps);
+      m->reps = NULL;
+      return -1;
+    }
+  }
+  CHECK(pthread_mutex_init(&m->mu, NULL) == 0, "mutex");
+  CHECK(pthread_cond_init(&m->go, NULL) == 0, "cond");
+  CHECK(pthread_cond_init(&m->done, NULL) == 0, "cond");
+  m->T = T;
+  for (int i = 0; i < T - 1; i++)
+    CHECK(pthread_create(&m->reps[i].thread, NULL, replica_main,
+                         &m->reps[i]) == 0,
+          "pthread_create: cannot start a compute thread");
+  return 0;
+}
+
 struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
                         struct params *params, char *err, size_t errlen) {
   CHECK(params && params->values == NULL,
@@ -264,6 +406,11 @@ struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
              (double)o->dropout);
     return NULL;
   }
+  if (o->threads < 0 || o->threads > MODEL_MAX_THREADS) {
+    snprintf(err, errlen, "model %s: %d threads (expected 0..%d)", name,
+             o->threads, MODEL_MAX_THREADS);
+    return NULL;
+  }
   void *self = impl->init(o, F, D, Bmax, params, err, errlen);
   if (!self)
     return NULL;
@@ -271,12 +418,40 @@ struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
   m->impl = impl;
   m->self = self;
   m->Bmax = Bmax;
+  m->F = F;
+  m->D = D;
+  m->params = params;
+  m->T = 1;
+  // Rows coupled by BatchNorm's batch statistics or by dropout's
+  // row-indexed mask must stay in one pass (model.h "Threads").
+  bool splittable = !o->use_bn && o->dropout == 0;
+  int T = o->threads;
+  if (T > 1 && splittable && Bmax >= T * MODEL_SPLIT_MIN_ROWS &&
+      start_replicas(m, o, T, err, errlen)) {
+    model_free(m);
+    return NULL;
+  }
   return m;
 }
 
 void model_free(struct model *m) {
   if (!m)
     return;
+  if (m->T > 1) {
+    pthread_mutex_lock(&m->mu);
+    m->quit = true;
+    pthread_cond_broadcast(&m->go);
+    pthread_mutex_unlock(&m->mu);
+    for (int i = 0; i < m->T - 1; i++) {
+      CHECK(pthread_join(m->reps[i].thread, NULL) == 0, "join");
+      m->impl->free(m->reps[i].self);
+      params_free(m->reps[i].p);
+    }
+    free(m->reps);
+    pthread_cond_destroy(&m->go);
+    pthread_cond_destroy(&m->done);
+    pthread_mutex_destroy(&m->mu);
+  }
   m->impl->free(m->self);
   free(m);
 }
@@ -291,8 +466,19 @@ void model_forward(struct model *m, const float *E, const float *w,
   CHECK(logits, "model %s: logits is required", m->impl->name);
   CHECK(!m->impl->uses_lr_weights || w, "model %s needs w (B, F)",
         m->impl->name);
-  m->impl->forward(m->self, E, w, logits, B, train);
   m->lastB = B;
+  m->lastsplit = m->T > 1 && B >= m->T * MODEL_SPLIT_MIN_ROWS;
+  if (!m->lastsplit) {
+    m->impl->forward(m->self, E, w, logits, B, train);
+    return;
+  }
+  m->job = JOB_FORWARD;
+  m->E = E;
+  m->w = w;
+  m->logits = logits;
+  m->B = B;
+  m->train = train;
+  run_split(m);
 }
 
 void model_backward(struct model *m, const float *dlogits, float *dE, float *dw,
@@ -300,7 +486,25 @@ void model_backward(struct model *m, const float *dlogits, float *dE, float *dw,
   CHECK(B == m->lastB, "backward of %d rows after a forward of %d", B,
         m->lastB);
   CHECK(dlogits, "model %s: dlogits is required", m->impl->name);
-  m->impl->backward(m->self, dlogits, dE, dw, B);
+  if (!m->lastsplit) {
+    m->impl->backward(m->self, dlogits, dE, dw, B);
+    return;
+  }
+  m->job = JOB_BACKWARD;
+  m->dlogits = dlogits;
+  m->dE = dE;
+  m->dw = dw;
+  m->B = B;
+  run_split(m);
+  // The replicas' gradients into the caller's: summed in slice order, so
+  // the result does not depend on which thread finished first.
+  for (int i = 0; i < m->T - 1; i++) {
+    const struct replica *r = &m->reps[i];
+    float *g = m->params->grads + r->base;
+    const float *gr = r->p->grads;
+    for (size_t j = 0; j < r->p->len; j++)
+      g[j] += gr[j];
+  }
 }
 
 double model_flops_per_example(const struct model *m) {

@@ -30,6 +30,25 @@
  * the activations of its last forward; backward must follow the forward of
  * the same batch (one model per thread).
  *
+ * Threads: with options.threads T > 1 a model splits every batch of at
+ * least T * MODEL_SPLIT_MIN_ROWS rows into T contiguous slices and runs
+ * each on its own thread against its own replica of the model (the same
+ * tensors registered in a second params set whose values are the caller's
+ * and whose gradients are summed into the caller's after backward), with
+ * OpenBLAS at one thread meanwhile. Why: OpenBLAS threads only the matrix
+ * products; every element-wise op (ReLU, LayerNorm, softmax, products)
+ * would run on one core while the other waits, which cost 10-25% of a
+ * step at 2 threads (BENCHMARKS.md). The threads share nothing mutable:
+ * inputs and values are read-only during a pass, each writes its own rows
+ * of logits/dE/dw and its own gradients, and the caller's thread joins
+ * them before returning (fork-join inside one call, as OpenBLAS's own
+ * threads are; STYLE.md rule 11 is about the process's long-lived
+ * threads). The result equals the one-thread result up to the order of
+ * the gradient sums (tests/nn/test_model_threads.c). Models whose rows are
+ * coupled are not split: BatchNorm (batch statistics) and dropout (the mask
+ * depends on the row index); they run on one thread with OpenBLAS at the
+ * caller's setting. Each slice holds Bmax / T rows of activations more.
+ *
  * Errors: an unknown model name, options that do not fit the model
  * (hidden_units empty for a DNN, reduction ratio <= 0, ...) are outside
  * faults: model_new returns NULL with the reason in err. A shape mismatch
@@ -46,6 +65,9 @@ struct config;
 struct params;
 
 #define MODEL_MAX_LAYERS 16
+#define MODEL_MAX_THREADS 64
+#define MODEL_SPLIT_MIN_ROWS 128 /* rows per thread below which a batch is
+                                    not split (the hand-off would dominate) */
 
 enum model_kind {
   MODEL_LR,
@@ -95,6 +117,8 @@ struct model_options {
   int ctrl_hidden[MODEL_MAX_LAYERS]; /* MaskFusion: hidden widths of each */
   int nctrl;                         /* mask controller; 0 = one linear */
   bool instance_norm; /* MaskFusion: instance norm of E before fusion */
+  int threads;        /* compute threads; 0 or 1 = the caller's thread
+                         alone; see "Threads" above */
 };
 
 struct model;

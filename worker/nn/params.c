@@ -22,7 +22,8 @@ void params_free(struct params *p) {
   if (!p)
     return;
   free(p->views);
-  free(p->values);
+  if (!p->shared)
+    free(p->values);
   free(p->grads);
   free(p->adam);
   free(p);
@@ -126,6 +127,30 @@ void params_alloc(struct params *p, uint64_t seed) {
   memset(p->adam, 0, sizeof(float) * 2 * n);
   p->step = 0;
   params_init_values(p, seed);
+}
+
+size_t params_alloc_shared(struct params *p, const struct params *owner) {
+  CHECK(!p->values, "params_alloc_shared on an allocated set");
+  CHECK(owner->values, "params_alloc_shared: the owner is not allocated");
+  CHECK(p->count >= 1, "params_alloc_shared: an empty replica");
+  int first = params_find(owner, p->views[0].name);
+  CHECK(first >= 0 && first + p->count <= owner->count,
+        "replica tensor %s is not in the owner", p->views[0].name);
+  size_t base = owner->views[first].off - p->views[0].off;
+  for (int i = 0; i < p->count; i++) {
+    const struct params_view *a = &p->views[i], *b = &owner->views[first + i];
+    CHECK(!strcmp(a->name, b->name) && a->off + base == b->off && a->n == b->n,
+          "replica tensor %d (%s) differs from the owner's (%s)", i, a->name,
+          b->name);
+  }
+  CHECK(base + p->len <= owner->len, "replica overruns the owner");
+  size_t n = p->len ? p->len : 1;
+  p->values = owner->values + base;
+  p->shared = true;
+  p->grads = xaligned(sizeof(float) * n);
+  memset(p->grads, 0, sizeof(float) * n);
+  p->adam = NULL;
+  return base;
 }
 
 void params_init_values(struct params *p, uint64_t seed) {

@@ -67,6 +67,8 @@ struct params {
   float *grads;              /* [len] */
   float *adam;               /* [2*len]: m then v */
   uint64_t step;             /* Adam steps taken (bias correction) */
+  bool shared;               /* values borrowed from another set (see
+                                params_alloc_shared); grads are our own */
 };
 
 /* An empty set. Caller owns it; free with params_free(). */
@@ -91,6 +93,14 @@ int params_add_state(struct params *p, const char *name, int count, int rows,
  * and Adam state start at 0, step at 0. Call once, after the last add. */
 void params_alloc(struct params *p, uint64_t seed);
 
+/* For a replica of a model (model.c's data-parallel threads): p's tensors
+ * must appear in owner, in the same order, with the same sizes and the
+ * same spacing (the same model registered the same way; other tensors may
+ * come before or after them in owner, e.g. the AMTL nets), and owner must
+ * be allocated. p's values become that stretch of owner's (borrowed: p
+ * never writes or frees them), its gradients its own zeroed buffer; no Adam
+ * state. Returns the offset of p's first float in owner's buffers. */
+size_t params_alloc_shared(struct params *p, const struct params *owner);
 /* Re-runs the initialisation of every tensor (values only) from seed. */
 void params_init_values(struct params *p, uint64_t seed);
 
