@@ -502,6 +502,48 @@ static void test_eval_every_and_stop(void **state) {
   config_free(cfg);
 }
 
+/* data.shuffle_buffer: every training example is still seen once per
+ * epoch (a buffer smaller and one larger than the data), the evaluations
+ * see all of valid and test, the model learns as well as in file order,
+ * and a run repeats its losses bit for bit while the first steps differ
+ * from the file order's (other examples in the first batches). */
+static void test_shuffled_training(void **state) {
+  (void)state;
+  struct config *cfg = make_config(
+      (const char *const[]){"data.shuffle_buffer=1000", NULL});
+  struct run *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+  run_config(cfg, false, a);
+  uint64_t per_epoch = (g_rows[0] + 255) / 256;
+  assert_int_equal(a->res.steps, 2 * per_epoch);
+  assert_int_equal(a->res.examples, 2 * g_rows[0]);
+  assert_int_equal(a->res.valid.n, g_rows[1]);
+  assert_int_equal(a->res.test.n, g_rows[2]);
+  print_message("shuffled: test AUC %.4f logloss %.4f\n", a->res.test.auc,
+                a->res.test.logloss);
+  assert_true(a->res.test.auc > 0.68);
+  assert_true(mean(a->loss + a->nsteps - 20, 20) < mean(a->loss, 20) - 0.05);
+
+  set(cfg, "train.max_steps=40");
+  run_config(cfg, false, b);
+  assert_int_equal(b->nsteps, 40);
+  assert_memory_equal(b->loss, a->loss, 40 * sizeof(double));
+  set(cfg, "data.shuffle_buffer=0");
+  run_config(cfg, false, b);
+  for (int i = 0; i < 5; i++)
+    assert_true(b->loss[i] != a->loss[i]);
+
+  /* a buffer larger than the data: the whole epoch comes from the drain */
+  set(cfg, "data.shuffle_buffer=100000");
+  set(cfg, "train.max_steps=0");
+  set(cfg, "train.epochs=1");
+  run_config(cfg, false, b);
+  assert_int_equal(b->res.examples, g_rows[0]);
+  assert_int_equal(b->res.steps, per_epoch);
+  free(a);
+  free(b);
+  config_free(cfg);
+}
+
 /* Training data with too many malformed lines: the reader thread's error
  * ends the run with the reader's message, not a hang or a crash. */
 static void test_bad_training_data(void **state) {
@@ -535,7 +577,6 @@ static void test_bad_training_data(void **state) {
 static void test_refusals(void **state) {
   (void)state;
   const char *cases[][2] = {
-      {"data.shuffle_buffer=100", "data.shuffle_buffer"},
       {"data.format=csv", "csv"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -564,6 +605,7 @@ int main(void) {
       cmocka_unit_test(test_plateau_schedule),
       cmocka_unit_test(test_amtl_stores_prefixes),
       cmocka_unit_test(test_eval_every_and_stop),
+      cmocka_unit_test(test_shuffled_training),
       cmocka_unit_test(test_bad_training_data),
       cmocka_unit_test(test_refusals),
   };
