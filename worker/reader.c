@@ -126,6 +126,16 @@ void reader_rewind(struct reader *r) {
   r->bytes_done = 0;
 }
 
+/* Adds to one of the counters other threads may read: one writer (the
+ * thread in reader_next), so a relaxed load and store suffice and cost
+ * plain moves, where ++ on an _Atomic is a locked add per line. Returns
+ * the old value. */
+static uint64_t bump(_Atomic uint64_t *c, uint64_t by) {
+  uint64_t v = atomic_load_explicit(c, memory_order_relaxed);
+  atomic_store_explicit(c, v + by, memory_order_relaxed);
+  return v;
+}
+
 static int too_many_bad(struct reader *r) {
   if (r->bad == 0 || (double)r->bad <= r->o.bad_line_fraction * (double)r->mine)
     return 0;
@@ -164,8 +174,8 @@ int reader_next(struct reader *r, struct data_example *ex) {
       continue;
     }
     r->line_in_file++;
-    uint64_t idx = r->lines++;
-    r->bytes_done += (uint64_t)n;
+    uint64_t idx = bump(&r->lines, 1);
+    bump(&r->bytes_done, (uint64_t)n);
     if (idx % r->o.nranks != r->o.rank)
       continue;
     r->mine++;

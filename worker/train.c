@@ -69,7 +69,10 @@ static int source_read(struct source *s, struct data_example *ex) {
     if (split_part(s, reader_lines(s->r) - 1) == s->part)
       break;
   }
-  s->taken++;
+  /* one writer (the thread reading the pass): no locked add needed */
+  atomic_store_explicit(
+      &s->taken, atomic_load_explicit(&s->taken, memory_order_relaxed) + 1,
+      memory_order_relaxed);
   return 1;
 }
 
