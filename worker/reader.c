@@ -114,8 +114,12 @@ uint32_t reader_nfields(const struct reader *r) { return r->nfields; }
 const char *reader_error(const struct reader *r) { return r->err; }
 uint64_t reader_lines(const struct reader *r) { return r->lines; }
 uint64_t reader_bad_lines(const struct reader *r) { return r->bad; }
-uint64_t reader_bytes_total(const struct reader *r) { return r->bytes_total; }
-uint64_t reader_bytes_done(const struct reader *r) { return r->bytes_done; }
+uint64_t reader_bytes_total(const struct reader *r) {
+  return r->bytes_total;
+}
+uint64_t reader_bytes_done(const struct reader *r) {
+  return r->bytes_done;
+}
 
 void reader_rewind(struct reader *r) {
   if (r->f)

@@ -509,8 +509,8 @@ static void test_eval_every_and_stop(void **state) {
  * from the file order's (other examples in the first batches). */
 static void test_shuffled_training(void **state) {
   (void)state;
-  struct config *cfg = make_config(
-      (const char *const[]){"data.shuffle_buffer=1000", NULL});
+  struct config *cfg =
+      make_config((const char *const[]){"data.shuffle_buffer=1000", NULL});
   struct run *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
   run_config(cfg, false, a);
   uint64_t per_epoch = (g_rows[0] + 255) / 256;

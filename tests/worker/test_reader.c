@@ -158,15 +158,18 @@ static void test_bytes(void **state) {
   uint64_t len[20], total = 0;
   for (int i = 0; i < 20; i++) {
     char line[64];
-    len[i] = (uint64_t)snprintf(line, sizeof(line), "%d %d:1 %d:1\n", i % 2,
-                                i, i % 7);
+    len[i] = (uint64_t)snprintf(line, sizeof(line), "%d %d:1 %d:1\n", i % 2, i,
+                                i % 7);
     total += len[i];
   }
   char pat[256], err[256];
   snprintf(pat, sizeof(pat), "%s/*.libfm", dir);
   const char *paths[] = {pat};
-  struct reader_options o = {.format = READER_LIBFM, .paths = paths,
-                             .npaths = 1, .rank = 1, .nranks = 2};
+  struct reader_options o = {.format = READER_LIBFM,
+                             .paths = paths,
+                             .npaths = 1,
+                             .rank = 1,
+                             .nranks = 2};
   struct reader *r = reader_open(&o, err, sizeof(err));
   assert_non_null(r);
   assert_int_equal(reader_bytes_total(r), total);
