@@ -45,13 +45,17 @@ void shuffle_reset(struct shuffle *s, uint64_t seed);
 
 /* Takes a copy of in (in->nkeys <= nfields). When the buffer was full,
  * first writes a uniformly chosen held example to out and returns 1;
- * otherwise returns 0 and out is untouched. out's arrays must have room for
- * nfields entries; in and out may be the same example. */
+ * otherwise returns 0 and out is untouched. Examples come out as they went
+ * in: the scalars, and each array's first nkeys entries copied into out's
+ * own array (room for nfields entries); an array that went in NULL comes
+ * out NULL (out's pointer is overwritten). in and out may be the same
+ * example. */
 int shuffle_add(struct shuffle *s, const struct data_example *in,
                 struct data_example *out);
 
 /* At the end of the stream: writes a uniformly chosen held example to out
- * (removing it) and returns 1, or 0 when the buffer is empty. */
+ * as shuffle_add does (removing it) and returns 1, or 0 when the buffer is
+ * empty. */
 int shuffle_drain(struct shuffle *s, struct data_example *out);
 
 /* Examples held now. */
