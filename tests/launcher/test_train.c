@@ -5,12 +5,13 @@
  * store path, held-out splits, the plateau schedule and prediction. */
 #include "common/config.h"
 #include "common/gen.h"
-#include "launcher_testlib.h"
 #include "common/logger.h"
 #include "common/ps.h"
+#include "launcher_testlib.h"
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
 #include "worker/nn/params.h"
+#include "worker/shuffle.h"
 #include "worker/train.h"
 
 #include <ftw.h>
@@ -588,6 +589,28 @@ static void test_refusals(void **state) {
     assert_null(train_new(&o, err, sizeof(err)));
     assert_non_null(strstr(err, cases[i][1]));
     config_free(cfg);
+  }
+  /* a shuffle buffer over half of the machine's memory: 16M examples of
+   * 1000 libFM fields would take 125 GiB */
+  char path[128], set[160];
+  snprintf(path, sizeof(path), "%s/wide.libfm", g_dir);
+  FILE *f = fopen(path, "w");
+  fputs("1", f);
+  for (int i = 0; i < 1000; i++)
+    fprintf(f, " %d:1", i);
+  fputs("\n", f);
+  fclose(f);
+  snprintf(set, sizeof(set), "data.train=[%s]", path);
+  if (shuffle_bytes(16777216, 1000) > shuffle_memory_limit()) {
+    struct config *wide = make_config((const char *const[]){
+        set, "data.format=libfm", "data.shuffle_buffer=16777216", NULL});
+    char werr[1024] = "";
+    struct train_opts wo = {.cfg = wide};
+    assert_null(train_new(&wo, werr, sizeof(werr)));
+    assert_non_null(strstr(werr, "data.shuffle_buffer: 16777216 examples of "
+                                 "1000 fields need 125."));
+    assert_non_null(strstr(werr, "half of this machine's memory"));
+    config_free(wide);
   }
   /* a missing data file is named */
   struct config *cfg = make_config(
