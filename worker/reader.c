@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <glob.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,16 +20,22 @@ struct reader {
   size_t cur;         /* index of the open file */
   FILE *f;            /* the open file, NULL between files */
   uint64_t line_in_file; /* 1-based line number of the last line read */
-  uint64_t lines;     /* lines read, all shares */
+  _Atomic uint64_t lines; /* lines read, all shares (atomic: reader_lines
+                           * may run on another thread) */
   uint64_t mine;      /* lines of this worker's share */
   uint64_t bad;       /* bad lines of this worker's share */
   uint32_t nfields;
+  uint64_t bytes_total;        /* the files' sizes at reader_open */
+  _Atomic uint64_t bytes_done; /* bytes read this pass, all shares */
   char *buf;          /* getline buffer */
   size_t cap;
   char err[512];
 };
 
 static void add_file(struct reader *r, const char *path) {
+  struct stat st;
+  if (stat(path, &st) == 0 && st.st_size > 0)
+    r->bytes_total += (uint64_t)st.st_size;
   r->files = xrealloc(r->files, (r->nfiles + 1) * sizeof(*r->files));
   r->files[r->nfiles++] = xstrdup(path);
 }
@@ -107,6 +114,12 @@ uint32_t reader_nfields(const struct reader *r) { return r->nfields; }
 const char *reader_error(const struct reader *r) { return r->err; }
 uint64_t reader_lines(const struct reader *r) { return r->lines; }
 uint64_t reader_bad_lines(const struct reader *r) { return r->bad; }
+uint64_t reader_bytes_total(const struct reader *r) {
+  return r->bytes_total;
+}
+uint64_t reader_bytes_done(const struct reader *r) {
+  return r->bytes_done;
+}
 
 void reader_rewind(struct reader *r) {
   if (r->f)
@@ -114,6 +127,17 @@ void reader_rewind(struct reader *r) {
   r->f = NULL;
   r->cur = 0;
   r->lines = r->mine = r->bad = 0;
+  r->bytes_done = 0;
+}
+
+/* Adds to one of the counters other threads may read: one writer (the
+ * thread in reader_next), so a relaxed load and store suffice and cost
+ * plain moves, where ++ on an _Atomic is a locked add per line. Returns
+ * the old value. */
+static uint64_t bump(_Atomic uint64_t *c, uint64_t by) {
+  uint64_t v = atomic_load_explicit(c, memory_order_relaxed);
+  atomic_store_explicit(c, v + by, memory_order_relaxed);
+  return v;
 }
 
 static int too_many_bad(struct reader *r) {
@@ -154,7 +178,8 @@ int reader_next(struct reader *r, struct data_example *ex) {
       continue;
     }
     r->line_in_file++;
-    uint64_t idx = r->lines++;
+    uint64_t idx = bump(&r->lines, 1);
+    bump(&r->bytes_done, (uint64_t)n);
     if (idx % r->o.nranks != r->o.rank)
       continue;
     r->mine++;

@@ -60,4 +60,12 @@ const char *reader_error(const struct reader *r);
 uint64_t reader_lines(const struct reader *r);     /* lines of all shares */
 uint64_t reader_bad_lines(const struct reader *r); /* bad lines of ours */
 
+/* Progress of the pass, for the time left in epoch 1: the files' total size
+ * in bytes when reader_open ran, and the bytes of them read since the last
+ * rewind (all shares, bad lines included). reader_bytes_done and
+ * reader_lines may be called from another thread while reader_next runs
+ * (atomic counters), reader_bytes_total always. */
+uint64_t reader_bytes_total(const struct reader *r);
+uint64_t reader_bytes_done(const struct reader *r);
+
 #endif

@@ -7,11 +7,13 @@
 #include "common/keys.h"
 #include "common/logger.h"
 #include "worker/batch.h"
+#include "worker/eta.h"
 #include "worker/nn/amtl.h"
 #include "worker/nn/model.h"
 #include "worker/nn/ops.h"
 #include "worker/nn/params.h"
 #include "worker/reader.h"
+#include "worker/shuffle.h"
 #include "worker/warm_dense.h"
 
 #include <errno.h>
@@ -19,6 +21,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -34,6 +37,9 @@ struct source {
   double split_valid, split_test; /* held-out fractions of the lines */
   uint64_t split_key;             /* mixed data.split_seed */
   uint64_t max_lines;             /* 0 = all */
+  struct shuffle *shuf;           /* data.shuffle_buffer; NULL = file order */
+  _Atomic uint64_t taken;         /* examples read this pass (before the
+                                   * shuffle; read by the progress line) */
 };
 
 /* Which part a training line belongs to: a hash of (line, seed) in [0, 1)
@@ -48,8 +54,9 @@ static int split_part(const struct source *s, uint64_t line) {
   return PART_TRAIN;
 }
 
-/* Next example of the source: 1, 0 at the end, -1 on a reader error. */
-static int source_next(struct source *s, struct data_example *ex) {
+/* Next example of the source in file order: 1, 0 at the end, -1 on a
+ * reader error. */
+static int source_read(struct source *s, struct data_example *ex) {
   for (;;) {
     if (s->max_lines && reader_lines(s->r) >= s->max_lines)
       return 0;
@@ -57,16 +64,48 @@ static int source_next(struct source *s, struct data_example *ex) {
     if (rc <= 0)
       return rc;
     if (s->part == PART_ALL)
-      return 1;
+      break;
     /* reader_next counts every line it reads, of every share */
     if (split_part(s, reader_lines(s->r) - 1) == s->part)
+      break;
+  }
+  /* one writer (the thread reading the pass): no locked add needed */
+  atomic_store_explicit(
+      &s->taken, atomic_load_explicit(&s->taken, memory_order_relaxed) + 1,
+      memory_order_relaxed);
+  return 1;
+}
+
+/* Next example of the source, through the shuffle buffer if it has one
+ * (the reader's end drains it): 1, 0 at the end, -1 on a reader error. */
+static int source_next(struct source *s, struct data_example *ex) {
+  if (!s->shuf)
+    return source_read(s, ex);
+  for (;;) {
+    int rc = source_read(s, ex);
+    if (rc < 0)
+      return rc;
+    if (rc == 0)
+      return shuffle_drain(s->shuf, ex);
+    if (shuffle_add(s->shuf, ex, ex))
       return 1;
   }
+}
+
+/* Starts a pass over the source again; shuffled (the training data) in the
+ * order of seed. */
+static void source_rewind(struct source *s, uint64_t seed) {
+  reader_rewind(s->r);
+  s->taken = 0;
+  if (s->shuf)
+    shuffle_reset(s->shuf, seed);
 }
 
 static void source_close(struct source *s) {
   reader_free(s->r);
   s->r = NULL;
+  shuffle_free(s->shuf);
+  s->shuf = NULL;
 }
 
 /* ---- the trainer -------------------------------------------------------- */
@@ -156,11 +195,6 @@ static int check_supported(const struct config *cfg, char *err, size_t errlen) {
     return fail(err, errlen,
                 "data.format: csv is not supported by the training loop yet "
                 "(use criteo or libfm)");
-  if (cfg->data.shuffle_buffer > 0)
-    return fail(err, errlen,
-                "data.shuffle_buffer: %lld, but shuffling is not implemented "
-                "yet; set it to 0 (file order)",
-                (long long)cfg->data.shuffle_buffer);
   return 0;
 }
 
@@ -178,6 +212,19 @@ static int open_data(struct trainer *tr, char *err, size_t errlen) {
     fail(err, errlen,
          "data.train: no valid line to learn the field count from");
     return -1;
+  }
+  /* Only the training pass is shuffled: evaluation and predict keep the
+   * file order (predict answers line by line). */
+  if (cfg->data.shuffle_buffer > 0) {
+    char serr[256];
+    uint64_t n = (uint64_t)cfg->data.shuffle_buffer;
+    if (shuffle_check(n, (uint32_t)tr->F, shuffle_memory_limit(), serr,
+                      sizeof(serr)))
+      return fail(err, errlen,
+                  "data.shuffle_buffer: %s (half of this machine's memory); "
+                  "lower it",
+                  serr);
+    tr->train.shuf = shuffle_new((size_t)n, (uint32_t)tr->F);
   }
   /* validation and test: their own files, or a held-out part of train */
   struct {
@@ -712,7 +759,7 @@ static double sigmoid(double z) {
 static int eval_source(struct trainer *tr, struct ps *ps, struct source *src,
                        uint64_t step, FILE *probs, bool strict,
                        struct metrics_result *out, char *err, size_t errlen) {
-  reader_rewind(src->r);
+  source_rewind(src, 0);
   metrics_reset(tr->met);
   if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
     return -1;
@@ -916,7 +963,8 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
   int rc = 0;
   for (int epoch = 1; epoch <= cfg->train.epochs && !stop; epoch++) {
     res->epochs = epoch;
-    reader_rewind(tr->train.r);
+    source_rewind(&tr->train, shuffle_seed((uint64_t)cfg->train.seed,
+                                           (uint64_t)epoch, tr->o.rank));
     double epoch_loss = 0, t_epoch = clock_sec();
     uint64_t epoch_examples = 0, epoch_steps = 0;
     struct prefetch pf;
@@ -982,15 +1030,22 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
         pg.loss_n = 0;
       }
       if (tr->o.progress && now - pg.last_line >= 0.5) {
-        char eta[32] = "?";
-        uint64_t total = 0;
-        if (steps_per_epoch)
-          total = steps_per_epoch * (uint64_t)cfg->train.epochs;
-        if (max_steps && (!total || max_steps < total))
-          total = max_steps;
-        if (total && step <= total && train_s > 0)
-          fmt_duration((double)(total - step) * train_s / (double)step, eta,
-                       sizeof(eta));
+        char eta[32];
+        struct eta_progress ep = {
+            .elapsed_s = train_s,
+            .epoch = epoch,
+            .epochs = (int)cfg->train.epochs,
+            .step = step,
+            .max_steps = max_steps,
+            .steps_per_epoch = steps_per_epoch,
+            .bytes_done = reader_bytes_done(tr->train.r),
+            .bytes_total = reader_bytes_total(tr->train.r),
+            .lines_done = reader_lines(tr->train.r),
+            .max_lines = tr->train.max_lines,
+            .examples_read = tr->train.taken,
+            .examples_trained = epoch_examples,
+        };
+        fmt_duration(eta_seconds(&ep), eta, sizeof(eta));
         fprintf(tr->o.progress,
                 "\r\033[Kepoch %d step %llu  %.0f samples/s  loss %.4f  ETA %s",
                 epoch, (unsigned long long)step, sps,

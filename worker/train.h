@@ -48,13 +48,18 @@
  * line number and data.split_seed decides, so the split is fixed across
  * runs and epochs). data.max_lines caps every pass.
  *
+ * Order: the training pass goes through a shuffle buffer of
+ * data.shuffle_buffer examples (worker/shuffle.h; 0 = file order), seeded
+ * by train.seed, the epoch and the rank. Evaluation and prediction read in
+ * file order.
+ *
  * Logs: JSONL records via the logger: "train" every log.interval_s (loss
  * averaged since the last record, samples/s, lr, epoch, and the mean
  * milliseconds per step spent reading, pulling, computing and pushing),
  * "valid" and "test" per evaluation (auc, logloss, gauc, examples), "done"
  * at the end; a progress line on opts.progress (a terminal): samples/s,
- * the epoch's mean loss, and the ETA once the epoch's length is known
- * (after the first epoch, or from train.max_steps).
+ * the epoch's mean loss, and the ETA (worker/eta.h: in epoch 1 from the
+ * share of the training files' bytes read, later from steps).
  *
  * Determinism: a run is a function of the config (seeds, data order); two
  * runs of one config give the same per-step losses, bit for bit, when
@@ -89,7 +94,7 @@
  * request timeout (ps_net.h) rather than hang. Dependable: W = 1 (any
  * mode) and W > 1 in async mode.
  *
- * Not here yet: shuffle buffers (data.shuffle_buffer is refused), pulls of
+ * Not here yet: pulls of
  * batch t+1 overlapped with compute (async/ssp modes), CSV data, several
  * workers' readers (rank/nranks are fixed to 0/1).
  */

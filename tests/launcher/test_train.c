@@ -5,12 +5,13 @@
  * store path, held-out splits, the plateau schedule and prediction. */
 #include "common/config.h"
 #include "common/gen.h"
-#include "launcher_testlib.h"
 #include "common/logger.h"
 #include "common/ps.h"
+#include "launcher_testlib.h"
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
 #include "worker/nn/params.h"
+#include "worker/shuffle.h"
 #include "worker/train.h"
 
 #include <ftw.h>
@@ -502,6 +503,50 @@ static void test_eval_every_and_stop(void **state) {
   config_free(cfg);
 }
 
+/* data.shuffle_buffer: every training example is still seen once per
+ * epoch (a buffer smaller and one larger than the data), the evaluations
+ * see all of valid and test, the model learns as well as in file order,
+ * and a run repeats its losses bit for bit while the first steps differ
+ * from the file order's (other examples in the first batches). */
+static void test_shuffled_training(void **state) {
+  (void)state;
+  struct config *cfg =
+      make_config((const char *const[]){"data.shuffle_buffer=1000", NULL});
+  struct run *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+  run_config(cfg, false, a);
+  uint64_t per_epoch = (g_rows[0] + 255) / 256;
+  assert_int_equal(a->res.steps, 2 * per_epoch);
+  assert_int_equal(a->res.examples, 2 * g_rows[0]);
+  assert_int_equal(a->res.valid.n, g_rows[1]);
+  assert_int_equal(a->res.test.n, g_rows[2]);
+  print_message("shuffled: test AUC %.4f logloss %.4f\n", a->res.test.auc,
+                a->res.test.logloss);
+  assert_true(a->res.test.auc > 0.68);
+  assert_true(mean(a->loss + a->nsteps - 20, 20) < mean(a->loss, 20) - 0.05);
+
+  set(cfg, "train.max_steps=20");
+  run_config(cfg, false, b);
+  assert_int_equal(b->nsteps, 20);
+  assert_memory_equal(b->loss, a->loss, 20 * sizeof(double));
+  set(cfg, "data.shuffle_buffer=0");
+  set(cfg, "train.max_steps=5");
+  run_config(cfg, false, b);
+  for (int i = 0; i < 5; i++)
+    assert_true(b->loss[i] != a->loss[i]);
+
+  /* a buffer larger than the data: the whole epoch comes from the drain */
+  set(cfg, "data.shuffle_buffer=100000");
+  set(cfg, "data.max_lines=3000");
+  set(cfg, "train.max_steps=0");
+  set(cfg, "train.epochs=1");
+  run_config(cfg, false, b);
+  assert_int_equal(b->res.examples, 3000);
+  assert_int_equal(b->res.steps, (3000 + 255) / 256);
+  free(a);
+  free(b);
+  config_free(cfg);
+}
+
 /* Training data with too many malformed lines: the reader thread's error
  * ends the run with the reader's message, not a hang or a crash. */
 static void test_bad_training_data(void **state) {
@@ -535,7 +580,6 @@ static void test_bad_training_data(void **state) {
 static void test_refusals(void **state) {
   (void)state;
   const char *cases[][2] = {
-      {"data.shuffle_buffer=100", "data.shuffle_buffer"},
       {"data.format=csv", "csv"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -545,6 +589,28 @@ static void test_refusals(void **state) {
     assert_null(train_new(&o, err, sizeof(err)));
     assert_non_null(strstr(err, cases[i][1]));
     config_free(cfg);
+  }
+  /* a shuffle buffer over half of the machine's memory: 16M examples of
+   * 1000 libFM fields would take 125 GiB */
+  char path[128], set[160];
+  snprintf(path, sizeof(path), "%s/wide.libfm", g_dir);
+  FILE *f = fopen(path, "w");
+  fputs("1", f);
+  for (int i = 0; i < 1000; i++)
+    fprintf(f, " %d:1", i);
+  fputs("\n", f);
+  fclose(f);
+  snprintf(set, sizeof(set), "data.train=[%s]", path);
+  if (shuffle_bytes(16777216, 1000) > shuffle_memory_limit()) {
+    struct config *wide = make_config((const char *const[]){
+        set, "data.format=libfm", "data.shuffle_buffer=16777216", NULL});
+    char werr[1024] = "";
+    struct train_opts wo = {.cfg = wide};
+    assert_null(train_new(&wo, werr, sizeof(werr)));
+    assert_non_null(strstr(werr, "data.shuffle_buffer: 16777216 examples of "
+                                 "1000 fields need 125."));
+    assert_non_null(strstr(werr, "half of this machine's memory"));
+    config_free(wide);
   }
   /* a missing data file is named */
   struct config *cfg = make_config(
@@ -564,6 +630,7 @@ int main(void) {
       cmocka_unit_test(test_plateau_schedule),
       cmocka_unit_test(test_amtl_stores_prefixes),
       cmocka_unit_test(test_eval_every_and_stop),
+      cmocka_unit_test(test_shuffled_training),
       cmocka_unit_test(test_bad_training_data),
       cmocka_unit_test(test_refusals),
   };

@@ -150,6 +150,43 @@ static void test_bad_lines_reported_then_abort(void **state) {
   logger_free(lg);
 }
 
+/* Bytes for the time left in epoch 1: the files' sizes, and the bytes of
+ * every line read so far, of all shares (rank 1's first example is line 1,
+ * so lines 0 and 1 are behind it); rewind restarts the count. */
+static void test_bytes(void **state) {
+  (void)state;
+  uint64_t len[20], total = 0;
+  for (int i = 0; i < 20; i++) {
+    char line[64];
+    len[i] = (uint64_t)snprintf(line, sizeof(line), "%d %d:1 %d:1\n", i % 2, i,
+                                i % 7);
+    total += len[i];
+  }
+  char pat[256], err[256];
+  snprintf(pat, sizeof(pat), "%s/*.libfm", dir);
+  const char *paths[] = {pat};
+  struct reader_options o = {.format = READER_LIBFM,
+                             .paths = paths,
+                             .npaths = 1,
+                             .rank = 1,
+                             .nranks = 2};
+  struct reader *r = reader_open(&o, err, sizeof(err));
+  assert_non_null(r);
+  assert_int_equal(reader_bytes_total(r), total);
+  assert_int_equal(reader_bytes_done(r), 0);
+  uint64_t keys[2];
+  struct data_example ex = {.keys = keys};
+  assert_int_equal(reader_next(r, &ex), 1);
+  assert_int_equal(reader_bytes_done(r), len[0] + len[1]);
+  while (reader_next(r, &ex) == 1)
+    ;
+  assert_int_equal(reader_bytes_done(r), total);
+  reader_rewind(r);
+  assert_int_equal(reader_bytes_done(r), 0);
+  assert_int_equal(reader_bytes_total(r), total);
+  reader_free(r);
+}
+
 static void test_missing_files(void **state) {
   (void)state;
   char err[256], pat[256];
@@ -178,6 +215,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_glob_and_shares),
       cmocka_unit_test(test_bad_lines_reported_then_abort),
+      cmocka_unit_test(test_bytes),
       cmocka_unit_test(test_missing_files),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
