@@ -362,8 +362,6 @@ static int cmd_predict(int argc, char **argv) {
   /* learn the field count from the data file */
   const char *paths[] = {data};
   struct reader_options ro = {
-      .format = cfg->data.format == CONFIG_FORMAT_LIBFM ? READER_LIBFM
-                                                        : READER_CRITEO,
       .paths = paths,
       .npaths = 1,
       .nranks = 1,
@@ -371,6 +369,8 @@ static int cmd_predict(int argc, char **argv) {
       .report_first = 10,
       .log = lg,
   };
+  struct data_csv_spec csv;
+  reader_options_from_config(&ro, &csv, cfg);
   int status = 1;
   struct trainer *tr = NULL;
   struct store *st = NULL, **shards = NULL; /* embedded; a cluster run's */
@@ -386,12 +386,14 @@ static int cmd_predict(int argc, char **argv) {
    * before any answer is printed, not after the lines above it. */
   int F = (int)reader_nfields(r);
   uint64_t *keys = xcalloc(F > 0 ? (size_t)F : 1, sizeof(uint64_t));
-  struct data_example ex = {.keys = keys};
+  float *vals = xcalloc(F > 0 ? (size_t)F : 1, sizeof(float));
+  struct data_example ex = {.keys = keys, .vals = vals};
   int rc;
   while ((rc = reader_next(r, &ex)) == 1)
     ;
   uint64_t bad = reader_bad_lines(r);
   free(keys);
+  free(vals);
   reader_free(r);
   if (rc < 0 || bad) {
     fprintf(stderr,

@@ -1,6 +1,7 @@
 #include "worker/reader.h"
 
 #include "common/check.h"
+#include "common/config.h"
 #include "common/logger.h"
 
 #include <errno.h>
@@ -23,6 +24,8 @@ struct reader {
   uint64_t mine;      /* lines of this worker's share */
   uint64_t bad;       /* bad lines of this worker's share */
   uint32_t nfields;
+  struct data_csv_schema *csv; /* READER_CSV, owned */
+  bool header;        /* CSV: the first line of every file is a header */
   char *buf;          /* getline buffer */
   size_t cap;
   char err[512];
@@ -34,6 +37,127 @@ static void add_file(struct reader *r, const char *path) {
 }
 
 static int has_glob_chars(const char *s) { return strpbrk(s, "*?[") != NULL; }
+
+void reader_options_from_config(struct reader_options *o,
+                                struct data_csv_spec *csv,
+                                const struct config *cfg) {
+  const struct config_data *d = &cfg->data;
+  o->format = d->format == CONFIG_FORMAT_LIBFM ? READER_LIBFM
+              : d->format == CONFIG_FORMAT_CSV ? READER_CSV
+                                               : READER_CRITEO;
+  *csv = (struct data_csv_spec){
+      .delim = d->csv_delimiter[0],
+      .label = d->csv_label,
+      .group = d->csv_group,
+      .numeric = (const char *const *)d->csv_numeric.v,
+      .nnumeric = d->csv_numeric.n,
+      .value = (const char *const *)d->csv_value.v,
+      .nvalue = d->csv_value.n,
+      .ignore = (const char *const *)d->csv_ignore.v,
+      .nignore = d->csv_ignore.n,
+      .columns = (const char *const *)d->csv_columns.v,
+      .ncolumns = d->csv_columns.n,
+  };
+  o->csv = o->format == READER_CSV ? csv : NULL;
+}
+
+/* Reads and splits the header of file i (the first line, a UTF-8 BOM
+ * dropped) into col/clen; the names point into r->buf. 0, or -1 with
+ * err set ("x.csv: empty, expected a header row"). */
+static int read_header(struct reader *r, size_t i, const char **col,
+                       size_t *clen, size_t *ncols, char *err,
+                       size_t errlen) {
+  const char *path = r->files[i];
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  errno = 0;
+  ssize_t n = getline(&r->buf, &r->cap, f);
+  int e = errno, bad = ferror(f);
+  fclose(f);
+  if (n < 0) {
+    snprintf(err, errlen, "%s: %s", path,
+             bad ? strerror(e) : "empty, expected a header row");
+    return -1;
+  }
+  char *line = r->buf;
+  if (n >= 3 && !memcmp(line, "\xEF\xBB\xBF", 3)) {
+    line += 3;
+    n -= 3;
+  }
+  char why[256];
+  if (data_csv_split(line, (size_t)n, r->o.csv->delim, col, clen,
+                     DATA_CSV_MAX_COLUMNS, ncols, why, sizeof(why))) {
+    snprintf(err, errlen, "%s:1: header: %s", path, why);
+    return -1;
+  }
+  if (*ncols > DATA_CSV_MAX_COLUMNS) {
+    snprintf(err, errlen, "%s:1: header: %zu columns (at most %d)", path,
+             *ncols, DATA_CSV_MAX_COLUMNS);
+    return -1;
+  }
+  return 0;
+}
+
+/* Compiles the CSV schema from the spec's columns or the first file's
+ * header, and checks every other file's header against it. */
+static int open_csv(struct reader *r, char *err, size_t errlen) {
+  const struct data_csv_spec *spec = r->o.csv;
+  CHECK(spec, "READER_CSV without a csv spec");
+  char why[512];
+  if (spec->ncolumns) {
+    r->csv = data_csv_schema_new(spec, spec->columns, spec->ncolumns, why,
+                                 sizeof(why));
+    if (!r->csv) {
+      snprintf(err, errlen, "data.csv_columns: %s", why);
+      return -1;
+    }
+    return 0;
+  }
+  r->header = true;
+  const char *col[DATA_CSV_MAX_COLUMNS];
+  size_t clen[DATA_CSV_MAX_COLUMNS], ncols;
+  if (read_header(r, 0, col, clen, &ncols, err, errlen))
+    return -1;
+  char **names = xcalloc(ncols, sizeof(char *));
+  for (size_t c = 0; c < ncols; c++) {
+    names[c] = xmalloc(clen[c] + 1);
+    memcpy(names[c], col[c], clen[c]);
+    names[c][clen[c]] = 0;
+  }
+  r->csv = data_csv_schema_new(spec, (const char *const *)names, ncols, why,
+                               sizeof(why));
+  for (size_t c = 0; c < ncols; c++)
+    free(names[c]);
+  free(names);
+  if (!r->csv) {
+    snprintf(err, errlen, "%s:1: %s", r->files[0], why);
+    return -1;
+  }
+  for (size_t i = 1; i < r->nfiles; i++) {
+    if (read_header(r, i, col, clen, &ncols, err, errlen))
+      return -1;
+    size_t c = 0;
+    while (c < ncols && c < r->csv->ncols && clen[c] == strlen(r->csv->names[c]) &&
+           !memcmp(col[c], r->csv->names[c], clen[c]))
+      c++;
+    if (ncols != r->csv->ncols)
+      snprintf(why, sizeof(why), "%zu columns, expected %u", ncols,
+               r->csv->ncols);
+    else if (c < ncols)
+      snprintf(why, sizeof(why), "column %zu is '%.*s', expected '%.40s'",
+               c + 1, (int)(clen[c] < 40 ? clen[c] : 40), col[c],
+               r->csv->names[c]);
+    if (ncols != r->csv->ncols || c < ncols) {
+      snprintf(err, errlen, "%s:1: header differs from %s's: %s", r->files[i],
+               r->files[0], why);
+      return -1;
+    }
+  }
+  return 0;
+}
 
 struct reader *reader_open(const struct reader_options *o, char *err,
                            size_t errlen) {
@@ -72,10 +196,18 @@ struct reader *reader_open(const struct reader_options *o, char *err,
     globfree(&g);
   }
   r->nfields = o->format == READER_CRITEO ? DATA_CRITEO_FIELDS : 0;
+  if (o->format == READER_CSV) {
+    if (open_csv(r, err, errlen)) {
+      reader_free(r);
+      return NULL;
+    }
+    r->nfields = r->csv->nfields;
+  }
   if (o->format == READER_LIBFM) {
     /* Learn the field count from the first good line of the first file. */
     uint64_t keys[MAX_FIELDS];
-    struct data_example ex = {.keys = keys};
+    float vals[MAX_FIELDS];
+    struct data_example ex = {.keys = keys, .vals = vals};
     FILE *f = fopen(r->files[0], "r");
     char why[256];
     ssize_t n;
@@ -100,6 +232,7 @@ void reader_free(struct reader *r) {
     free(r->files[i]);
   free(r->files);
   free(r->buf);
+  data_csv_schema_free(r->csv);
   free(r);
 }
 
@@ -154,15 +287,21 @@ int reader_next(struct reader *r, struct data_example *ex) {
       continue;
     }
     r->line_in_file++;
+    if (r->header && r->line_in_file == 1)
+      continue; /* checked by reader_open */
     uint64_t idx = r->lines++;
     if (idx % r->o.nranks != r->o.rank)
       continue;
     r->mine++;
     char why[256];
-    int rc = r->o.format == READER_CRITEO
-                 ? data_parse_criteo(r->buf, (size_t)n, ex, why, sizeof(why))
-                 : data_parse_libfm(r->buf, (size_t)n, r->nfields, r->nfields,
-                                    ex, why, sizeof(why));
+    int rc;
+    if (r->o.format == READER_CRITEO)
+      rc = data_parse_criteo(r->buf, (size_t)n, ex, why, sizeof(why));
+    else if (r->o.format == READER_LIBFM)
+      rc = data_parse_libfm(r->buf, (size_t)n, r->nfields, r->nfields, ex,
+                            why, sizeof(why));
+    else
+      rc = data_parse_csv(r->csv, r->buf, (size_t)n, ex, why, sizeof(why));
     if (rc == 0)
       return 1;
     if (r->bad++ < r->o.report_first)

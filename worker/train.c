@@ -87,6 +87,7 @@ struct trainer {
   struct batch *bufs[2];   /* the two batches training alternates */
   uint64_t *prefetch_keys; /* [F] the reader thread's example buffer */
   uint64_t *exkeys;        /* [F] one example's keys */
+  float *prefetch_vals, *exvals; /* [F] their values (libFM, CSV) */
   float *E, *dE;           /* (Bmax, F*D) */
   float *w, *dw;           /* (Bmax, F) when lrw */
   float *logits, *dlogits; /* (Bmax) */
@@ -128,8 +129,6 @@ static int source_open(struct trainer *tr, struct source *s,
    * (rank 0) reads all of valid and test. */
   bool share = !strcmp(what, "train") && tr->o.nranks > 1;
   struct reader_options ro = {
-      .format = cfg->data.format == CONFIG_FORMAT_LIBFM ? READER_LIBFM
-                                                        : READER_CRITEO,
       .paths = (const char *const *)paths->v,
       .npaths = paths->n,
       .rank = share ? tr->o.rank : 0,
@@ -138,6 +137,8 @@ static int source_open(struct trainer *tr, struct source *s,
       .report_first = (uint32_t)cfg->data.report_bad_lines,
       .log = tr->o.log,
   };
+  struct data_csv_spec csv;
+  reader_options_from_config(&ro, &csv, cfg);
   char rerr[512];
   memset(s, 0, sizeof(*s));
   s->r = reader_open(&ro, rerr, sizeof(rerr));
@@ -152,10 +153,6 @@ static int source_open(struct trainer *tr, struct source *s,
 }
 
 static int check_supported(const struct config *cfg, char *err, size_t errlen) {
-  if (cfg->data.format == CONFIG_FORMAT_CSV)
-    return fail(err, errlen,
-                "data.format: csv is not supported by the training loop yet "
-                "(use criteo or libfm)");
   if (cfg->data.shuffle_buffer > 0)
     return fail(err, errlen,
                 "data.shuffle_buffer: %lld, but shuffling is not implemented "
@@ -283,6 +280,8 @@ struct trainer *train_new(const struct train_opts *o, char *err,
   tr->prefetch_keys = xcalloc((size_t)tr->F, sizeof(uint64_t));
   size_t BF = (size_t)tr->Bmax * (size_t)tr->F;
   tr->exkeys = xcalloc((size_t)tr->F, sizeof(uint64_t));
+  tr->prefetch_vals = xcalloc((size_t)tr->F, sizeof(float));
+  tr->exvals = xcalloc((size_t)tr->F, sizeof(float));
   tr->E = xaligned(BF * (size_t)tr->D * sizeof(float));
   tr->dE = xaligned(BF * (size_t)tr->D * sizeof(float));
   if (tr->lrw) {
@@ -314,6 +313,8 @@ void train_free(struct trainer *tr) {
   batch_free(tr->bufs[1]);
   free(tr->prefetch_keys);
   free(tr->exkeys);
+  free(tr->prefetch_vals);
+  free(tr->exvals);
   free(tr->E);
   free(tr->dE);
   free(tr->w);
@@ -353,12 +354,12 @@ struct params *train_params(struct trainer *tr) {
 
 /* ---- one batch ---------------------------------------------------------- */
 
-/* Fills b from src with keys as the example buffer: returns its size (0
- * at the end) or -1. */
-static int fill_into(struct batch *b, uint64_t *keys, struct source *src,
-                     char *err, size_t errlen) {
+/* Fills b from src with keys and vals as the example buffer: returns its
+ * size (0 at the end) or -1. */
+static int fill_into(struct batch *b, uint64_t *keys, float *vals,
+                     struct source *src, char *err, size_t errlen) {
   batch_clear(b);
-  struct data_example ex = {.keys = keys};
+  struct data_example ex = {.keys = keys, .vals = vals};
   while (b->B < b->Bmax) {
     int rc = source_next(src, &ex);
     if (rc < 0)
@@ -373,7 +374,7 @@ static int fill_into(struct batch *b, uint64_t *keys, struct source *src,
 /* Fills the current batch tr->b from src (evaluation passes). */
 static int fill_batch(struct trainer *tr, struct source *src, char *err,
                       size_t errlen) {
-  return fill_into(tr->b, tr->exkeys, src, err, errlen);
+  return fill_into(tr->b, tr->exkeys, tr->exvals, src, err, errlen);
 }
 
 /* ---- prefetch: batch t+1 is read while batch t trains ------------------
@@ -411,8 +412,8 @@ static void *prefetch_main(void *arg) {
     pthread_mutex_unlock(&pf->mu);
     if (!b)
       return NULL;
-    int rc = fill_into(b, pf->tr->prefetch_keys, &pf->tr->train, pf->err,
-                       sizeof(pf->err));
+    int rc = fill_into(b, pf->tr->prefetch_keys, pf->tr->prefetch_vals,
+                       &pf->tr->train, pf->err, sizeof(pf->err));
     pthread_mutex_lock(&pf->mu);
     pf->filled = b;
     pf->filled_rc = rc;
