@@ -281,6 +281,42 @@ static void test_libfm_values(void **state) {
                            "features are supported)");
 }
 
+/* Random lines over the bytes that matter (delimiter, quotes, digits,
+ * CR): the parser answers 0 with a 0/1 label or -1 with a reason, and
+ * never reads or writes outside the line (ASan watches the exact-size
+ * copy). */
+static void test_random_lines(void **state) {
+  (void)state;
+  struct data_csv_schema *s = schema();
+  uint64_t keys[4];
+  float vals[4];
+  struct data_example ex = {.keys = keys, .vals = vals};
+  static const char alphabet[] = ",,,,\"\"01.e-na\r\n 9";
+  uint64_t x = 12345;
+  int good = 0;
+  for (int i = 0; i < 20000; i++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    size_t len = (size_t)(x >> 59) + (size_t)((x >> 40) & 7);
+    char *line = malloc(len ? len : 1);
+    for (size_t j = 0; j < len; j++) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      line[j] = alphabet[(x >> 33) % (sizeof(alphabet) - 1)];
+    }
+    char why[256] = "";
+    int rc = data_parse_csv(s, line, len, &ex, why, sizeof(why));
+    if (rc == 0) {
+      assert_true(ex.label == 0.0f || ex.label == 1.0f);
+      good++;
+    } else {
+      assert_int_equal(rc, -1);
+      assert_true(why[0] != 0);
+    }
+    free(line);
+  }
+  assert_true(good < 20000); /* most random lines are malformed */
+  data_csv_schema_free(s);
+}
+
 /* ---- the reader ---------------------------------------------------------- */
 
 static void write_file(const char *name, const char *text) {
@@ -459,6 +495,7 @@ int main(void) {
       cmocka_unit_test(test_parse_good_lines),
       cmocka_unit_test(test_parse_bad_lines),
       cmocka_unit_test(test_libfm_values),
+      cmocka_unit_test(test_random_lines),
       cmocka_unit_test(test_reader_headers_and_shares),
       cmocka_unit_test(test_reader_header_errors),
       cmocka_unit_test(test_reader_named_columns),
