@@ -372,11 +372,26 @@ static int cmd_predict(int argc, char **argv) {
   struct data_csv_spec csv;
   reader_options_from_config(&ro, &csv, cfg);
   int status = 1;
+  /* CSV: the file must have the header the model was trained on */
+  char **columns = NULL;
+  size_t ncolumns = 0;
+  snprintf(path, sizeof(path), "%s/best/columns.txt", run);
+  if (reader_load_columns(path, &columns, &ncolumns, err, sizeof(err)) < 0) {
+    fprintf(stderr, "maskps predict: %s\n", err);
+    logger_free(lg);
+    config_free(cfg);
+    return 2;
+  }
+  ro.csv_expect = (const char *const *)columns;
+  ro.ncsv_expect = ncolumns;
   struct trainer *tr = NULL;
   struct store *st = NULL, **shards = NULL; /* embedded; a cluster run's */
   uint32_t nshards = 0;
   struct ps *ps = NULL;
   struct reader *r = reader_open(&ro, err, sizeof(err));
+  for (size_t i = 0; i < ncolumns; i++)
+    free(columns[i]);
+  free(columns);
   if (!r) {
     fprintf(stderr, "maskps predict: %s\n", err);
     status = 2;

@@ -101,6 +101,24 @@ static int read_header(struct reader *r, size_t i, const char **col,
   return 0;
 }
 
+/* 1 with the first difference in why when the header col/clen (ncols)
+ * is not names (n); 0 when they are the same. */
+static int header_differs(const char *const *col, const size_t *clen,
+                          size_t ncols, const char *const *names, size_t n,
+                          char *why, size_t whylen) {
+  if (ncols != n) {
+    snprintf(why, whylen, "%zu columns, expected %zu", ncols, n);
+    return 1;
+  }
+  for (size_t c = 0; c < n; c++)
+    if (clen[c] != strlen(names[c]) || memcmp(col[c], names[c], clen[c])) {
+      snprintf(why, whylen, "column %zu is '%.*s', expected '%.40s'", c + 1,
+               (int)(clen[c] < 40 ? clen[c] : 40), col[c], names[c]);
+      return 1;
+    }
+  return 0;
+}
+
 /* Compiles the CSV schema from the spec's columns or the first file's
  * header, and checks every other file's header against it. */
 static int open_csv(struct reader *r, char *err, size_t errlen) {
@@ -121,6 +139,13 @@ static int open_csv(struct reader *r, char *err, size_t errlen) {
   size_t clen[DATA_CSV_MAX_COLUMNS], ncols;
   if (read_header(r, 0, col, clen, &ncols, err, errlen))
     return -1;
+  if (r->o.csv_expect &&
+      header_differs(col, clen, ncols, r->o.csv_expect, r->o.ncsv_expect, why,
+                     sizeof(why))) {
+    snprintf(err, errlen, "%s:1: header differs from the training data's: %s",
+             r->files[0], why);
+    return -1;
+  }
   char **names = xcalloc(ncols, sizeof(char *));
   for (size_t c = 0; c < ncols; c++) {
     names[c] = xmalloc(clen[c] + 1);
@@ -139,18 +164,8 @@ static int open_csv(struct reader *r, char *err, size_t errlen) {
   for (size_t i = 1; i < r->nfiles; i++) {
     if (read_header(r, i, col, clen, &ncols, err, errlen))
       return -1;
-    size_t c = 0;
-    while (c < ncols && c < r->csv->ncols && clen[c] == strlen(r->csv->names[c]) &&
-           !memcmp(col[c], r->csv->names[c], clen[c]))
-      c++;
-    if (ncols != r->csv->ncols)
-      snprintf(why, sizeof(why), "%zu columns, expected %u", ncols,
-               r->csv->ncols);
-    else if (c < ncols)
-      snprintf(why, sizeof(why), "column %zu is '%.*s', expected '%.40s'",
-               c + 1, (int)(clen[c] < 40 ? clen[c] : 40), col[c],
-               r->csv->names[c]);
-    if (ncols != r->csv->ncols || c < ncols) {
+    if (header_differs(col, clen, ncols, (const char *const *)r->csv->names,
+                       r->csv->ncols, why, sizeof(why))) {
       snprintf(err, errlen, "%s:1: header differs from %s's: %s", r->files[i],
                r->files[0], why);
       return -1;
@@ -238,6 +253,62 @@ void reader_free(struct reader *r) {
 
 uint32_t reader_nfields(const struct reader *r) { return r->nfields; }
 const char *reader_error(const struct reader *r) { return r->err; }
+const struct data_csv_schema *reader_csv_schema(const struct reader *r) {
+  return r->csv;
+}
+
+int reader_save_columns(const struct reader *r, const char *path, char *err,
+                        size_t errlen) {
+  if (!r || !r->csv || !r->header)
+    return 0;
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  for (uint32_t c = 0; c < r->csv->ncols; c++)
+    fprintf(f, "%s\n", r->csv->names[c]);
+  if (ferror(f) | fclose(f)) {
+    snprintf(err, errlen, "%s: write failed", path);
+    return -1;
+  }
+  return 0;
+}
+
+int reader_load_columns(const char *path, char ***names, size_t *n,
+                        char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    if (errno == ENOENT)
+      return 0;
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  *names = NULL;
+  *n = 0;
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  while ((len = getline(&line, &cap, f)) >= 0) {
+    if (len && line[len - 1] == '\n')
+      line[--len] = 0;
+    *names = xrealloc(*names, (*n + 1) * sizeof(char *));
+    (*names)[(*n)++] = xstrdup(line);
+  }
+  free(line);
+  int bad = ferror(f);
+  fclose(f);
+  if (bad || *n == 0) {
+    snprintf(err, errlen, "%s: %s", path, bad ? "read error" : "empty");
+    for (size_t i = 0; i < *n; i++)
+      free((*names)[i]);
+    free(*names);
+    *names = NULL;
+    *n = 0;
+    return -1;
+  }
+  return 1;
+}
 uint64_t reader_lines(const struct reader *r) { return r->lines; }
 uint64_t reader_bad_lines(const struct reader *r) { return r->bad; }
 
@@ -289,6 +360,11 @@ int reader_next(struct reader *r, struct data_example *ex) {
     r->line_in_file++;
     if (r->header && r->line_in_file == 1)
       continue; /* checked by reader_open */
+    if (r->csv && r->line_in_file == 1 && n >= 3 &&
+        !memcmp(r->buf, "\xEF\xBB\xBF", 3)) {
+      n -= 3; /* a UTF-8 byte order mark, not data */
+      memmove(r->buf, r->buf + 3, (size_t)n + 1);
+    }
     uint64_t idx = r->lines++;
     if (idx % r->o.nranks != r->o.rank)
       continue;

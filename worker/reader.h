@@ -39,6 +39,12 @@ struct reader_options {
   enum reader_format format;
   const struct data_csv_spec *csv; /* READER_CSV: the columns' roles;
                                       borrowed, read by reader_open only */
+  const char *const *csv_expect; /* READER_CSV with header rows: the header
+                                    every file must have (the training
+                                    data's, for valid/test and predict);
+                                    NULL = the first file's. Borrowed,
+                                    read by reader_open only */
+  size_t ncsv_expect;
   const char *const *paths; /* files or globs; borrowed */
   size_t npaths;
   uint32_t rank, nranks;    /* this worker's share of lines */
@@ -77,6 +83,24 @@ int reader_next(struct reader *r, struct data_example *ex);
 
 /* Starts again from the first line (the next epoch). Counters restart. */
 void reader_rewind(struct reader *r);
+
+/* The compiled CSV schema (its names are the columns), or NULL unless
+ * READER_CSV. Borrowed from r. */
+const struct data_csv_schema *reader_csv_schema(const struct reader *r);
+
+/* Writes r's CSV column names to path, one per line, so that a trained
+ * model's data layout can be checked later (maskps predict). Does nothing
+ * and returns 0 when r is NULL, not CSV, or named its columns from the
+ * config (data.csv_columns: the config has them). -1 with err set on an
+ * I/O error. */
+int reader_save_columns(const struct reader *r, const char *path, char *err,
+                        size_t errlen);
+
+/* Reads what reader_save_columns wrote: 1 with *names (caller frees each
+ * and the array) and *n set, 0 when path does not exist, -1 with err set
+ * on any other failure. */
+int reader_load_columns(const char *path, char ***names, size_t *n,
+                        char *err, size_t errlen);
 
 const char *reader_error(const struct reader *r);
 uint64_t reader_lines(const struct reader *r);     /* lines of all shares */

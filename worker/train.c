@@ -139,6 +139,13 @@ static int source_open(struct trainer *tr, struct source *s,
   };
   struct data_csv_spec csv;
   reader_options_from_config(&ro, &csv, cfg);
+  /* CSV: every pass reads the columns training reads, in its order */
+  const struct data_csv_schema *ts =
+      tr->train.r && s != &tr->train ? reader_csv_schema(tr->train.r) : NULL;
+  if (ts) {
+    ro.csv_expect = (const char *const *)ts->names;
+    ro.ncsv_expect = ts->ncols;
+  }
   char rerr[512];
   memset(s, 0, sizeof(*s));
   s->r = reader_open(&ro, rerr, sizeof(rerr));
@@ -692,6 +699,9 @@ static int save_best(struct trainer *tr, struct ps *ps, uint64_t step,
     return fail(err, errlen, "checkpoint of the best state: %s", perr);
   snprintf(path, sizeof(path), "%s/dense.bin", tmp);
   if (params_save(tr->p, path, false, perr, sizeof(perr)))
+    return fail(err, errlen, "%s", perr);
+  snprintf(path, sizeof(path), "%s/columns.txt", tmp); /* CSV's header */
+  if (reader_save_columns(tr->train.r, path, perr, sizeof(perr)))
     return fail(err, errlen, "%s", perr);
   if (rm_tree(dir) || rename(tmp, dir))
     return fail(err, errlen, "replacing %s: %s", dir, strerror(errno));

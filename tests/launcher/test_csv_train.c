@@ -13,6 +13,7 @@
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
 #include "worker/nn/params.h"
+#include "worker/reader.h"
 #include "worker/train.h"
 
 #include <math.h>
@@ -241,7 +242,19 @@ static void test_dnn_on_csv(void **state) {
   assert_true(r.test.gauc != r.test.auc); /* groups are not all one */
 
   struct rig g;
-  char at[160], dense[160], err[1024], report[512], path[128];
+  char at[160], dense[160], err[1024], report[512], path[256];
+  /* the header is kept with the best state, for maskps predict */
+  char **cols;
+  size_t ncols;
+  snprintf(path, sizeof(path), "%s/columns.txt", best);
+  assert_int_equal(reader_load_columns(path, &cols, &ncols, err, sizeof(err)),
+                   1);
+  assert_int_equal(ncols, 3 + NUM + CAT + 1);
+  assert_string_equal(cols[1], "click");
+  assert_string_equal(cols[ncols - 1], "score");
+  for (size_t i = 0; i < ncols; i++)
+    free(cols[i]);
+  free(cols);
   snprintf(at, sizeof(at), "%s/shard-0", best);
   snprintf(dense, sizeof(dense), "%s/dense.bin", best);
   rig_open(&g, cfg, NULL, at, NUM + CAT + 1);
@@ -308,9 +321,37 @@ static void test_config_header_mismatch(void **state) {
   config_free(cfg);
 }
 
+/* valid and test must have the training files' header, in its order:
+ * columns swapped (same count, same names) would otherwise feed each
+ * field the other's values. */
+static void test_valid_header_differs(void **state) {
+  (void)state;
+  char p[128];
+  snprintf(p, sizeof(p), "%s/swapped.csv", g_dir);
+  FILE *f = fopen(p, "w");
+  assert_non_null(f);
+  fputs("id,click,user,I2,I1,I3,I4,I5,I6", f);
+  for (int c = 0; c < CAT; c++)
+    fprintf(f, ",C%d", c + 1);
+  fputs(",score\n", f);
+  fclose(f);
+  char set[200];
+  snprintf(set, sizeof(set), "data.valid=[%s]", p);
+  struct config *cfg = make_config((const char *const[]){set, NULL});
+  char err[1024], want[1024];
+  struct train_opts o = {.cfg = cfg};
+  assert_null(train_new(&o, err, sizeof(err)));
+  snprintf(want, sizeof(want),
+           "data.valid: %s:1: header differs from the training data's: "
+           "column 4 is 'I2', expected 'I1'", p);
+  assert_string_equal(err, want);
+  config_free(cfg);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_config_header_mismatch),
+      cmocka_unit_test(test_valid_header_differs),
       cmocka_unit_test(test_value_column_alone),
       cmocka_unit_test(test_dnn_on_csv),
   };

@@ -458,6 +458,46 @@ static void test_reader_header_errors(void **state) {
   assert_string_equal(err, want);
 }
 
+/* The training data's header, saved and loaded again, is what a later
+ * reader (valid, test, predict) insists on, for its first file too. */
+static void test_reader_expected_header(void **state) {
+  (void)state;
+  struct data_csv_spec sp = spec();
+  char err[512], want[600], path[256];
+  struct reader *r =
+      open_csv((const char *const[]){"a.csv"}, 1, &sp, 0, 1, NULL, err);
+  assert_non_null(r);
+  assert_int_equal(reader_csv_schema(r)->ncols, 7);
+  snprintf(path, sizeof(path), "%s/columns.txt", dir);
+  assert_int_equal(reader_save_columns(r, path, err, sizeof(err)), 0);
+  reader_free(r);
+  char **names;
+  size_t n;
+  assert_int_equal(reader_load_columns(path, &names, &n, err, sizeof(err)), 1);
+  assert_int_equal(n, 7);
+  for (size_t c = 0; c < n; c++)
+    assert_string_equal(names[c], header[c]);
+  snprintf(path, sizeof(path), "%s/none.txt", dir);
+  assert_int_equal(reader_load_columns(path, &names, &n, err, sizeof(err)), 0);
+  /* the same header passes; a different one fails on its first file */
+  char p1[256], p2[256];
+  snprintf(p1, sizeof(p1), "%s/b.csv", dir);
+  snprintf(p2, sizeof(p2), "%s/other.csv", dir);
+  struct reader_options o = {.format = READER_CSV, .csv = &sp,
+                             .csv_expect = (const char *const *)header,
+                             .ncsv_expect = 7, .paths = (const char *[]){p1},
+                             .npaths = 1, .nranks = 1};
+  r = reader_open(&o, err, sizeof(err));
+  assert_non_null(r);
+  reader_free(r);
+  o.paths = (const char *[]){p2};
+  assert_null(reader_open(&o, err, sizeof(err)));
+  snprintf(want, sizeof(want),
+           "%s:1: header differs from the training data's: column 4 is "
+           "'hours', expected 'hour'", p2);
+  assert_string_equal(err, want);
+}
+
 static void test_reader_named_columns(void **state) {
   (void)state;
   struct data_csv_spec sp = spec();
@@ -498,6 +538,7 @@ int main(void) {
       cmocka_unit_test(test_random_lines),
       cmocka_unit_test(test_reader_headers_and_shares),
       cmocka_unit_test(test_reader_header_errors),
+      cmocka_unit_test(test_reader_expected_header),
       cmocka_unit_test(test_reader_named_columns),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
