@@ -93,11 +93,10 @@ static const char *const section_names[] = {
 
 static const struct config_key schema[] = {
     /* data */
-    K_ENUM(
-        data, format, "criteo", format_names,
-        "line format: criteo (label, 13 numeric, 26 categorical, tab "
-        "separated), libfm (label idx:val ...), csv (columns with roles, "
-        "see csv_*)"),
+    K_ENUM(data, format, "criteo", format_names,
+           "line format: criteo (label, 13 numeric, 26 categorical, tab "
+           "separated), libfm (label idx:val ...), csv (columns with roles, "
+           "see csv_*)"),
     K_STRS(data, train, "[]",
            "training files or globs, read in sorted order; required"),
     K_STRS(data, valid, "[]",
@@ -1404,8 +1403,7 @@ static int csv_validate(const struct config *cfg, char *err, size_t errlen) {
     for (size_t j = 0; j < i; j++)
       if (!strcmp(cols->v[i], cols->v[j]))
         return xfail(cfg, err, errlen, "data.csv_columns", NULL,
-                     "distinct column names", "'%s' appears twice",
-                     cols->v[i]);
+                     "distinct column names", "'%s' appears twice", cols->v[i]);
   for (size_t r = 0; r < ARRAY_LEN(roles); r++)
     for (size_t i = 0; i < roles[r].n; i++) {
       const char *name = roles[r].v[i];
@@ -1413,8 +1411,8 @@ static int csv_validate(const struct config *cfg, char *err, size_t errlen) {
         for (size_t j = 0; j < (q == r ? i : roles[q].n); j++)
           if (!strcmp(name, roles[q].v[j]))
             return xfail(cfg, err, errlen, roles[r].key, roles[q].key,
-                         "each column in one role",
-                         "'%s' is also in %s", name, roles[q].key);
+                         "each column in one role", "'%s' is also in %s", name,
+                         roles[q].key);
       size_t c = 0;
       while (c < cols->n && strcmp(cols->v[c], name))
         c++;

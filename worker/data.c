@@ -48,10 +48,9 @@ static const char *parse_number(const char *s, size_t len, double *out) {
   buf[len] = 0;
   for (size_t i = 0; i < len; i++)
     if (!strchr("0123456789+-.eE", buf[i])) {
-      int nonfinite = !strcasecmp(buf + (buf[0] == '-' || buf[0] == '+'),
-                                  "nan") ||
-                      !strncasecmp(buf + (buf[0] == '-' || buf[0] == '+'),
-                                   "inf", 3);
+      int nonfinite =
+          !strcasecmp(buf + (buf[0] == '-' || buf[0] == '+'), "nan") ||
+          !strncasecmp(buf + (buf[0] == '-' || buf[0] == '+'), "inf", 3);
       return nonfinite ? "is not a finite number" : "is not a number";
     }
   char *end;
@@ -290,8 +289,8 @@ static const char *role_key(enum data_csv_role r) {
 }
 
 /* Appends to why at *pos, never past whylen. */
-static void add_why(char *why, size_t whylen, size_t *pos, const char *fmt,
-                    ...) __attribute__((format(printf, 4, 5)));
+static void add_why(char *why, size_t whylen, size_t *pos, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void add_why(char *why, size_t whylen, size_t *pos, const char *fmt,
                     ...) {
   if (*pos >= whylen)
@@ -342,8 +341,10 @@ struct data_csv_schema *data_csv_schema_new(const struct data_csv_spec *spec,
   for (size_t c = 0; c < nnames; c++)
     for (size_t d = 0; d < c; d++)
       if (!strcmp(names[c], names[d])) {
-        snprintf(why, whylen, "column '%.40s' appears twice (columns %zu and "
-                 "%zu)", names[c], d + 1, c + 1);
+        snprintf(why, whylen,
+                 "column '%.40s' appears twice (columns %zu and "
+                 "%zu)",
+                 names[c], d + 1, c + 1);
         return NULL;
       }
   struct data_csv_schema *s = xcalloc(1, sizeof(*s));
@@ -378,14 +379,15 @@ struct data_csv_schema *data_csv_schema_new(const struct data_csv_spec *spec,
       while (c < nnames && strcmp(names[c], lists[l].v[i]))
         c++;
       if (c == nnames) {
-        add_why(why, whylen, &pos, "%s'%.40s'",
-                unknown++ ? ", " : "", lists[l].v[i]);
+        add_why(why, whylen, &pos, "%s'%.40s'", unknown++ ? ", " : "",
+                lists[l].v[i]);
         continue;
       }
       if (s->role[c] != DATA_CSV_CATEGORICAL) {
-        snprintf(why, whylen, "column '%.40s' is in %s and in %s: one role "
-                 "per column", names[c], role_key(s->role[c]),
-                 role_key(lists[l].role));
+        snprintf(why, whylen,
+                 "column '%.40s' is in %s and in %s: one role "
+                 "per column",
+                 names[c], role_key(s->role[c]), role_key(lists[l].role));
         goto fail;
       }
       s->role[c] = lists[l].role;
@@ -435,16 +437,18 @@ static int col_fail(const struct data_csv_schema *s, uint32_t c,
 
 int data_parse_csv(const struct data_csv_schema *s, char *line, size_t len,
                    struct data_example *ex, char *why, size_t whylen) {
-  CHECK(ex->vals || s->nvalues == 0, "a CSV schema with %u value columns "
-        "needs ex->vals", s->nvalues);
+  CHECK(ex->vals || s->nvalues == 0,
+        "a CSV schema with %u value columns "
+        "needs ex->vals",
+        s->nvalues);
   const char *col[DATA_CSV_MAX_COLUMNS];
   size_t clen[DATA_CSV_MAX_COLUMNS], ncols;
   if (data_csv_split(line, len, s->delim, col, clen, DATA_CSV_MAX_COLUMNS,
                      &ncols, why, whylen))
     return -1;
   if (ncols != s->ncols) {
-    snprintf(why, whylen, "%zu columns (expected %u, as the header has)",
-             ncols, s->ncols);
+    snprintf(why, whylen, "%zu columns (expected %u, as the header has)", ncols,
+             s->ncols);
     return -1;
   }
   bool valued = false;

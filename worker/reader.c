@@ -65,8 +65,7 @@ void reader_options_from_config(struct reader_options *o,
  * dropped) into col/clen; the names point into r->buf. 0, or -1 with
  * err set ("x.csv: empty, expected a header row"). */
 static int read_header(struct reader *r, size_t i, const char **col,
-                       size_t *clen, size_t *ncols, char *err,
-                       size_t errlen) {
+                       size_t *clen, size_t *ncols, char *err, size_t errlen) {
   const char *path = r->files[i];
   FILE *f = fopen(path, "r");
   if (!f) {
@@ -139,9 +138,8 @@ static int open_csv(struct reader *r, char *err, size_t errlen) {
   size_t clen[DATA_CSV_MAX_COLUMNS], ncols;
   if (read_header(r, 0, col, clen, &ncols, err, errlen))
     return -1;
-  if (r->o.csv_expect &&
-      header_differs(col, clen, ncols, r->o.csv_expect, r->o.ncsv_expect, why,
-                     sizeof(why))) {
+  if (r->o.csv_expect && header_differs(col, clen, ncols, r->o.csv_expect,
+                                        r->o.ncsv_expect, why, sizeof(why))) {
     snprintf(err, errlen, "%s:1: header differs from the training data's: %s",
              r->files[0], why);
     return -1;
@@ -275,8 +273,8 @@ int reader_save_columns(const struct reader *r, const char *path, char *err,
   return 0;
 }
 
-int reader_load_columns(const char *path, char ***names, size_t *n,
-                        char *err, size_t errlen) {
+int reader_load_columns(const char *path, char ***names, size_t *n, char *err,
+                        size_t errlen) {
   FILE *f = fopen(path, "r");
   if (!f) {
     if (errno == ENOENT)
@@ -374,8 +372,8 @@ int reader_next(struct reader *r, struct data_example *ex) {
     if (r->o.format == READER_CRITEO)
       rc = data_parse_criteo(r->buf, (size_t)n, ex, why, sizeof(why));
     else if (r->o.format == READER_LIBFM)
-      rc = data_parse_libfm(r->buf, (size_t)n, r->nfields, r->nfields, ex,
-                            why, sizeof(why));
+      rc = data_parse_libfm(r->buf, (size_t)n, r->nfields, r->nfields, ex, why,
+                            sizeof(why));
     else
       rc = data_parse_csv(r->csv, r->buf, (size_t)n, ex, why, sizeof(why));
     if (rc == 0)

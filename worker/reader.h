@@ -39,11 +39,11 @@ struct reader_options {
   enum reader_format format;
   const struct data_csv_spec *csv; /* READER_CSV: the columns' roles;
                                       borrowed, read by reader_open only */
-  const char *const *csv_expect; /* READER_CSV with header rows: the header
-                                    every file must have (the training
-                                    data's, for valid/test and predict);
-                                    NULL = the first file's. Borrowed,
-                                    read by reader_open only */
+  const char *const *csv_expect;   /* READER_CSV with header rows: the header
+                                      every file must have (the training
+                                      data's, for valid/test and predict);
+                                      NULL = the first file's. Borrowed,
+                                      read by reader_open only */
   size_t ncsv_expect;
   const char *const *paths; /* files or globs; borrowed */
   size_t npaths;
@@ -77,8 +77,8 @@ uint32_t reader_nfields(const struct reader *r);
 /* Next example of this worker's share into ex (ex->keys must hold
  * reader_nfields() ids, and ex->vals as many floats or be NULL: NULL means
  * binary features only, so a libFM value other than 1 is a bad line and a
- * CSV with value columns is a CHECK). Returns 1, 0 at the end of the data, or -1 on a
- * fatal error (I/O, too many bad lines) with reader_error() set. */
+ * CSV with value columns is a CHECK). Returns 1, 0 at the end of the data, or
+ * -1 on a fatal error (I/O, too many bad lines) with reader_error() set. */
 int reader_next(struct reader *r, struct data_example *ex);
 
 /* Starts again from the first line (the next epoch). Counters restart. */
@@ -99,8 +99,8 @@ int reader_save_columns(const struct reader *r, const char *path, char *err,
 /* Reads what reader_save_columns wrote: 1 with *names (caller frees each
  * and the array) and *n set, 0 when path does not exist, -1 with err set
  * on any other failure. */
-int reader_load_columns(const char *path, char ***names, size_t *n,
-                        char *err, size_t errlen);
+int reader_load_columns(const char *path, char ***names, size_t *n, char *err,
+                        size_t errlen);
 
 const char *reader_error(const struct reader *r);
 uint64_t reader_lines(const struct reader *r);     /* lines of all shares */

@@ -76,8 +76,7 @@ static int setup(void **state) {
   struct gen *g = gen_new(3, 0.001, err, sizeof(err));
   if (!g)
     return -1;
-  const char *names[] = {"train-0.csv", "train-1.csv", "valid.csv",
-                         "test.csv"};
+  const char *names[] = {"train-0.csv", "train-1.csv", "valid.csv", "test.csv"};
   FILE *f[4];
   int rc = 0;
   for (int i = 0; i < 4; i++) {
@@ -315,7 +314,8 @@ static void test_config_header_mismatch(void **state) {
   assert_null(train_new(&o, err, sizeof(err)));
   snprintf(want, sizeof(want),
            "data.train: %s/train-0.csv:1: data.csv_value: no column 'scores' "
-           "(columns: 'id', 'click', 'user', 'I1',", g_dir);
+           "(columns: 'id', 'click', 'user', 'I1',",
+           g_dir);
   if (strncmp(err, want, strlen(want)))
     fail_msg("got '%s', expected it to start with '%s'", err, want);
   config_free(cfg);
@@ -343,7 +343,8 @@ static void test_valid_header_differs(void **state) {
   assert_null(train_new(&o, err, sizeof(err)));
   snprintf(want, sizeof(want),
            "data.valid: %s:1: header differs from the training data's: "
-           "column 4 is 'I2', expected 'I1'", p);
+           "column 4 is 'I2', expected 'I1'",
+           p);
   assert_string_equal(err, want);
   config_free(cfg);
 }

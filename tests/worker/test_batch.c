@@ -247,8 +247,8 @@ static void test_values_scale_rows_and_grads(void **state) {
   /* one example, one key with value v: E = v row, grad = v dE */
   uint64_t k1[F] = {10, 20};
   float x1[F] = {2.5f, 1};
-  struct data_example ex = {.label = 1, .nkeys = F, .keys = k1, .vals = x1,
-                            .valued = true};
+  struct data_example ex = {
+      .label = 1, .nkeys = F, .keys = k1, .vals = x1, .valued = true};
   batch_add(b, &ex);
   assert_int_equal(b->has_vals, 1);
   struct ps_rows out;
@@ -283,8 +283,8 @@ static void test_values_scale_rows_and_grads(void **state) {
   batch_add(b, &ex);
   uint64_t k2[F] = {10, 20};
   float x2[F] = {-0.5f, 3};
-  struct data_example ex2 = {.label = 0, .nkeys = F, .keys = k2, .vals = x2,
-                             .valued = true};
+  struct data_example ex2 = {
+      .label = 0, .nkeys = F, .keys = k2, .vals = x2, .valued = true};
   batch_add(b, &ex2);
   assert_int_equal(b->has_vals, 1);
   const float want_x[] = {1, 1, 2.5f, 1, -0.5f, 3};

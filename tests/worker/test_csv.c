@@ -43,8 +43,8 @@ static struct data_csv_spec spec(void) {
 static struct data_csv_schema *schema(void) {
   struct data_csv_spec sp = spec();
   char why[512];
-  struct data_csv_schema *s = data_csv_schema_new(&sp, header, 7, why,
-                                                  sizeof(why));
+  struct data_csv_schema *s =
+      data_csv_schema_new(&sp, header, 7, why, sizeof(why));
   if (!s)
     fail_msg("%s", why);
   return s;
@@ -134,9 +134,9 @@ static void test_split_rfc4180(void **state) {
   char buf[256], why[256];
   const char *col[8];
   size_t clen[8], n;
-  assert_int_equal(split("a,\"b,c\",\"say \"\"hi\"\"\",,\"\"\r\n", col, clen, &n,
-                         buf, why),
-                   0);
+  assert_int_equal(
+      split("a,\"b,c\",\"say \"\"hi\"\"\",,\"\"\r\n", col, clen, &n, buf, why),
+      0);
   assert_int_equal(n, 5);
   const char *want[] = {"a", "b,c", "say \"hi\"", "", ""};
   for (int i = 0; i < 5; i++) {
@@ -338,7 +338,8 @@ static int setup(void **state) {
                       "9,u1,a,1,2,3,r\n"
                       "0,u2,b,5,0.5,1,r\n");
   write_file("b.csv", HEADER "1,u3,\"c,d\",7,1,1,r\n0,u3,e,,,,r\n");
-  write_file("other.csv", "click,user,ad,hours,price,ctr,req_id\n1,u,a,1,2,3,r\n");
+  write_file("other.csv",
+             "click,user,ad,hours,price,ctr,req_id\n1,u,a,1,2,3,r\n");
   write_file("short.csv", "click,user,ad\n1,u,a\n");
   write_file("empty.csv", "");
   write_file("nohead.txt", "1,u1,a,1,2,3,r\n0,u2,b,5,0.5,1,r\n");
@@ -361,9 +362,14 @@ static struct reader *open_csv(const char *const *names, size_t n,
     snprintf(paths[i], sizeof(paths[i]), "%s/%s", dir, names[i]);
     p[i] = paths[i];
   }
-  struct reader_options o = {.format = READER_CSV, .csv = sp, .paths = p,
-                             .npaths = n, .rank = rank, .nranks = nranks,
-                             .bad_line_fraction = 0.5, .report_first = 5,
+  struct reader_options o = {.format = READER_CSV,
+                             .csv = sp,
+                             .paths = p,
+                             .npaths = n,
+                             .rank = rank,
+                             .nranks = nranks,
+                             .bad_line_fraction = 0.5,
+                             .report_first = 5,
                              .log = lg};
   return reader_open(&o, err, 512);
 }
@@ -372,8 +378,8 @@ static void test_reader_headers_and_shares(void **state) {
   (void)state;
   struct data_csv_spec sp = spec();
   char err[512];
-  struct logger *lg = logger_new("worker", 0, NULL, LOGGER_INFO, err,
-                                 sizeof(err));
+  struct logger *lg =
+      logger_new("worker", 0, NULL, LOGGER_INFO, err, sizeof(err));
   FILE *cap = tmpfile();
   logger_set_stream(lg, cap);
   struct reader *r =
@@ -404,7 +410,8 @@ static void test_reader_headers_and_shares(void **state) {
   assert_non_null(fgets(line, sizeof(line), cap));
   snprintf(want, sizeof(want),
            "%s/a.csv:3: column 1 (click): '9' is not a label (0 or 1) (line "
-           "skipped)", dir);
+           "skipped)",
+           dir);
   if (!strstr(line, want))
     fail_msg("log '%s' lacks '%s'", line, want);
   fclose(cap);
@@ -413,8 +420,7 @@ static void test_reader_headers_and_shares(void **state) {
 
   /* two workers: data lines alternate, headers belong to nobody's share */
   for (uint32_t rank = 0; rank < 2; rank++) {
-    r = open_csv((const char *const[]){"[ab].csv"}, 1, &sp, rank, 2, NULL,
-                 err);
+    r = open_csv((const char *const[]){"[ab].csv"}, 1, &sp, rank, 2, NULL, err);
     assert_non_null(r);
     n = 0;
     while ((rc = reader_next(r, &ex)) == 1)
@@ -436,13 +442,15 @@ static void test_reader_header_errors(void **state) {
                        1, NULL, err));
   snprintf(want, sizeof(want),
            "%s/other.csv:1: header differs from %s/a.csv's: column 4 is "
-           "'hours', expected 'hour'", dir, dir);
+           "'hours', expected 'hour'",
+           dir, dir);
   assert_string_equal(err, want);
   assert_null(open_csv((const char *const[]){"a.csv", "short.csv"}, 2, &sp, 0,
                        1, NULL, err));
   snprintf(want, sizeof(want),
            "%s/short.csv:1: header differs from %s/a.csv's: 3 columns, "
-           "expected 7", dir, dir);
+           "expected 7",
+           dir, dir);
   assert_string_equal(err, want);
   assert_null(open_csv((const char *const[]){"b.csv", "empty.csv"}, 2, &sp, 0,
                        1, NULL, err));
@@ -450,11 +458,12 @@ static void test_reader_header_errors(void **state) {
            dir);
   assert_string_equal(err, want);
   /* the first file's header against the config */
-  assert_null(open_csv((const char *const[]){"short.csv"}, 1, &sp, 0, 1, NULL,
-                       err));
+  assert_null(
+      open_csv((const char *const[]){"short.csv"}, 1, &sp, 0, 1, NULL, err));
   snprintf(want, sizeof(want),
            "%s/short.csv:1: data.csv_numeric: no column 'hour' (columns: "
-           "'click', 'user', 'ad')", dir);
+           "'click', 'user', 'ad')",
+           dir);
   assert_string_equal(err, want);
 }
 
@@ -483,10 +492,13 @@ static void test_reader_expected_header(void **state) {
   char p1[256], p2[256];
   snprintf(p1, sizeof(p1), "%s/b.csv", dir);
   snprintf(p2, sizeof(p2), "%s/other.csv", dir);
-  struct reader_options o = {.format = READER_CSV, .csv = &sp,
+  struct reader_options o = {.format = READER_CSV,
+                             .csv = &sp,
                              .csv_expect = (const char *const *)header,
-                             .ncsv_expect = 7, .paths = (const char *[]){p1},
-                             .npaths = 1, .nranks = 1};
+                             .ncsv_expect = 7,
+                             .paths = (const char *[]){p1},
+                             .npaths = 1,
+                             .nranks = 1};
   r = reader_open(&o, err, sizeof(err));
   assert_non_null(r);
   reader_free(r);
@@ -494,7 +506,8 @@ static void test_reader_expected_header(void **state) {
   assert_null(reader_open(&o, err, sizeof(err)));
   snprintf(want, sizeof(want),
            "%s:1: header differs from the training data's: column 4 is "
-           "'hours', expected 'hour'", p2);
+           "'hours', expected 'hour'",
+           p2);
   assert_string_equal(err, want);
 }
 
