@@ -484,8 +484,11 @@ static void test_reader_expected_header(void **state) {
   size_t n;
   assert_int_equal(reader_load_columns(path, &names, &n, err, sizeof(err)), 1);
   assert_int_equal(n, 7);
-  for (size_t c = 0; c < n; c++)
+  for (size_t c = 0; c < n; c++) {
     assert_string_equal(names[c], header[c]);
+    free(names[c]);
+  }
+  free(names);
   snprintf(path, sizeof(path), "%s/none.txt", dir);
   assert_int_equal(reader_load_columns(path, &names, &n, err, sizeof(err)), 0);
   /* the same header passes; a different one fails on its first file */
