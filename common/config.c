@@ -93,10 +93,10 @@ static const char *const section_names[] = {
 
 static const struct config_key schema[] = {
     /* data */
-    K_ENUM(
-        data, format, "criteo", format_names,
-        "line format: criteo (label, 13 numeric, 26 categorical, tab "
-        "separated), libfm (label idx:val ...), csv (header row, see csv_*)"),
+    K_ENUM(data, format, "criteo", format_names,
+           "line format: criteo (label, 13 numeric, 26 categorical, tab "
+           "separated), libfm (label idx:val ...), csv (columns with roles, "
+           "see csv_*)"),
     K_STRS(data, train, "[]",
            "training files or globs, read in sorted order; required"),
     K_STRS(data, valid, "[]",
@@ -127,13 +127,27 @@ static const struct config_key schema[] = {
           "each new one swaps with a random held one; the order is seeded "
           "by train.seed, the epoch and the rank, so runs repeat and epochs "
           "differ; valid, test and predict keep file order. Memory per "
-          "worker about N x (8 x fields + 36) bytes (Criteo: 348 MB per "
+          "worker about N x (12 x fields + 52) bytes (Criteo: 520 MB per "
           "million); refused above half of the machine's memory"),
     K_STR(data, csv_delimiter, ",", "csv: the column separator, one byte"),
     K_STR(data, csv_label, "label", "csv: name of the 0/1 label column"),
     K_STRS(data, csv_numeric, "[]",
-           "csv: columns bucketised as numbers (Criteo rule); the others are "
-           "categorical"),
+           "csv: columns bucketised as numbers (Criteo rule: x > 2 -> "
+           "floor(ln(x)^2)), each bucket a row; empty = the field's missing "
+           "row. Columns named in no csv_* key are categorical (text hashed; "
+           "empty = missing)"),
+    K_STRS(data, csv_value, "[]",
+           "csv: numeric columns fed as a value: the field has one row, "
+           "multiplied by the number (NaN/Inf are errors; empty = the "
+           "field's missing row)"),
+    K_STR(data, csv_group, "",
+          "csv: group-id column for gAUC (e.g. a user id; not a feature); "
+          "empty = none"),
+    K_STRS(data, csv_ignore, "[]", "csv: columns skipped"),
+    K_STRS(data, csv_columns, "[]",
+           "csv: the column names when the files have no header row; empty "
+           "= the first line of every file is the header (all files must "
+           "have the same one). Quotes: RFC 4180, no line break inside"),
 
     /* model */
     K_ENUM(model, name, "dnn", model_names, "the dense network (MODELS.md)"),
@@ -1370,6 +1384,61 @@ static int xfail(const struct config *cfg, char *err, size_t errlen,
   return -1;
 }
 
+/* data.format csv: every column named in one role at most, and (with
+ * data.csv_columns) only columns that exist. The header of a file is
+ * checked the same way when the reader opens it (worker/data.h). */
+static int csv_validate(const struct config *cfg, char *err, size_t errlen) {
+  const struct config_data *d = &cfg->data;
+  struct {
+    const char *key;
+    const char *const *v;
+    size_t n;
+  } roles[] = {
+      {"data.csv_label", (const char *const *)&d->csv_label, 1},
+      {"data.csv_group", (const char *const *)&d->csv_group,
+       d->csv_group[0] ? 1 : 0},
+      {"data.csv_numeric", (const char *const *)d->csv_numeric.v,
+       d->csv_numeric.n},
+      {"data.csv_value", (const char *const *)d->csv_value.v, d->csv_value.n},
+      {"data.csv_ignore", (const char *const *)d->csv_ignore.v,
+       d->csv_ignore.n},
+  };
+  const struct config_strings *cols = &d->csv_columns;
+  for (size_t i = 0; i < cols->n; i++)
+    for (size_t j = 0; j < i; j++)
+      if (!strcmp(cols->v[i], cols->v[j]))
+        return xfail(cfg, err, errlen, "data.csv_columns", NULL,
+                     "distinct column names", "'%s' appears twice", cols->v[i]);
+  for (size_t r = 0; r < ARRAY_LEN(roles); r++)
+    for (size_t i = 0; i < roles[r].n; i++) {
+      const char *name = roles[r].v[i];
+      for (size_t q = 0; q <= r; q++)
+        for (size_t j = 0; j < (q == r ? i : roles[q].n); j++)
+          if (!strcmp(name, roles[q].v[j]))
+            return xfail(cfg, err, errlen, roles[r].key, roles[q].key,
+                         "each column in one role", "'%s' is also in %s", name,
+                         roles[q].key);
+      size_t c = 0;
+      while (c < cols->n && strcmp(cols->v[c], name))
+        c++;
+      if (cols->n && c == cols->n) {
+        char list[256];
+        size_t pos = 0;
+        list[0] = 0;
+        for (size_t k = 0; k < cols->n && pos < sizeof(list); k++) {
+          int n = snprintf(list + pos, sizeof(list) - pos, "%s%s",
+                           k ? ", " : "", cols->v[k]);
+          if (n > 0)
+            pos += (size_t)n;
+        }
+        return xfail(cfg, err, errlen, roles[r].key, "data.csv_columns",
+                     "names among data.csv_columns",
+                     "no column '%s' (data.csv_columns: %s)", name, list);
+      }
+    }
+  return 0;
+}
+
 int config_validate(const struct config *cfg, char *err, size_t errlen) {
   const struct config_data *d = &cfg->data;
   if (d->train.n == 0)
@@ -1393,10 +1462,16 @@ int config_validate(const struct config *cfg, char *err, size_t errlen) {
     return xfail(cfg, err, errlen, "data.csv_delimiter", NULL,
                  "one byte, like \",\" or \"\\t\"", "\"%s\" is not one byte",
                  d->csv_delimiter);
+  if (strchr("\"\r\n", d->csv_delimiter[0]))
+    return xfail(cfg, err, errlen, "data.csv_delimiter", NULL,
+                 "a byte other than '\"', CR and LF",
+                 "\"%s\" cannot separate columns", d->csv_delimiter);
   if (d->format == CONFIG_FORMAT_CSV && !d->csv_label[0])
     return xfail(cfg, err, errlen, "data.csv_label", "data.format",
                  "the name of the label column",
                  "empty while data.format is csv");
+  if (d->format == CONFIG_FORMAT_CSV && csv_validate(cfg, err, errlen))
+    return -1;
 
   const struct config_model *m = &cfg->model;
   const char *mname = model_names[m->name];

@@ -142,7 +142,11 @@ struct config_data {
   int64_t shuffle_buffer;
   char *csv_delimiter; /* exactly one byte */
   char *csv_label;
-  struct config_strings csv_numeric;
+  struct config_strings csv_numeric; /* bucketised (Criteo rule) */
+  struct config_strings csv_value;   /* fed as a value times one row */
+  char *csv_group;                   /* gAUC group-id column; "" = none */
+  struct config_strings csv_ignore;  /* columns skipped */
+  struct config_strings csv_columns; /* names; empty = header row */
 };
 
 struct config_model {

@@ -369,8 +369,6 @@ static int cmd_predict(int argc, char **argv) {
   /* learn the field count from the data file */
   const char *paths[] = {data};
   struct reader_options ro = {
-      .format = cfg->data.format == CONFIG_FORMAT_LIBFM ? READER_LIBFM
-                                                        : READER_CRITEO,
       .paths = paths,
       .npaths = 1,
       .nranks = 1,
@@ -378,12 +376,29 @@ static int cmd_predict(int argc, char **argv) {
       .report_first = 10,
       .log = lg,
   };
+  struct data_csv_spec csv;
+  reader_options_from_config(&ro, &csv, cfg);
   int status = 1;
+  /* CSV: the file must have the header the model was trained on */
+  char **columns = NULL;
+  size_t ncolumns = 0;
+  snprintf(path, sizeof(path), "%s/best/columns.txt", run);
+  if (reader_load_columns(path, &columns, &ncolumns, err, sizeof(err)) < 0) {
+    fprintf(stderr, "maskps predict: %s\n", err);
+    logger_free(lg);
+    config_free(cfg);
+    return 2;
+  }
+  ro.csv_expect = (const char *const *)columns;
+  ro.ncsv_expect = ncolumns;
   struct trainer *tr = NULL;
   struct store *st = NULL, **shards = NULL; /* embedded; a cluster run's */
   uint32_t nshards = 0;
   struct ps *ps = NULL;
   struct reader *r = reader_open(&ro, err, sizeof(err));
+  for (size_t i = 0; i < ncolumns; i++)
+    free(columns[i]);
+  free(columns);
   if (!r) {
     fprintf(stderr, "maskps predict: %s\n", err);
     status = 2;
@@ -393,12 +408,14 @@ static int cmd_predict(int argc, char **argv) {
    * before any answer is printed, not after the lines above it. */
   int F = (int)reader_nfields(r);
   uint64_t *keys = xcalloc(F > 0 ? (size_t)F : 1, sizeof(uint64_t));
-  struct data_example ex = {.keys = keys};
+  float *vals = xcalloc(F > 0 ? (size_t)F : 1, sizeof(float));
+  struct data_example ex = {.keys = keys, .vals = vals};
   int rc;
   while ((rc = reader_next(r, &ex)) == 1)
     ;
   uint64_t bad = reader_bad_lines(r);
   free(keys);
+  free(vals);
   reader_free(r);
   if (rc < 0 || bad) {
     fprintf(stderr,

@@ -18,6 +18,7 @@ struct batch *batch_new(int Bmax, int F, int ntables, const uint32_t *ids,
   size_t K = (size_t)Bmax * (size_t)F; /* the most distinct keys */
   b->labels = xcalloc((size_t)Bmax, sizeof(float));
   b->groups = xcalloc((size_t)Bmax, sizeof(uint64_t));
+  b->xvals = xcalloc(K, sizeof(float));
   b->idx = xcalloc(K, sizeof(int32_t));
   b->keys = xcalloc(K, sizeof(uint64_t));
   b->occ = xcalloc(K, sizeof(uint32_t));
@@ -65,6 +66,7 @@ void batch_free(struct batch *b) {
   }
   free(b->labels);
   free(b->groups);
+  free(b->xvals);
   free(b->idx);
   free(b->keys);
   free(b->occ);
@@ -79,6 +81,7 @@ void batch_clear(struct batch *b) {
     b->slots[b->key_slot[u]] = 0;
   b->B = 0;
   b->U = 0;
+  b->has_vals = 0;
 }
 
 /* The key index of k, inserting it (first-seen order) if new. */
@@ -116,6 +119,18 @@ void batch_add(struct batch *b, const struct data_example *ex) {
   }
   for (int f = (int)ex->nkeys; f < b->F; f++)
     idx[f] = -1;
+  /* values: only once a valued example came; then rows before it get 1s */
+  size_t F = (size_t)b->F;
+  if (ex->valued && !b->has_vals) {
+    for (size_t i = 0; i < (size_t)r * F; i++)
+      b->xvals[i] = 1;
+    b->has_vals = 1;
+  }
+  if (b->has_vals) {
+    float *x = b->xvals + (size_t)r * F;
+    for (size_t f = 0; f < F; f++)
+      x[f] = ex->valued && f < ex->nkeys ? ex->vals[f] : 1;
+  }
 }
 
 void batch_pull_out(struct batch *b, int t, struct ps_rows *out) {
@@ -151,6 +166,14 @@ void batch_gather(struct batch *b, int t, float *out) {
   struct batch_table *bt = &b->t[t];
   nn_embed_gather(bt->rows, bt->prefix, b->idx, out, b->B, b->F, bt->D,
                   (int)b->U);
+  if (!b->has_vals)
+    return;
+  size_t D = (size_t)bt->D;
+  for (size_t bf = 0; bf < (size_t)b->B * (size_t)b->F; bf++) {
+    float x = b->xvals[bf], *o = out + bf * D; /* (D) */
+    for (size_t j = 0; j < D; j++)
+      o[j] *= x;
+  }
 }
 
 double batch_scatter(struct batch *b, int t, const float *dout) {
@@ -158,8 +181,26 @@ double batch_scatter(struct batch *b, int t, const float *dout) {
   struct batch_table *bt = &b->t[t];
   size_t D = (size_t)bt->D, n = 0;
   memset(bt->drows, 0, b->U * D * sizeof(float));
-  nn_embed_scatter(dout, bt->prefix, b->idx, bt->drows, b->B, b->F, bt->D,
-                   (int)b->U);
+  if (!b->has_vals) {
+    nn_embed_scatter(dout, bt->prefix, b->idx, bt->drows, b->B, b->F, bt->D,
+                     (int)b->U);
+  } else {
+    /* nn_embed_scatter with each occurrence's gradient times its value */
+    for (size_t bf = 0; bf < (size_t)b->B * (size_t)b->F; bf++) {
+      int32_t u = b->idx[bf];
+      CHECK(u >= -1 && (size_t)(u + 1) <= b->U, "idx[%zu] = %d, U %zu", bf, u,
+            b->U);
+      if (u < 0)
+        continue;
+      size_t p = bt->prefix[u];
+      CHECK(p <= D, "key %d prefix %zu, D %zu", u, p, D);
+      float x = b->xvals[bf];
+      const float *g = dout + bf * D;
+      float *dr = bt->drows + (size_t)u * D;
+      for (size_t j = 0; j < p; j++)
+        dr[j] += x * g[j];
+    }
+  }
   double sq = 0;
   for (size_t u = 0; u < b->U; u++) {
     size_t p = bt->prefix[u];

@@ -25,6 +25,14 @@
  * prefix (D for tables without AMTL), or 0 for a key the store has not
  * admitted (min_count): it reads as zeros and sends no gradient.
  *
+ * Values: an example may carry a value per field (data_example.valued, e.g.
+ * a CSV value column or a libFM "idx:0.5"). Then the model input is the
+ * row times the value, E[b, f, :] = x[b, f] * row, in every table (the LR
+ * weight too, as an FM takes w_i x_i), and the row's gradient is
+ * x[b, f] * dE[b, f, :], summed over the row's occurrences in the batch. A
+ * batch in which every value is 1 takes the plain gather/scatter, so binary
+ * data computes exactly as before values existed.
+ *
  * Memory: all buffers are sized for Bmax*F distinct keys at batch_new; no
  * allocation per step. Not thread-safe; a batch belongs to one thread.
  */
@@ -65,6 +73,10 @@ struct batch {
   size_t U;             /* distinct keys so far */
   float *labels;        /* [Bmax] 0/1 */
   uint64_t *groups;     /* [Bmax] gAUC group ids */
+  float *xvals;         /* [Bmax*F] value per (b, f); meaningful only when
+                           has_vals (else every value is 1) */
+  int has_vals;         /* 1: some example added since batch_clear had
+                           values (xvals filled for all B rows) */
   int32_t *idx;         /* [Bmax*F] (b, f) -> key 0..U-1, -1 = no feature */
   uint64_t *keys;       /* [Bmax*F] the distinct keys, first-seen order */
   uint32_t *occ;        /* [U] occurrences in this batch */
@@ -89,8 +101,8 @@ void batch_free(struct batch *b);
 void batch_clear(struct batch *b);
 
 /* Adds one example: its label, group, and keys[0..nkeys) as fields
- * 0..nkeys-1; fields nkeys..F-1 get no feature (-1). CHECKs B < Bmax and
- * nkeys <= F. */
+ * 0..nkeys-1 (with their values when ex->valued); fields nkeys..F-1 get no
+ * feature (-1). CHECKs B < Bmax and nkeys <= F. */
 void batch_add(struct batch *b, const struct data_example *ex);
 
 /* Points out at table t's pull buffers (room for U keys of D floats) for
@@ -104,11 +116,13 @@ void batch_pull_out(struct batch *b, int t, struct ps_rows *out);
 void batch_expand(struct batch *b, int t);
 
 /* out (B, F*D) = table t's rows by (b, f), masked to prefix (zeros for
- * missing features). For a 1-float table this is w (B, F). */
+ * missing features), times the (b, f) value when the batch has values.
+ * For a 1-float table this is w (B, F). */
 void batch_gather(struct batch *b, int t, float *out);
 
 /* From dout (B, F*D): drows = the gradient summed per key (entries below
- * prefix only), then packed ragged into grads (prefix[u] floats per key).
+ * prefix only; each occurrence's times its value when the batch has
+ * values), then packed ragged into grads (prefix[u] floats per key).
  * Returns the squared L2 norm of the packed gradient (for global norm
  * clipping together with the dense gradients). */
 double batch_scatter(struct batch *b, int t, const float *dout);

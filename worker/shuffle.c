@@ -25,6 +25,7 @@ static const struct {
   const char *name;
 } example_arrays[] = {
     EXAMPLE_ARRAY(keys),
+    EXAMPLE_ARRAY(vals),
 };
 #define NARRAYS ARRAY_LEN(example_arrays)
 

@@ -17,8 +17,8 @@
  * function of the seed alone (shuffle_seed: train.seed, the epoch and the
  * worker's rank), so a run is reproducible and each epoch differs.
  *
- * Memory: shuffle_bytes(N, F), about N × (8·F + 36) bytes for F fields
- * (Criteo, 39 fields: 348 MB per million examples).
+ * Memory: shuffle_bytes(N, F), about N × (12·F + 52) bytes for F fields
+ * (keys and values; Criteo, 39 fields: 520 MB per million examples).
  *
  * Not thread-safe: one thread uses a buffer at a time.
  */

@@ -126,6 +126,7 @@ struct trainer {
   struct batch *bufs[2];   /* the two batches training alternates */
   uint64_t *prefetch_keys; /* [F] the reader thread's example buffer */
   uint64_t *exkeys;        /* [F] one example's keys */
+  float *prefetch_vals, *exvals; /* [F] their values (libFM, CSV) */
   float *E, *dE;           /* (Bmax, F*D) */
   float *w, *dw;           /* (Bmax, F) when lrw */
   float *logits, *dlogits; /* (Bmax) */
@@ -167,8 +168,6 @@ static int source_open(struct trainer *tr, struct source *s,
    * (rank 0) reads all of valid and test. */
   bool share = !strcmp(what, "train") && tr->o.nranks > 1;
   struct reader_options ro = {
-      .format = cfg->data.format == CONFIG_FORMAT_LIBFM ? READER_LIBFM
-                                                        : READER_CRITEO,
       .paths = (const char *const *)paths->v,
       .npaths = paths->n,
       .rank = share ? tr->o.rank : 0,
@@ -177,6 +176,15 @@ static int source_open(struct trainer *tr, struct source *s,
       .report_first = (uint32_t)cfg->data.report_bad_lines,
       .log = tr->o.log,
   };
+  struct data_csv_spec csv;
+  reader_options_from_config(&ro, &csv, cfg);
+  /* CSV: every pass reads the columns training reads, in its order */
+  const struct data_csv_schema *ts =
+      tr->train.r && s != &tr->train ? reader_csv_schema(tr->train.r) : NULL;
+  if (ts) {
+    ro.csv_expect = (const char *const *)ts->names;
+    ro.ncsv_expect = ts->ncols;
+  }
   char rerr[512];
   memset(s, 0, sizeof(*s));
   s->r = reader_open(&ro, rerr, sizeof(rerr));
@@ -187,14 +195,6 @@ static int source_open(struct trainer *tr, struct source *s,
   s->split_test = cfg->data.split_test;
   s->split_key = keys_mix64((uint64_t)cfg->data.split_seed ^ 0x5eedULL);
   s->max_lines = (uint64_t)cfg->data.max_lines;
-  return 0;
-}
-
-static int check_supported(const struct config *cfg, char *err, size_t errlen) {
-  if (cfg->data.format == CONFIG_FORMAT_CSV)
-    return fail(err, errlen,
-                "data.format: csv is not supported by the training loop yet "
-                "(use criteo or libfm)");
   return 0;
 }
 
@@ -270,8 +270,6 @@ struct trainer *train_new(const struct train_opts *o, char *err,
                           size_t errlen) {
   CHECK(o->cfg, "no config");
   const struct config *cfg = o->cfg;
-  if (check_supported(cfg, err, errlen))
-    return NULL;
   struct trainer *tr = xcalloc(1, sizeof(*tr));
   tr->o = *o;
   tr->cfg = cfg;
@@ -330,6 +328,8 @@ struct trainer *train_new(const struct train_opts *o, char *err,
   tr->prefetch_keys = xcalloc((size_t)tr->F, sizeof(uint64_t));
   size_t BF = (size_t)tr->Bmax * (size_t)tr->F;
   tr->exkeys = xcalloc((size_t)tr->F, sizeof(uint64_t));
+  tr->prefetch_vals = xcalloc((size_t)tr->F, sizeof(float));
+  tr->exvals = xcalloc((size_t)tr->F, sizeof(float));
   tr->E = xaligned(BF * (size_t)tr->D * sizeof(float));
   tr->dE = xaligned(BF * (size_t)tr->D * sizeof(float));
   if (tr->lrw) {
@@ -361,6 +361,8 @@ void train_free(struct trainer *tr) {
   batch_free(tr->bufs[1]);
   free(tr->prefetch_keys);
   free(tr->exkeys);
+  free(tr->prefetch_vals);
+  free(tr->exvals);
   free(tr->E);
   free(tr->dE);
   free(tr->w);
@@ -400,12 +402,12 @@ struct params *train_params(struct trainer *tr) {
 
 /* ---- one batch ---------------------------------------------------------- */
 
-/* Fills b from src with keys as the example buffer: returns its size (0
- * at the end) or -1. */
-static int fill_into(struct batch *b, uint64_t *keys, struct source *src,
-                     char *err, size_t errlen) {
+/* Fills b from src with keys and vals as the example buffer: returns its
+ * size (0 at the end) or -1. */
+static int fill_into(struct batch *b, uint64_t *keys, float *vals,
+                     struct source *src, char *err, size_t errlen) {
   batch_clear(b);
-  struct data_example ex = {.keys = keys};
+  struct data_example ex = {.keys = keys, .vals = vals};
   while (b->B < b->Bmax) {
     int rc = source_next(src, &ex);
     if (rc < 0)
@@ -420,7 +422,7 @@ static int fill_into(struct batch *b, uint64_t *keys, struct source *src,
 /* Fills the current batch tr->b from src (evaluation passes). */
 static int fill_batch(struct trainer *tr, struct source *src, char *err,
                       size_t errlen) {
-  return fill_into(tr->b, tr->exkeys, src, err, errlen);
+  return fill_into(tr->b, tr->exkeys, tr->exvals, src, err, errlen);
 }
 
 /* ---- prefetch: batch t+1 is read while batch t trains ------------------
@@ -458,8 +460,8 @@ static void *prefetch_main(void *arg) {
     pthread_mutex_unlock(&pf->mu);
     if (!b)
       return NULL;
-    int rc = fill_into(b, pf->tr->prefetch_keys, &pf->tr->train, pf->err,
-                       sizeof(pf->err));
+    int rc = fill_into(b, pf->tr->prefetch_keys, pf->tr->prefetch_vals,
+                       &pf->tr->train, pf->err, sizeof(pf->err));
     pthread_mutex_lock(&pf->mu);
     pf->filled = b;
     pf->filled_rc = rc;
@@ -738,6 +740,9 @@ static int save_best(struct trainer *tr, struct ps *ps, uint64_t step,
     return fail(err, errlen, "checkpoint of the best state: %s", perr);
   snprintf(path, sizeof(path), "%s/dense.bin", tmp);
   if (params_save(tr->p, path, false, perr, sizeof(perr)))
+    return fail(err, errlen, "%s", perr);
+  snprintf(path, sizeof(path), "%s/columns.txt", tmp); /* CSV's header */
+  if (reader_save_columns(tr->train.r, path, perr, sizeof(perr)))
     return fail(err, errlen, "%s", perr);
   if (rm_tree(dir) || rename(tmp, dir))
     return fail(err, errlen, "replacing %s: %s", dir, strerror(errno));

@@ -94,9 +94,12 @@
  * request timeout (ps_net.h) rather than hang. Dependable: W = 1 (any
  * mode) and W > 1 in async mode.
  *
- * Not here yet: pulls of
- * batch t+1 overlapped with compute (async/ssp modes), CSV data, several
- * workers' readers (rank/nranks are fixed to 0/1).
+ * Data: Criteo, libFM or CSV (worker/data.h, worker/reader.h). Examples
+ * with values (libFM idx:x, CSV value columns) feed x times the row
+ * (worker/batch.h); a CSV group column feeds gAUC.
+ *
+ * Not here yet: pulls of batch t+1 overlapped with compute (async/ssp
+ * modes), several workers' readers (rank/nranks are fixed to 0/1).
  */
 #ifndef MASKPS_TRAIN_H
 #define MASKPS_TRAIN_H

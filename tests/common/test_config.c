@@ -305,6 +305,28 @@ static void test_cross_checks(void **state) {
       {MIN_DATA "  format: csv\n  csv_label: ''\n",
        "demo.yaml:4: data.csv_label: empty while data.format is csv (expected "
        "the name of the label column)"},
+      {MIN_DATA "  format: csv\n  csv_numeric: [a, b]\n  csv_value: [b]\n",
+       "demo.yaml:5: data.csv_value: 'b' is also in data.csv_numeric "
+       "(expected each column in one role)"},
+      {MIN_DATA "  format: csv\n  csv_numeric: [a, a]\n",
+       "demo.yaml:4: data.csv_numeric: 'a' is also in data.csv_numeric "
+       "(expected each column in one role)"},
+      {MIN_DATA "  format: csv\n  csv_group: label\n",
+       "demo.yaml:4: data.csv_group: 'label' is also in data.csv_label "
+       "(expected each column in one role)"},
+      {MIN_DATA "  format: csv\n  csv_columns: [y, a, y]\n",
+       "demo.yaml:4: data.csv_columns: 'y' appears twice (expected distinct "
+       "column names)"},
+      {MIN_DATA "  format: csv\n  csv_columns: [y, a, b]\n",
+       "demo.yaml:4: data.csv_label: no column 'label' (data.csv_columns: y, "
+       "a, b) (expected names among data.csv_columns)"},
+      {MIN_DATA "  format: csv\n  csv_columns: [y, a, b]\n  csv_label: y\n"
+                "  csv_ignore: [c]\n",
+       "demo.yaml:6: data.csv_ignore: no column 'c' (data.csv_columns: y, a, "
+       "b) (expected names among data.csv_columns)"},
+      {MIN_DATA "  csv_delimiter: '\"'\n",
+       "demo.yaml:3: data.csv_delimiter: \"\"\" cannot separate columns "
+       "(expected a byte other than '\"', CR and LF)"},
       {MIN_DATA "model:\n  name: deepfm\n  hidden_units: []\n",
        "demo.yaml:5: model.hidden_units: empty, but model deepfm has an MLP "
        "(expected at least one layer width, like [400, 400])"},
@@ -335,6 +357,16 @@ static void test_cross_checks(void **state) {
     if (c || strcmp(err, cases[i].msg))
       fail_msg("case %zu:\n got:  %s\n want: %s", i, err, cases[i].msg);
   }
+  /* a full csv schema is valid */
+  char cerr[512];
+  struct config *cc = load(MIN_DATA "  format: csv\n  csv_columns: [y, u, a, "
+                                    "n, v, i]\n  csv_label: y\n  csv_group: "
+                                    "u\n  csv_numeric: [n]\n  csv_value: "
+                                    "[v]\n  csv_ignore: [i]\n",
+                           cerr, sizeof(cerr));
+  if (!cc)
+    fail_msg("%s", cerr);
+  config_free(cc);
   /* the minimal config itself is valid; dcnv2 crossnet_only needs no MLP */
   char err[512];
   struct config *c = load(MIN_DATA "model:\n  name: dcnv2\n  dcnv2_structure: "

@@ -591,7 +591,7 @@ static void test_refusals(void **state) {
     config_free(cfg);
   }
   /* a shuffle buffer over half of the machine's memory: 16M examples of
-   * 1000 libFM fields would take 125 GiB */
+   * 1000 libFM fields would take 188 GiB (keys and values) */
   char path[128], set[160];
   snprintf(path, sizeof(path), "%s/wide.libfm", g_dir);
   FILE *f = fopen(path, "w");
@@ -608,7 +608,7 @@ static void test_refusals(void **state) {
     struct train_opts wo = {.cfg = wide};
     assert_null(train_new(&wo, werr, sizeof(werr)));
     assert_non_null(strstr(werr, "data.shuffle_buffer: 16777216 examples of "
-                                 "1000 fields need 125."));
+                                 "1000 fields need 188."));
     assert_non_null(strstr(werr, "half of this machine's memory"));
     config_free(wide);
   }

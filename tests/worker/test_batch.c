@@ -233,8 +233,121 @@ static void test_lowered_prefix(void **state) {
   batch_free(b);
 }
 
+/* Values: E = value x row, and a row's gradient is the sum over its
+ * occurrences of value x dE (closed form, one and several occurrences,
+ * prefix masking kept); an example without values counts as 1s, also when
+ * it comes before the first valued one; both tables scale. */
+static void test_values_scale_rows_and_grads(void **state) {
+  (void)state;
+  enum { D = 3, F = 2 };
+  const uint32_t ids[] = {0, 1};
+  const int dims[] = {D, 1};
+  struct batch *b = batch_new(3, F, 2, ids, dims);
+
+  /* one example, one key with value v: E = v row, grad = v dE */
+  uint64_t k1[F] = {10, 20};
+  float x1[F] = {2.5f, 1};
+  struct data_example ex = {
+      .label = 1, .nkeys = F, .keys = k1, .vals = x1, .valued = true};
+  batch_add(b, &ex);
+  assert_int_equal(b->has_vals, 1);
+  struct ps_rows out;
+  batch_pull_out(b, 0, &out);
+  out.plen[0] = 3;
+  out.plen[1] = 3;
+  const float r[] = {1, -2, 4, 0.5f, 0.25f, 8};
+  memcpy(out.vals, r, sizeof(r));
+  batch_expand(b, 0);
+  float E[3 * F * D], dE[3 * F * D];
+  batch_gather(b, 0, E);
+  for (int j = 0; j < D; j++) {
+    assert_true(E[j] == 2.5f * r[j]);
+    assert_true(E[D + j] == r[D + j]);
+  }
+  for (int i = 0; i < F * D; i++)
+    dE[i] = (float)(i + 1) * 0.5f;
+  batch_scatter(b, 0, dE);
+  for (int j = 0; j < D; j++) {
+    assert_true(b->t[0].grads[j] == 2.5f * dE[j]);
+    assert_true(b->t[0].grads[D + j] == dE[D + j]);
+  }
+
+  /* three examples: the first without values, key 10 three times with
+   * values 1, 2.5, -0.5; key 20 (prefix 2) twice with 1 and 3 */
+  batch_clear(b);
+  assert_int_equal(b->has_vals, 0);
+  uint64_t k0[F] = {10, 30};
+  struct data_example plain = {.label = 0, .nkeys = F, .keys = k0};
+  batch_add(b, &plain); /* vals NULL: binary */
+  assert_int_equal(b->has_vals, 0);
+  batch_add(b, &ex);
+  uint64_t k2[F] = {10, 20};
+  float x2[F] = {-0.5f, 3};
+  struct data_example ex2 = {
+      .label = 0, .nkeys = F, .keys = k2, .vals = x2, .valued = true};
+  batch_add(b, &ex2);
+  assert_int_equal(b->has_vals, 1);
+  const float want_x[] = {1, 1, 2.5f, 1, -0.5f, 3};
+  for (int i = 0; i < 3 * F; i++)
+    assert_true(b->xvals[i] == want_x[i]);
+  assert_int_equal(b->U, 3); /* keys 10, 30, 20 */
+  batch_pull_out(b, 0, &out);
+  const uint16_t plen[] = {3, 3, 2};
+  const float v[] = {1, 2, 3, 4, 5, 6, 7, 8};
+  memcpy(out.plen, plen, sizeof(plen));
+  memcpy(out.vals, v, sizeof(v));
+  batch_expand(b, 0);
+  batch_gather(b, 0, E);
+  const float rows[3][D] = {{1, 2, 3}, {4, 5, 6}, {7, 8, 0}};
+  const int key_of[] = {0, 1, 0, 2, 0, 2};
+  for (int i = 0; i < 3 * F; i++)
+    for (int j = 0; j < D; j++)
+      assert_true(E[i * D + j] == want_x[i] * rows[key_of[i]][j]);
+  for (int i = 0; i < 3 * F * D; i++)
+    dE[i] = (float)(i % 7) - 2.0f;
+  double sq = batch_scatter(b, 0, dE);
+  float want[3 * D] = {0};
+  for (int i = 0; i < 3 * F; i++)
+    for (int j = 0; j < plen[key_of[i]]; j++)
+      want[key_of[i] * D + j] += want_x[i] * dE[i * D + j];
+  /* packed: key 10 (3 floats), key 30 (3), key 20 (2) */
+  assert_int_equal(b->t[0].ngrads, 8);
+  const float *g = b->t[0].grads;
+  double wsq = 0;
+  for (int j = 0; j < 3; j++) {
+    assert_true(fabsf(g[j] - want[j]) < 1e-6f);
+    assert_true(fabsf(g[3 + j] - want[D + j]) < 1e-6f);
+  }
+  for (int j = 0; j < 2; j++)
+    assert_true(fabsf(g[6 + j] - want[2 * D + j]) < 1e-6f);
+  for (int i = 0; i < 8; i++)
+    wsq += (double)g[i] * g[i];
+  assert_true(fabs(sq - wsq) < 1e-9);
+  /* key 10, entry 0 by hand: dE rows 0, 2, 4 at j = 0 are -2, 4, 3 */
+  assert_true(fabsf(g[0] - (1 * -2.0f + 2.5f * 4.0f + -0.5f * 3.0f)) < 1e-6f);
+
+  /* the 1-float LR weight table scales the same way */
+  batch_pull_out(b, 1, &out);
+  const uint16_t p1[] = {1, 1, 1};
+  const float w1[] = {0.5f, -1, 2};
+  memcpy(out.plen, p1, sizeof(p1));
+  memcpy(out.vals, w1, sizeof(w1));
+  batch_expand(b, 1);
+  float w[3 * F], dw[3 * F];
+  batch_gather(b, 1, w);
+  for (int i = 0; i < 3 * F; i++) {
+    assert_true(w[i] == want_x[i] * w1[key_of[i]]);
+    dw[i] = 1;
+  }
+  batch_scatter(b, 1, dw);
+  assert_true(b->t[1].grads[0] == 1 + 2.5f - 0.5f); /* key 10 */
+  assert_true(b->t[1].grads[2] == 1 + 3.0f);        /* key 20 */
+  batch_free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_values_scale_rows_and_grads),
       cmocka_unit_test(test_dedup),
       cmocka_unit_test(test_dedup_many),
       cmocka_unit_test(test_ragged_round_trip),

@@ -22,8 +22,12 @@
  * label and group from i, so a mangled copy is caught. */
 static void make(uint32_t i, struct data_example *ex) {
   ex->nkeys = 1 + i % F;
-  for (uint32_t k = 0; k < ex->nkeys; k++)
+  for (uint32_t k = 0; k < ex->nkeys; k++) {
     ex->keys[k] = (uint64_t)i * 1000 + k;
+    if (ex->vals)
+      ex->vals[k] = (float)i + 0.25f * (float)k;
+  }
+  ex->valued = ex->vals != NULL;
   ex->label = (float)(i % 2);
   ex->group = (uint64_t)i * 7 + 3;
 }
@@ -33,8 +37,12 @@ static uint32_t id_of(const struct data_example *ex) {
   uint32_t i = (uint32_t)(ex->keys[0] / 1000);
   assert_true(i < M);
   assert_int_equal(ex->nkeys, 1 + i % F);
-  for (uint32_t k = 0; k < ex->nkeys; k++)
+  for (uint32_t k = 0; k < ex->nkeys; k++) {
     assert_int_equal(ex->keys[k], (uint64_t)i * 1000 + k);
+    if (ex->vals)
+      assert_true(ex->vals[k] == (float)i + 0.25f * (float)k);
+  }
+  assert_true(ex->valued == (ex->vals != NULL));
   assert_true(ex->label == (float)(i % 2));
   assert_int_equal(ex->group, (uint64_t)i * 7 + 3);
   return i;
@@ -45,7 +53,8 @@ static uint32_t id_of(const struct data_example *ex) {
  * Returns the number of outputs. */
 static size_t run(struct shuffle *s, uint64_t seed, uint32_t n, uint32_t *ids) {
   uint64_t keys[F];
-  struct data_example ex = {.keys = keys};
+  float vals[F];
+  struct data_example ex = {.keys = keys, .vals = vals};
   size_t out = 0;
   shuffle_reset(s, seed);
   for (uint32_t i = 0; i < n; i++) {
@@ -217,17 +226,17 @@ static void test_copies(void **state) {
  * shuffle_check refuses what does not fit the limit, with the sizes. */
 static void test_memory(void **state) {
   (void)state;
-  uint64_t per = sizeof(struct data_example) + 4 + 8 * 39;
+  uint64_t per = sizeof(struct data_example) + 4 + (8 + 4) * 39;
   uint64_t b = shuffle_bytes(1000000, 39);
   assert_true(b >= 1000001 * per && b < 1000001 * per + 4096);
-  assert_true(per == 348); /* the header's figure for Criteo */
+  assert_true(per == 520); /* the header's figure for Criteo */
   char err[256] = "";
   assert_int_equal(shuffle_check(1000000, 39, b, err, sizeof(err)), 0);
   assert_int_equal(shuffle_check(1000000, 39, b - 1, err, sizeof(err)), -1);
-  assert_non_null(strstr(err, "1000000 examples of 39 fields need 0.32 GiB"));
+  assert_non_null(strstr(err, "1000000 examples of 39 fields need 0.48 GiB"));
   assert_int_equal(shuffle_check(16777216, 39, 4ull << 30, err, sizeof(err)),
                    -1);
-  assert_non_null(strstr(err, "5.44 GiB, over the limit of 4.00 GiB"));
+  assert_non_null(strstr(err, "8.13 GiB, over the limit of 4.00 GiB"));
   assert_int_equal(shuffle_check(UINT32_MAX, 1, UINT64_MAX, err, sizeof(err)),
                    -1);
   assert_true(shuffle_memory_limit() > (1ull << 20));
