@@ -277,7 +277,10 @@ static const struct config_key schema[] = {
     K_STR(train, run_dir, "runs/default",
           "directory for logs, checkpoints and the effective config"),
     K_INT(train, threads, "0", 0, 1024,
-          "compute threads per worker (0 = one per core)"),
+          "compute threads per worker (0 = one per core): OpenBLAS's, and "
+          "the dense model splits each training batch of at least 128 rows "
+          "per thread over this many threads (not with model.use_bn or "
+          "model.dropout, whose rows are coupled)"),
     K_INTU(train, checkpoint_every_steps, "0", 0,
            "checkpoint every this many steps (0 = at the end of each epoch)"),
     K_INT(train, keep_checkpoints, "2", 1, 1000,
