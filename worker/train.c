@@ -492,9 +492,9 @@ static void prefetch_stop(struct prefetch *pf) {
 
 /* With the pull overlap: the reader's next batch goes to *got while the
  * current one (tr->b) stays, and the thread gets the third buffer to fill:
- * the one neither current nor just handed out, i.e. the batch trained
- * before tr->b, done with. Returns the size of *got, 0 at the end of the
- * data, or -1 with err set. */
+ * the one neither current nor just handed out (the batch trained before
+ * tr->b, done with, or one no step used yet). Returns the size of *got, 0
+ * at the end of the data, or -1 with err set. */
 static int prefetch_ahead(struct prefetch *pf, struct batch **got, char *err,
                           size_t errlen) {
   struct trainer *tr = pf->tr;

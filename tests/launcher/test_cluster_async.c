@@ -195,18 +195,22 @@ static unsigned count_of(const char *json, const char *op) {
 /* What the overlap reads, step by step, embedded. */
 static void test_overlap_reads_one_step_stale(void **state) {
   (void)state;
-  static const char *const off[] = {"train.prefetch=false", NULL};
-  static const char *const on[] = {"train.prefetch=true", NULL};
+  /* 30 steps: the first epoch (24) and a few of the second */
+  static const char *const off[] = {"train.prefetch=false",
+                                    "train.max_steps=30", NULL};
+  static const char *const on[] = {"train.prefetch=true", "train.max_steps=30",
+                                   NULL};
   static const char *const ssp[] = {"train.mode=ssp", "train.staleness=2",
-                                    NULL};
-  static const char *const sync[] = {"train.mode=sync", NULL};
+                                    "train.max_steps=30", NULL};
+  static const char *const sync[] = {"train.mode=sync", "train.max_steps=30",
+                                     NULL};
   struct run *a = calloc(4, sizeof(struct run));
   embedded_run(off, &a[0]);
   embedded_run(on, &a[1]);
   embedded_run(ssp, &a[2]);
   embedded_run(sync, &a[3]); /* prefetch is on by default: sync ignores it */
   for (int i = 0; i < 4; i++) {
-    assert_int_equal(a[i].nsteps, 2 * 24);
+    assert_int_equal(a[i].nsteps, 30);
     /* each learned: the second epoch's loss below the first's */
     assert_true(a[i].res.last_loss < a[i].res.first_loss - 0.01);
   }
@@ -235,10 +239,10 @@ static void test_overlap_reads_one_step_stale(void **state) {
 }
 
 /* One worker, async with the overlap, against two pservers == embedded,
- * and the request counts. max_steps 40 ends the second epoch early. */
+ * and the request counts. max_steps 34 ends the second epoch early. */
 static void test_async_overlap_net_equals_embedded(void **state) {
   (void)state;
-  static const char *const sets[] = {"train.max_steps=40", NULL};
+  static const char *const sets[] = {"train.max_steps=34", NULL};
   struct run *emb = calloc(1, sizeof(*emb)), *net = calloc(1, sizeof(*net));
   embedded_run(sets, emb);
 
@@ -265,7 +269,7 @@ static void test_async_overlap_net_equals_embedded(void **state) {
   struct ps *ps = ps_net_new(&po, err, sizeof(err));
   assert_non_null(ps);
   train_on(tr, ps, net);
-  assert_int_equal(net->res.steps, 40);
+  assert_int_equal(net->res.steps, 34);
   /* the counts, before the evaluation's pulls */
   for (uint32_t s = 0; s < NS; s++) {
     char *json = ps_net_stats(ps, s, err, sizeof(err));
@@ -273,8 +277,8 @@ static void test_async_overlap_net_equals_embedded(void **state) {
       fail_msg("stats: %s", err);
     print_message("pserver %u: %u PULL, %u PUSH\n", s, count_of(json, "PULL"),
                   count_of(json, "PUSH"));
-    assert_int_equal(count_of(json, "PULL"), 40);
-    assert_int_equal(count_of(json, "PUSH"), 40);
+    assert_int_equal(count_of(json, "PULL"), 34);
+    assert_int_equal(count_of(json, "PUSH"), 34);
     assert_int_equal(count_of(json, "PULL_DENSE"), 0);
     free(json);
   }
