@@ -194,7 +194,7 @@ struct local {
   size_t cap;
   /* Started pulls (ps_pull_start): done at start, so there is nothing to
    * wait for; a slot only remembers the result for ps_pull_finish. */
-  bool started[PS_MAX_STARTED]; /* slot in use */
+  bool started[PS_MAX_STARTED];    /* slot in use */
   long started_rc[PS_MAX_STARTED]; /* its floats */
 };
 

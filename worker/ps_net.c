@@ -304,8 +304,8 @@ static void started_release(struct client *c, struct started *p) {
     call_reset(&p->calls[s]);
 }
 
-static int pull_start_in(struct client *c, int h, uint32_t table,
-                         uint64_t step, size_t n, const uint64_t *keys,
+static int pull_start_in(struct client *c, int h, uint32_t table, uint64_t step,
+                         size_t n, const uint64_t *keys,
                          const struct ps_rows *out, char *err, size_t errlen) {
   struct started *p = &c->st[h];
   CHECK(!p->used, "pull slot %d in use", h);
@@ -579,8 +579,7 @@ static int net_pull_dense(void *ctx, uint64_t step, size_t off, size_t len,
                (unsigned long long)k->rep.off, k->rep.nvals);
       return -1;
     }
-    memcpy(out + (k->req.off - off), k->rep.vals,
-           k->rep.nvals * sizeof(float));
+    memcpy(out + (k->req.off - off), k->rep.vals, k->rep.nvals * sizeof(float));
   }
   return 0;
 }
@@ -602,8 +601,7 @@ static int net_set_dense(void *ctx, size_t off, size_t len, const float *values,
 }
 
 /* PS_LR_SCALE: one float to every pserver, dense block or not. */
-static int net_set_lr_scale(void *ctx, float scale, char *err,
-                            size_t errlen) {
+static int net_set_lr_scale(void *ctx, float scale, char *err, size_t errlen) {
   struct client *c = ctx;
   begin(c);
   uint64_t id = c->next_id++;

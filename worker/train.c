@@ -286,10 +286,10 @@ struct trainer *train_new(const struct train_opts *o, char *err,
   tr->dims[1] = 1;
   /* Sync mode pulls after the previous step's barrier, always; ssp with
    * staleness 1 has a barrier every step, so nothing to overlap. */
-  tr->overlap = cfg->train.prefetch &&
-                (cfg->train.mode == CONFIG_MODE_ASYNC ||
-                 (cfg->train.mode == CONFIG_MODE_SSP &&
-                  cfg->train.staleness > 1));
+  tr->overlap =
+      cfg->train.prefetch &&
+      (cfg->train.mode == CONFIG_MODE_ASYNC ||
+       (cfg->train.mode == CONFIG_MODE_SSP && cfg->train.staleness > 1));
   for (int i = 0; i < (tr->overlap ? 3 : 2); i++)
     tr->bufs[i] = batch_new(tr->Bmax, tr->F, tr->ntables, tr->ids, tr->dims);
   for (int i = 0; i < TRAIN_MAX_TABLES; i++)

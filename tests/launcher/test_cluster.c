@@ -679,8 +679,7 @@ static pid_t start_long_run(const char *run, const char *mode, char *errlog,
 }
 
 static void kill_child_and_check(const char *run, const char *mode,
-                                 const char *prog, const char *role,
-                                 int rank) {
+                                 const char *prog, const char *role, int rank) {
   char errlog[256], cpath[256];
   pid_t launcher =
       start_long_run(run, mode, errlog, sizeof(errlog), cpath, sizeof(cpath));

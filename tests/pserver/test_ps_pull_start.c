@@ -190,10 +190,8 @@ static void test_started_pull_ordering(void **state) {
     if (!stores[s])
       fail_msg("store_open: %s", err);
   }
-  struct ps_net_opts no = {.endpoints = eps,
-                           .nshards = NS,
-                           .timeout_ms = 20000,
-                           .retries = -1};
+  struct ps_net_opts no = {
+      .endpoints = eps, .nshards = NS, .timeout_ms = 20000, .retries = -1};
   struct ps *net = ps_net_new(&no, err, sizeof(err));
   if (!net)
     fail_msg("ps_net_new: %s", err);
