@@ -285,6 +285,10 @@ static const struct config_key schema[] = {
            "checkpoint every this many steps (0 = at the end of each epoch)"),
     K_INT(train, keep_checkpoints, "2", 1, 1000,
           "checkpoints kept; older ones are deleted"),
+    K_BOOL(train, prefetch, "true",
+           "async/ssp: pull batch t+1's rows while batch t computes (one "
+           "step more staleness in async; in ssp none across a barrier, so "
+           "the staleness bound holds); sync mode never does"),
 
     /* cluster */
     K_INT(cluster, pservers, "0", 0, 4096,

@@ -207,6 +207,7 @@ struct config_train {
   int64_t threads; /* 0 = one per core */
   int64_t checkpoint_every_steps;
   int64_t keep_checkpoints;
+  bool prefetch; /* async/ssp: batch t+1's pulls overlap batch t */
 };
 
 struct config_cluster {

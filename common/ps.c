@@ -11,6 +11,20 @@ long ps_pull(struct ps *ps, uint32_t table, uint64_t step, size_t n,
   return ps->ops->pull(ps->ctx, table, step, n, keys, out, err, errlen);
 }
 
+int ps_pull_start(struct ps *ps, uint32_t table, uint64_t step, size_t n,
+                  const uint64_t *keys, const struct ps_rows *out, char *err,
+                  size_t errlen) {
+  return ps->ops->pull_start(ps->ctx, table, step, n, keys, out, err, errlen);
+}
+
+long ps_pull_finish(struct ps *ps, int handle, char *err, size_t errlen) {
+  return ps->ops->pull_finish(ps->ctx, handle, err, errlen);
+}
+
+void ps_pull_abandon(struct ps *ps, int handle) {
+  ps->ops->pull_abandon(ps->ctx, handle);
+}
+
 int ps_push(struct ps *ps, const struct ps_grads *g, char *err, size_t errlen) {
   return ps->ops->push(ps->ctx, g, err, errlen);
 }

@@ -83,6 +83,11 @@ struct ps_ops {
                const uint64_t *keys, const struct ps_rows *out, char *err,
                size_t errlen);
   int (*push)(void *ctx, const struct ps_grads *g, char *err, size_t errlen);
+  int (*pull_start)(void *ctx, uint32_t table, uint64_t step, size_t n,
+                    const uint64_t *keys, const struct ps_rows *out, char *err,
+                    size_t errlen);
+  long (*pull_finish)(void *ctx, int handle, char *err, size_t errlen);
+  void (*pull_abandon)(void *ctx, int handle);
   int (*pull_dense)(void *ctx, uint64_t step, size_t off, size_t len,
                     float *out, char *err, size_t errlen);
   int (*push_dense)(void *ctx, uint64_t step, size_t off, size_t len,
@@ -112,6 +117,40 @@ struct ps {
 long ps_pull(struct ps *ps, uint32_t table, uint64_t step, size_t n,
              const uint64_t *keys, const struct ps_rows *out, char *err,
              size_t errlen);
+
+/* A pull in two halves, so that it overlaps other work (the worker pulls
+ * batch t+1 while it computes batch t): ps_pull_start sends the requests
+ * and returns a handle at once; ps_pull_finish(handle) waits for the
+ * replies and fills out. Same arguments, results and errors as ps_pull,
+ * split between the two: start fails for what it can see at once (too
+ * many keys for a message, a pserver it cannot send to, and with ps_local
+ * every error), finish for the rest.
+ *
+ * Ordering: a started pull reads the rows as they were when it was
+ * started with respect to this ps's own calls. A push (or anything else)
+ * made through the same ps between start and finish is not in its result:
+ * ps_local pulls at start; a pserver answers one client's requests in the
+ * order they were sent, and start sent them. Other workers' pushes in
+ * between may or may not be in it. Other calls (pushes, blocking pulls,
+ * barriers, more started pulls) may be made while pulls are started.
+ *
+ * Ownership: keys are borrowed for the call of start only (copied); out's
+ * arrays are borrowed until finish or abandon returns, and their contents
+ * are unspecified until finish returned >= 0. At most PS_MAX_STARTED
+ * pulls are started and not finished at a time (more is our bug: CHECK).
+ *
+ * ps_pull_start returns a handle >= 0, or -1 with err set (then nothing
+ * is started). ps_pull_finish returns the floats written to out->vals, or
+ * -1 with err set; the handle is spent either way. ps_pull_abandon drops a
+ * started pull without waiting (its replies are discarded when they come):
+ * for a caller that stops early or failed. A handle from neither start nor
+ * a live pull is our bug (CHECK). */
+#define PS_MAX_STARTED 4
+int ps_pull_start(struct ps *ps, uint32_t table, uint64_t step, size_t n,
+                  const uint64_t *keys, const struct ps_rows *out, char *err,
+                  size_t errlen);
+long ps_pull_finish(struct ps *ps, int handle, char *err, size_t errlen);
+void ps_pull_abandon(struct ps *ps, int handle);
 
 /* Applies one push (see the header comment for the arrays): the optimizer
  * runs on every admitted row, stats are added, prefixes change. Returns 0,

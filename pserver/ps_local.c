@@ -5,6 +5,7 @@
 #include "common/keys.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,10 @@ struct local {
   /* Scratch for splitting one request over shards, grown as needed. */
   uint32_t *shard_of; /* [n] */
   size_t cap;
+  /* Started pulls (ps_pull_start): done at start, so there is nothing to
+   * wait for; a slot only remembers the result for ps_pull_finish. */
+  bool started[PS_MAX_STARTED];    /* slot in use */
+  long started_rc[PS_MAX_STARTED]; /* its floats */
 };
 
 static void scratch(struct local *l, size_t n) {
@@ -289,6 +294,40 @@ static long local_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
   free(gv);
   free(voff);
   return total;
+}
+
+/* In process, a pull started is a pull done: that it reads the rows as
+ * of its start (ps.h's ordering) then holds trivially. */
+static int local_pull_start(void *ctx, uint32_t table, uint64_t step, size_t n,
+                            const uint64_t *keys, const struct ps_rows *out,
+                            char *err, size_t errlen) {
+  struct local *l = ctx;
+  int h = 0;
+  while (h < PS_MAX_STARTED && l->started[h])
+    h++;
+  CHECK(h < PS_MAX_STARTED, "more than %d pulls started", PS_MAX_STARTED);
+  long rc = local_pull(ctx, table, step, n, keys, out, err, errlen);
+  if (rc < 0)
+    return -1;
+  l->started[h] = true;
+  l->started_rc[h] = rc;
+  return h;
+}
+
+static long local_pull_finish(void *ctx, int h, char *err, size_t errlen) {
+  (void)err, (void)errlen;
+  struct local *l = ctx;
+  CHECK(h >= 0 && h < PS_MAX_STARTED && l->started[h],
+        "pull handle %d is not started", h);
+  l->started[h] = false;
+  return l->started_rc[h];
+}
+
+static void local_pull_abandon(void *ctx, int h) {
+  struct local *l = ctx;
+  CHECK(h >= 0 && h < PS_MAX_STARTED && l->started[h],
+        "pull handle %d is not started", h);
+  l->started[h] = false;
 }
 
 static int local_push(void *ctx, const struct ps_grads *g, char *err,
@@ -438,6 +477,9 @@ static const struct ps_ops local_ops = {
     .name = "local",
     .pull = local_pull,
     .push = local_push,
+    .pull_start = local_pull_start,
+    .pull_finish = local_pull_finish,
+    .pull_abandon = local_pull_abandon,
     .pull_dense = local_pull_dense,
     .push_dense = local_push_dense,
     .set_dense = local_set_dense,

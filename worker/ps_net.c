@@ -13,17 +13,47 @@
 #include <time.h>
 #include <unistd.h>
 
-/* One pserver: its socket and the request of the current round. */
+/* One request to one pserver and what came back for it. */
+struct call {
+  struct msg req;     /* arrays borrowed from the client's scratch, or from
+                         the started pull it belongs to */
+  struct net_msg *in; /* the reply's frames (rep borrows them) */
+  struct msg rep;     /* the decoded reply, once answered */
+  bool active;        /* part of the current round / of its started pull */
+  bool answered;      /* rep is the reply to req */
+  int attempts;       /* sends of req so far */
+  uint64_t since_ns;  /* clock_ns() the wait for the reply counts from: the
+                         last send, or a later ps_pull_finish */
+};
+
+/* One pserver: its socket and the request of the current blocking call. */
 struct shard {
   struct net_sock *sock;
   char *endpoint;
-  struct net_msg *in; /* the last reply's frames (rep borrows them) */
-  struct msg req;     /* arrays borrowed from the client's scratch */
-  struct msg rep;     /* decoded reply */
-  bool active;        /* part of the current round */
-  int attempts;       /* sends of req so far */
-  uint64_t sent_ns;   /* clock_ns() of the last send */
+  struct call now;    /* the blocking call's request (push, barrier...) */
+  struct net_msg *in; /* a reply read and not yet handed to its call */
+  struct msg rep;     /* its decode */
 };
+
+/* A pull sent and not yet finished (ps_pull_start). It has its own grouping
+ * of the keys and its own request per pserver, because the client's
+ * scratch and the shards' `now` serve the calls made in between. */
+struct started {
+  bool used;
+  uint32_t table;     /* for messages */
+  size_t n;           /* keys */
+  struct ps_rows out; /* the caller's arrays, filled by finish */
+  size_t cap;         /* keys the arrays below hold */
+  uint64_t *gk;       /* [cap] keys grouped by shard */
+  size_t *from;       /* [cap] grouped position -> caller's index */
+  size_t *pos;        /* [S + 1] start of shard s's group */
+  struct call *calls; /* [S] */
+};
+
+/* Slots: PS_MAX_STARTED for ps_pull_start, one more for ps_pull (a pull is
+ * a start and a finish), so a blocking pull always finds one. */
+#define NSLOTS (PS_MAX_STARTED + 1)
+#define BLOCKING_SLOT PS_MAX_STARTED
 
 struct client {
   struct net *net;
@@ -34,6 +64,7 @@ struct client {
   struct logger *log;
   struct msg_enc enc;
   uint64_t next_id;
+  struct started st[NSLOTS];
   /* Scratch for grouping one call's keys by shard, grown as needed. */
   size_t cap;
   uint32_t *shard_of; /* [n] shard of key i */
@@ -67,53 +98,66 @@ static void scratch(struct client *c, size_t n, size_t nv) {
 }
 
 /* Groups keys by shard: pos[s]..pos[s+1] are shard s's positions, from[g]
- * the caller's index of grouped position g, gk[g] its key. */
-static void group(struct client *c, size_t n, const uint64_t *keys) {
-  memset(c->pos, 0, (c->S + 1) * sizeof(size_t));
+ * the caller's index of grouped position g, gk[g] its key. Uses the
+ * client's shard_of and cur (scratch(c, n, ...) first). */
+static void group(struct client *c, size_t n, const uint64_t *keys,
+                  size_t *from, uint64_t *gk, size_t *pos) {
+  memset(pos, 0, (c->S + 1) * sizeof(size_t));
   for (size_t i = 0; i < n; i++) {
     c->shard_of[i] = keys_shard(keys[i], c->S);
-    c->pos[c->shard_of[i] + 1]++;
+    pos[c->shard_of[i] + 1]++;
   }
   for (uint32_t s = 0; s < c->S; s++)
-    c->pos[s + 1] += c->pos[s];
+    pos[s + 1] += pos[s];
   /* A stable counting sort. */
-  memcpy(c->cur, c->pos, c->S * sizeof(size_t));
+  memcpy(c->cur, pos, c->S * sizeof(size_t));
   for (size_t i = 0; i < n; i++) {
     size_t g = c->cur[c->shard_of[i]]++;
-    c->from[g] = i;
-    c->gk[g] = keys[i];
+    from[g] = i;
+    gk[g] = keys[i];
   }
+}
+
+static void call_reset(struct call *k) {
+  k->active = false;
+  k->answered = false;
+  k->attempts = 0;
 }
 
 static void begin(struct client *c) {
-  for (uint32_t s = 0; s < c->S; s++) {
-    c->sh[s].active = false;
-    c->sh[s].attempts = 0;
-  }
+  for (uint32_t s = 0; s < c->S; s++)
+    call_reset(&c->sh[s].now);
 }
 
-/* Sets up shard s's request of this round; returns it to fill in. */
+/* Sets up the request k (one of shard s's) with a fresh header; returns it
+ * to fill in. */
+static struct msg *request_in(struct client *c, struct call *k, enum msg_op op,
+                              uint64_t id) {
+  call_reset(k);
+  msg_init(&k->req);
+  k->req.op = (uint8_t)op;
+  k->req.id = id;
+  k->req.from = c->rank;
+  k->active = true;
+  return &k->req;
+}
+
+/* Shard s's request of the current blocking round. */
 static struct msg *request(struct client *c, uint32_t s, enum msg_op op,
                            uint64_t id) {
-  struct shard *sh = &c->sh[s];
-  msg_init(&sh->req);
-  sh->req.op = (uint8_t)op;
-  sh->req.id = id;
-  sh->req.from = c->rank;
-  sh->active = true;
-  return &sh->req;
+  return request_in(c, &c->sh[s].now, op, id);
 }
 
-static int send_req(struct client *c, struct shard *sh, char *err,
-                    size_t errlen) {
+static int send_req(struct client *c, struct shard *sh, struct call *k,
+                    char *err, size_t errlen) {
   char e[512];
-  sh->attempts++;
-  sh->sent_ns = clock_ns();
-  int rc = net_send_msg(sh->sock, NULL, &sh->req, &c->enc, e, sizeof(e));
+  k->attempts++;
+  k->since_ns = clock_ns();
+  int rc = net_send_msg(sh->sock, NULL, &k->req, &c->enc, e, sizeof(e));
   if (rc != 0) {
     snprintf(err, errlen, "pserver %s: cannot send %s (id %llu): %s",
-             sh->endpoint, msg_op_name(sh->req.op),
-             (unsigned long long)sh->req.id, e);
+             sh->endpoint, msg_op_name(k->req.op),
+             (unsigned long long)k->req.id, e);
     return -1;
   }
   return 0;
@@ -125,97 +169,157 @@ static void sleep_ms(int ms) {
     ;
 }
 
-/* Waits for shard sh's reply to its request, resending on timeouts. */
-static int await(struct client *c, struct shard *sh, char *err, size_t errlen) {
+/* The call of shard s waiting for a reply with this id, or NULL: the
+ * blocking call's request or a started pull's. */
+static struct call *call_of(struct client *c, uint32_t s, uint64_t id) {
+  struct call *k = &c->sh[s].now;
+  if (k->active && !k->answered && k->req.id == id)
+    return k;
+  for (int h = 0; h < NSLOTS; h++) {
+    if (!c->st[h].used)
+      continue;
+    k = &c->st[h].calls[s];
+    if (k->active && !k->answered && k->req.id == id)
+      return k;
+  }
+  return NULL;
+}
+
+/* Reads one message from shard s (waiting up to timeout_ms) and hands it
+ * to the call it answers. One socket carries the replies of several calls
+ * (a started pull's comes back while a push waits), so replies go by id; a
+ * reply nobody waits for (a late answer to a resent, failed or abandoned
+ * request) is dropped. Returns 0 (something was read, or a signal
+ * interrupted the wait), NET_TIMEOUT, or -1 with the cause in err. */
+static int receive(struct client *c, uint32_t s, int timeout_ms, char *err,
+                   size_t errlen) {
+  struct shard *sh = &c->sh[s];
+  char e[384];
+  int rc = net_recv(sh->sock, sh->in, timeout_ms, e, sizeof(e));
+  if (rc == NET_TIMEOUT)
+    return NET_TIMEOUT;
+  if (rc < 0 && strstr(e, "interrupted")) /* a signal: wait on */
+    return 0;
+  if (rc < 0) {
+    snprintf(err, errlen, "%s", e);
+    return -1;
+  }
+  if (msg_decode(net_msg_frames(sh->in), net_msg_nframes(sh->in), &sh->rep, e,
+                 sizeof(e)) < 0) {
+    snprintf(err, errlen,
+             "a reply does not decode: %s (a pserver of another maskps "
+             "version?)",
+             e);
+    return -1;
+  }
+  struct call *k = sh->rep.reply ? call_of(c, s, sh->rep.id) : NULL;
+  if (!k)
+    return 0;
+  /* The reply's frames and decode become the call's; the call's old ones
+   * are reused for the next read. */
+  struct net_msg *in = k->in;
+  k->in = sh->in;
+  sh->in = in;
+  struct msg rep = k->rep;
+  k->rep = sh->rep;
+  sh->rep = rep;
+  k->answered = true;
+  return 0;
+}
+
+/* Waits for the reply to shard s's call k, resending on timeouts; checks
+ * that it is a reply of the right kind. */
+static int await(struct client *c, uint32_t s, struct call *k, char *err,
+                 size_t errlen) {
+  struct shard *sh = &c->sh[s];
   char e[512];
-  for (;;) {
+  while (!k->answered) {
     int64_t left = (int64_t)c->timeout_ms -
-                   (int64_t)((clock_ns() - sh->sent_ns) / 1000000u);
-    int rc = net_recv(sh->sock, sh->in, left > 0 ? (int)left : 0, e, sizeof(e));
-    if (rc == 0) {
-      if (msg_decode(net_msg_frames(sh->in), net_msg_nframes(sh->in), &sh->rep,
-                     e, sizeof(e)) < 0) {
-        snprintf(err, errlen,
-                 "pserver %s: its reply to %s (id %llu) does not decode: %s "
-                 "(a pserver of another maskps version?)",
-                 sh->endpoint, msg_op_name(sh->req.op),
-                 (unsigned long long)sh->req.id, e);
-        return -1;
-      }
-      if (!sh->rep.reply || sh->rep.id != sh->req.id)
-        continue; /* a late answer to an earlier request: drop it */
-      if (sh->rep.op == MSG_ERROR) {
-        snprintf(err, errlen, "pserver %s refused %s (id %llu): %s: %.*s",
-                 sh->endpoint, msg_op_name(sh->req.op),
-                 (unsigned long long)sh->req.id, msg_err_name(sh->rep.code),
-                 (int)sh->rep.text_len, sh->rep.text ? sh->rep.text : "");
-        return -1;
-      }
-      if (sh->rep.op != sh->req.op) {
-        snprintf(err, errlen,
-                 "pserver %s answered %s (id %llu) with a %s reply",
-                 sh->endpoint, msg_op_name(sh->req.op),
-                 (unsigned long long)sh->req.id, msg_op_name(sh->rep.op));
-        return -1;
-      }
-      return 0;
-    }
-    if (rc < 0 && strstr(e, "interrupted")) /* a signal: wait on */
+                   (int64_t)((clock_ns() - k->since_ns) / 1000000u);
+    int rc = receive(c, s, left > 0 ? (int)left : 0, e, sizeof(e));
+    if (rc == 0)
       continue;
     if (rc != NET_TIMEOUT) {
       snprintf(err, errlen, "pserver %s: waiting for %s (id %llu): %s",
-               sh->endpoint, msg_op_name(sh->req.op),
-               (unsigned long long)sh->req.id, e);
+               sh->endpoint, msg_op_name(k->req.op),
+               (unsigned long long)k->req.id, e);
       return -1;
     }
-    if (sh->attempts > c->retries) {
+    if (k->attempts > c->retries) {
       snprintf(err, errlen,
                "pserver %s did not answer %s (id %llu): %d attempts, %d ms "
                "each; is it running and reachable? (cluster.request_"
                "timeout_ms sets the wait)",
-               sh->endpoint, msg_op_name(sh->req.op),
-               (unsigned long long)sh->req.id, sh->attempts, c->timeout_ms);
+               sh->endpoint, msg_op_name(k->req.op),
+               (unsigned long long)k->req.id, k->attempts, c->timeout_ms);
       return -1;
     }
-    int pause = c->backoff_ms
-                << (sh->attempts - 1 < 10 ? sh->attempts - 1 : 10);
+    int pause = c->backoff_ms << (k->attempts - 1 < 10 ? k->attempts - 1 : 10);
     logger_warn(c->log,
                 "pserver %s: no answer to %s (id %llu) in %d ms; retry %d of "
                 "%d in %d ms",
-                sh->endpoint, msg_op_name(sh->req.op),
-                (unsigned long long)sh->req.id, c->timeout_ms, sh->attempts,
+                sh->endpoint, msg_op_name(k->req.op),
+                (unsigned long long)k->req.id, c->timeout_ms, k->attempts,
                 c->retries, pause);
     sleep_ms(pause);
-    if (send_req(c, sh, err, errlen) < 0)
+    if (send_req(c, sh, k, err, errlen) < 0)
       return -1;
   }
+  if (k->rep.op == MSG_ERROR) {
+    snprintf(err, errlen, "pserver %s refused %s (id %llu): %s: %.*s",
+             sh->endpoint, msg_op_name(k->req.op),
+             (unsigned long long)k->req.id, msg_err_name(k->rep.code),
+             (int)k->rep.text_len, k->rep.text ? k->rep.text : "");
+    return -1;
+  }
+  if (k->rep.op != k->req.op) {
+    snprintf(err, errlen, "pserver %s answered %s (id %llu) with a %s reply",
+             sh->endpoint, msg_op_name(k->req.op),
+             (unsigned long long)k->req.id, msg_op_name(k->rep.op));
+    return -1;
+  }
+  return 0;
 }
 
 /* Sends every active shard's request, then gathers the replies. */
 static int round_trip(struct client *c, char *err, size_t errlen) {
   for (uint32_t s = 0; s < c->S; s++)
-    if (c->sh[s].active && send_req(c, &c->sh[s], err, errlen) < 0)
+    if (c->sh[s].now.active &&
+        send_req(c, &c->sh[s], &c->sh[s].now, err, errlen) < 0)
       return -1;
   for (uint32_t s = 0; s < c->S; s++)
-    if (c->sh[s].active && await(c, &c->sh[s], err, errlen) < 0)
+    if (c->sh[s].now.active && await(c, s, &c->sh[s].now, err, errlen) < 0)
       return -1;
   return 0;
 }
 
 /* ---- the ps operations -------------------------------------------------- */
 
-static long net_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
-                     const uint64_t *keys, const struct ps_rows *out, char *err,
-                     size_t errlen) {
-  struct client *c = ctx;
-  if (n == 0)
-    return 0;
+/* Pulls: one request per pserver holding some of the keys, all sent by
+ * start; finish gathers the replies into the caller's key order. */
+
+static void started_release(struct client *c, struct started *p) {
+  p->used = false;
+  for (uint32_t s = 0; s < c->S; s++)
+    call_reset(&p->calls[s]);
+}
+
+static int pull_start_in(struct client *c, int h, uint32_t table, uint64_t step,
+                         size_t n, const uint64_t *keys,
+                         const struct ps_rows *out, char *err, size_t errlen) {
+  struct started *p = &c->st[h];
+  CHECK(!p->used, "pull slot %d in use", h);
+  if (n > p->cap) {
+    p->cap = n;
+    p->gk = xrealloc(p->gk, n * sizeof(uint64_t));
+    p->from = xrealloc(p->from, n * sizeof(size_t));
+  }
   scratch(c, n, 0);
-  group(c, n, keys);
-  begin(c);
+  group(c, n, keys, p->from, p->gk, p->pos);
   uint64_t id = c->next_id++;
   for (uint32_t s = 0; s < c->S; s++) {
-    size_t m = c->pos[s + 1] - c->pos[s];
+    call_reset(&p->calls[s]);
+    size_t m = p->pos[s + 1] - p->pos[s];
     if (m == 0)
       continue;
     if (m > MSG_MAX_KEYS) {
@@ -223,33 +327,62 @@ static long net_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
                "pull of %zu keys sends %zu to pserver %s, over the %u a "
                "message may carry; split the batch",
                n, m, c->sh[s].endpoint, MSG_MAX_KEYS);
+      started_release(c, p);
       return -1;
     }
-    struct msg *q = request(c, s, MSG_PULL, id);
+    struct msg *q = request_in(c, &p->calls[s], MSG_PULL, id);
     q->table = table;
     q->n = (uint32_t)m;
     q->step = step;
-    q->keys = c->gk + c->pos[s];
+    q->keys = p->gk + p->pos[s];
   }
-  if (round_trip(c, err, errlen) < 0)
-    return -1;
-  /* Prefix lengths in the caller's order, then the ragged offsets. */
-  for (uint32_t s = 0; s < c->S; s++) {
-    struct shard *sh = &c->sh[s];
-    if (!sh->active)
-      continue;
-    if (sh->rep.n != sh->req.n) {
-      snprintf(err, errlen, "pserver %s answered a pull of %u keys with %u",
-               sh->endpoint, sh->req.n, sh->rep.n);
+  p->used = true; /* from here on its replies are routed to it */
+  p->table = table;
+  p->n = n;
+  p->out = *out;
+  for (uint32_t s = 0; s < c->S; s++)
+    if (p->calls[s].active &&
+        send_req(c, &c->sh[s], &p->calls[s], err, errlen) < 0) {
+      started_release(c, p);
       return -1;
     }
-    for (uint32_t j = 0; j < sh->rep.n; j++) {
-      size_t i = c->from[c->pos[s] + j];
-      out->plen[i] = sh->rep.plen[j];
-      out->count[i] = sh->rep.count[j];
-      out->clicks[i] = sh->rep.clicks[j];
+  return h;
+}
+
+/* Waits for a started pull's replies and writes them to its out. */
+static long pull_collect(struct client *c, struct started *p, char *err,
+                         size_t errlen) {
+  const struct ps_rows *out = &p->out;
+  size_t n = p->n;
+  if (n == 0)
+    return 0;
+  /* The wait counts from now at the earliest: a pull started long ago
+   * (the caller computed meanwhile) is not timed out for that. */
+  uint64_t now = clock_ns();
+  for (uint32_t s = 0; s < c->S; s++)
+    if (p->calls[s].active && p->calls[s].since_ns < now)
+      p->calls[s].since_ns = now;
+  for (uint32_t s = 0; s < c->S; s++)
+    if (p->calls[s].active && await(c, s, &p->calls[s], err, errlen) < 0)
+      return -1;
+  /* Prefix lengths in the caller's order, then the ragged offsets. */
+  for (uint32_t s = 0; s < c->S; s++) {
+    struct call *k = &p->calls[s];
+    if (!k->active)
+      continue;
+    if (k->rep.n != k->req.n) {
+      snprintf(err, errlen, "pserver %s answered a pull of %u keys with %u",
+               c->sh[s].endpoint, k->req.n, k->rep.n);
+      return -1;
+    }
+    for (uint32_t j = 0; j < k->rep.n; j++) {
+      size_t i = p->from[p->pos[s] + j];
+      out->plen[i] = k->rep.plen[j];
+      out->count[i] = k->rep.count[j];
+      out->clicks[i] = k->rep.clicks[j];
     }
   }
+  scratch(c, n, 0);
   c->voff[0] = 0;
   for (size_t i = 0; i < n; i++)
     c->voff[i + 1] = c->voff[i] + out->plen[i];
@@ -257,16 +390,16 @@ static long net_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
     snprintf(err, errlen,
              "pull of %zu keys of table %u returned %zu floats, more than "
              "vals_cap %zu (give room for n * D)",
-             n, table, c->voff[n], out->vals_cap);
+             n, p->table, c->voff[n], out->vals_cap);
     return -1;
   }
   for (uint32_t s = 0; s < c->S; s++) {
-    struct shard *sh = &c->sh[s];
-    if (!sh->active)
+    struct call *k = &p->calls[s];
+    if (!k->active)
       continue;
-    const float *v = sh->rep.vals;
-    for (uint32_t j = 0; j < sh->rep.n; j++) {
-      size_t i = c->from[c->pos[s] + j];
+    const float *v = k->rep.vals;
+    for (uint32_t j = 0; j < k->rep.n; j++) {
+      size_t i = p->from[p->pos[s] + j];
       if (out->plen[i]) { /* v is NULL when the reply has no floats */
         memcpy(out->vals + c->voff[i], v, out->plen[i] * sizeof(float));
         v += out->plen[i];
@@ -274,6 +407,50 @@ static long net_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
     }
   }
   return (long)c->voff[n];
+}
+
+static long pull_finish_in(struct client *c, int h, char *err, size_t errlen) {
+  CHECK(h >= 0 && h < NSLOTS && c->st[h].used, "pull handle %d is not started",
+        h);
+  struct started *p = &c->st[h];
+  long rc = pull_collect(c, p, err, errlen);
+  started_release(c, p);
+  return rc;
+}
+
+static int net_pull_start(void *ctx, uint32_t table, uint64_t step, size_t n,
+                          const uint64_t *keys, const struct ps_rows *out,
+                          char *err, size_t errlen) {
+  struct client *c = ctx;
+  int h = 0;
+  while (h < PS_MAX_STARTED && c->st[h].used)
+    h++;
+  CHECK(h < PS_MAX_STARTED, "more than %d pulls started", PS_MAX_STARTED);
+  return pull_start_in(c, h, table, step, n, keys, out, err, errlen);
+}
+
+static long net_pull_finish(void *ctx, int h, char *err, size_t errlen) {
+  CHECK(h < PS_MAX_STARTED, "pull handle %d", h);
+  return pull_finish_in(ctx, h, err, errlen);
+}
+
+static void net_pull_abandon(void *ctx, int h) {
+  struct client *c = ctx;
+  CHECK(h >= 0 && h < PS_MAX_STARTED && c->st[h].used,
+        "pull handle %d is not started", h);
+  started_release(c, &c->st[h]);
+}
+
+static long net_pull(void *ctx, uint32_t table, uint64_t step, size_t n,
+                     const uint64_t *keys, const struct ps_rows *out, char *err,
+                     size_t errlen) {
+  struct client *c = ctx;
+  if (n == 0)
+    return 0;
+  if (pull_start_in(c, BLOCKING_SLOT, table, step, n, keys, out, err, errlen) <
+      0)
+    return -1;
+  return pull_finish_in(c, BLOCKING_SLOT, err, errlen);
 }
 
 static int net_push(void *ctx, const struct ps_grads *g, char *err,
@@ -298,7 +475,7 @@ static int net_push(void *ctx, const struct ps_grads *g, char *err,
   }
   const size_t *goff = c->voff;         /* gradient offsets, caller's order */
   scratch(c, n, goff[n] ? goff[n] : 1); /* n unchanged: voff stays */
-  group(c, n, g->keys);
+  group(c, n, g->keys, c->from, c->gk, c->pos);
   begin(c);
   uint64_t id = c->next_id++;
   size_t f = 0;
@@ -392,17 +569,17 @@ static int net_pull_dense(void *ctx, uint64_t step, size_t off, size_t len,
     return -1;
   for (uint32_t s = 0; s < c->S; s++) {
     struct shard *sh = &c->sh[s];
-    if (!sh->active)
+    const struct call *k = &sh->now;
+    if (!k->active)
       continue;
-    if (sh->rep.off != sh->req.off || sh->rep.nvals != sh->req.nvals) {
+    if (k->rep.off != k->req.off || k->rep.nvals != k->req.nvals) {
       snprintf(err, errlen,
                "pserver %s answered dense [%llu, +%u) with [%llu, +%u)",
-               sh->endpoint, (unsigned long long)sh->req.off, sh->req.nvals,
-               (unsigned long long)sh->rep.off, sh->rep.nvals);
+               sh->endpoint, (unsigned long long)k->req.off, k->req.nvals,
+               (unsigned long long)k->rep.off, k->rep.nvals);
       return -1;
     }
-    memcpy(out + (sh->req.off - off), sh->rep.vals,
-           sh->rep.nvals * sizeof(float));
+    memcpy(out + (k->req.off - off), k->rep.vals, k->rep.nvals * sizeof(float));
   }
   return 0;
 }
@@ -424,8 +601,7 @@ static int net_set_dense(void *ctx, size_t off, size_t len, const float *values,
 }
 
 /* PS_LR_SCALE: one float to every pserver, dense block or not. */
-static int net_set_lr_scale(void *ctx, float scale, char *err,
-                            size_t errlen) {
+static int net_set_lr_scale(void *ctx, float scale, char *err, size_t errlen) {
   struct client *c = ctx;
   begin(c);
   uint64_t id = c->next_id++;
@@ -470,16 +646,37 @@ static int net_checkpoint(void *ctx, uint64_t step, const char *dir, char *err,
   return broadcast(ctx, MSG_CHECKPOINT, step, dir, err, errlen);
 }
 
+static void call_init(struct call *k) {
+  memset(k, 0, sizeof(*k));
+  k->in = net_msg_new();
+  msg_init(&k->rep);
+}
+
+static void call_deinit(struct call *k) {
+  msg_deinit(&k->rep);
+  net_msg_free(k->in);
+}
+
 static void net_ctx_free(void *ctx) {
   struct client *c = ctx;
   if (!c)
     return;
   for (uint32_t s = 0; c->sh && s < c->S; s++) {
     struct shard *sh = &c->sh[s];
+    call_deinit(&sh->now);
     msg_deinit(&sh->rep);
     net_msg_free(sh->in);
     net_sock_free(sh->sock);
     free(sh->endpoint);
+  }
+  for (int h = 0; h < NSLOTS; h++) {
+    struct started *p = &c->st[h];
+    for (uint32_t s = 0; p->calls && s < c->S; s++)
+      call_deinit(&p->calls[s]);
+    free(p->calls);
+    free(p->gk);
+    free(p->from);
+    free(p->pos);
   }
   net_free(c->net);
   msg_enc_deinit(&c->enc);
@@ -502,6 +699,9 @@ static const struct ps_ops net_ops = {
     .name = "net",
     .pull = net_pull,
     .push = net_push,
+    .pull_start = net_pull_start,
+    .pull_finish = net_pull_finish,
+    .pull_abandon = net_pull_abandon,
     .pull_dense = net_pull_dense,
     .push_dense = net_push_dense,
     .set_dense = net_set_dense,
@@ -529,6 +729,13 @@ struct ps *ps_net_new(const struct ps_net_opts *o, char *err, size_t errlen) {
   msg_enc_init(&c->enc);
   c->pos = xcalloc(c->S + 1, sizeof(size_t));
   c->cur = xcalloc(c->S, sizeof(size_t));
+  for (int h = 0; h < NSLOTS; h++) {
+    struct started *p = &c->st[h];
+    p->pos = xcalloc(c->S + 1, sizeof(size_t));
+    p->calls = xcalloc(c->S, sizeof(struct call));
+    for (uint32_t s = 0; s < c->S; s++)
+      call_init(&p->calls[s]);
+  }
   /* Ids that another client (or an earlier run of this one) is unlikely to
    * have used: a pserver recognises retries by (rank, id). */
   c->next_id = keys_mix64(clock_ns() ^ ((uint64_t)getpid() << 32) ^
@@ -545,6 +752,7 @@ struct ps *ps_net_new(const struct ps_net_opts *o, char *err, size_t errlen) {
     sh->endpoint = xstrdup(o->endpoints[s]);
     sh->in = net_msg_new();
     msg_init(&sh->rep);
+    call_init(&sh->now);
     struct net_opts no = {0};
     if (o->net)
       no = *o->net;
@@ -582,7 +790,7 @@ char *ps_net_stats(struct ps *ps, uint32_t shard, char *err, size_t errlen) {
   request(c, shard, MSG_STATS, c->next_id++);
   if (round_trip(c, err, errlen) < 0)
     return NULL;
-  const struct msg *r = &c->sh[shard].rep;
+  const struct msg *r = &c->sh[shard].now.rep;
   char *s = xmalloc((size_t)r->text_len + 1);
   memcpy(s, r->text, r->text_len);
   s[r->text_len] = 0;

@@ -22,6 +22,16 @@
  * id is not the awaited one (late answers to an earlier, failed request)
  * are dropped. An ERROR reply fails the call with the pserver's message.
  *
+ * Started pulls (ps_pull_start): the requests go out at once, the replies
+ * are read by ps_pull_finish, and in between other calls may be made: one
+ * socket then carries the replies of several requests, which the client
+ * tells apart by request id (each call has its own). The pserver answers a
+ * client's requests in the order they were sent (one connection, one
+ * serving thread), which is what gives ps.h's ordering guarantee. A
+ * started pull's reply is waited for timeout_ms from its send or from the
+ * call of ps_pull_finish, whichever is later, so the work done in between
+ * does not count against it; on a timeout it is resent like any request.
+ *
  * Limits: one pserver's part of a pull or push carries at most
  * MSG_MAX_KEYS keys and MSG_MAX_FLOATS floats (the pserver refuses a pull
  * that could return more than MSG_MAX_FLOATS); the worker's batches are far

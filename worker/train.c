@@ -122,8 +122,9 @@ struct trainer {
   bool lrw; /* the model takes LR weights: table 1 */
   struct params *p;
   struct model *m;
-  struct batch *b;         /* the current batch: bufs[0] or bufs[1] */
-  struct batch *bufs[2];   /* the two batches training alternates */
+  struct batch *b;         /* the current batch: one of bufs */
+  struct batch *bufs[3];   /* the batches training rotates: bufs[2] only
+                              with the pull overlap (else NULL) */
   uint64_t *prefetch_keys; /* [F] the reader thread's example buffer */
   uint64_t *exkeys;        /* [F] one example's keys */
   float *prefetch_vals, *exvals; /* [F] their values (libFM, CSV) */
@@ -146,6 +147,12 @@ struct trainer {
   struct metrics *met;
   double lr;       /* current dense lr */
   double lr_scale; /* product of the decays so far (the store's scale) */
+  /* The pull overlap (see pull_ahead): */
+  bool overlap;                  /* train.prefetch in async/ssp mode */
+  struct batch *ahead;           /* batch t+1, taken during step t */
+  int started[TRAIN_MAX_TABLES]; /* ps_pull_start handles of the batch to
+                                    train next (ahead, then b until
+                                    pull_and_gather); -1 = none */
 };
 
 /* err formatting that never overflows (messages are truncated). */
@@ -322,8 +329,16 @@ struct trainer *train_new(const struct train_opts *o, char *err,
   tr->dims[0] = tr->D;
   tr->ids[1] = 1;
   tr->dims[1] = 1;
-  for (int i = 0; i < 2; i++)
+  /* Sync mode pulls after the previous step's barrier, always; ssp with
+   * staleness 1 has a barrier every step, so nothing to overlap. */
+  tr->overlap =
+      cfg->train.prefetch &&
+      (cfg->train.mode == CONFIG_MODE_ASYNC ||
+       (cfg->train.mode == CONFIG_MODE_SSP && cfg->train.staleness > 1));
+  for (int i = 0; i < (tr->overlap ? 3 : 2); i++)
     tr->bufs[i] = batch_new(tr->Bmax, tr->F, tr->ntables, tr->ids, tr->dims);
+  for (int i = 0; i < TRAIN_MAX_TABLES; i++)
+    tr->started[i] = -1;
   tr->b = tr->bufs[0];
   tr->prefetch_keys = xcalloc((size_t)tr->F, sizeof(uint64_t));
   size_t BF = (size_t)tr->Bmax * (size_t)tr->F;
@@ -359,6 +374,7 @@ void train_free(struct trainer *tr) {
   params_free(tr->p);
   batch_free(tr->bufs[0]);
   batch_free(tr->bufs[1]);
+  batch_free(tr->bufs[2]);
   free(tr->prefetch_keys);
   free(tr->exkeys);
   free(tr->prefetch_vals);
@@ -523,6 +539,45 @@ static void prefetch_stop(struct prefetch *pf) {
   pthread_mutex_destroy(&pf->mu);
 }
 
+/* With the pull overlap: the reader's next batch goes to *got while the
+ * current one (tr->b) stays, and the thread gets the third buffer to fill:
+ * the one neither current nor just handed out (the batch trained before
+ * tr->b, done with, or one no step used yet). Returns the size of *got, 0
+ * at the end of the data, or -1 with err set. */
+static int prefetch_ahead(struct prefetch *pf, struct batch **got, char *err,
+                          size_t errlen) {
+  struct trainer *tr = pf->tr;
+  pthread_mutex_lock(&pf->mu);
+  while (!pf->filled)
+    pthread_cond_wait(&pf->cv, &pf->mu);
+  int rc = pf->filled_rc;
+  *got = pf->filled;
+  pf->filled = NULL;
+  if (rc > 0) {
+    for (int i = 0; i < 3; i++)
+      if (tr->bufs[i] != tr->b && tr->bufs[i] != *got)
+        pf->spare = tr->bufs[i];
+    CHECK(pf->spare && tr->bufs[2], "no third batch for the pull overlap");
+    pthread_cond_broadcast(&pf->cv);
+  }
+  pthread_mutex_unlock(&pf->mu);
+  if (rc < 0)
+    return fail(err, errlen, "%s", pf->err);
+  return rc;
+}
+
+/* Table t's rows of the current batch into out: the pull started for it
+ * during the previous step (pull_ahead), or a pull now. */
+static long pull_rows(struct trainer *tr, struct ps *ps, int t, uint64_t step,
+                      const struct ps_rows *out, char *err, size_t errlen) {
+  struct batch *b = tr->b;
+  int h = tr->started[t];
+  if (h < 0)
+    return ps_pull(ps, b->t[t].id, step, b->U, b->keys, out, err, errlen);
+  tr->started[t] = -1;
+  return ps_pull_finish(ps, h, err, errlen);
+}
+
 /* Pulls every table of the batch and builds E (and w). */
 static int pull_and_gather(struct trainer *tr, struct ps *ps, uint64_t step,
                            char *err, size_t errlen) {
@@ -531,8 +586,7 @@ static int pull_and_gather(struct trainer *tr, struct ps *ps, uint64_t step,
     struct ps_rows out;
     batch_pull_out(b, t, &out);
     char perr[512];
-    if (ps_pull(ps, b->t[t].id, step, b->U, b->keys, &out, perr, sizeof(perr)) <
-        0)
+    if (pull_rows(tr, ps, t, step, &out, perr, sizeof(perr)) < 0)
       return fail(err, errlen, "step %llu: pull of table %u: %s",
                   (unsigned long long)step, b->t[t].id, perr);
     batch_expand(b, t);
@@ -616,8 +670,96 @@ static void phase_add(struct trainer *tr, int ph, double *t) {
   *t = now;
 }
 
-static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
-                      double *loss, char *err, size_t errlen) {
+/* ---- the pull overlap ----------------------------------------------------
+ *
+ * Async and ssp modes (train.prefetch): during step t, once batch t's rows
+ * are in, batch t+1 is taken from the reader and its pulls are started
+ * (ps_pull_start); the pservers answer them while batch t computes and
+ * pushes, and step t+1 collects the replies (ps_pull_finish, in
+ * pull_and_gather) instead of pulling. The pulls of t+1 are sent before
+ * the push of t, so they read the rows without batch t's update (ps.h's
+ * ordering: deterministic, the same embedded and distributed): one step
+ * more staleness, which async mode allows. In ssp mode no pull is started
+ * across a barrier (step t a multiple of train.staleness): step t+1 then
+ * pulls after the barrier as without the overlap, so the bound holds as it
+ * is: the rows a worker reads at step t carry every worker's pushes of
+ * steps <= t - staleness, with or without the overlap (a pull started
+ * during step t-1 is sent after the barrier of the last multiple of
+ * staleness before t-1, which is also the last one before t). Nor across
+ * an evaluation, the last step or a stop request: what follows them pulls
+ * as without the overlap.
+ *
+ * Why split pulls on one thread rather than a pulling stage with its own
+ * sockets on a thread of its own: one thread keeps every ps call on the
+ * thread that owns the ps (ps.h; STYLE.md rule 11: no socket shared), the
+ * pulls of t+1 and the push of t then travel on one connection per
+ * pserver in the order they were made, which makes what a pull reads a
+ * function of the config (a second connection would race with the push),
+ * and the embedded store needs no second handle. It also needs no
+ * batch to cross one more thread: the reader thread hands batches over as
+ * before, with a third buffer in the rotation (batch t trains, batch t+1
+ * waits for its rows, the reader fills t+2). */
+
+/* In step t, after batch t's pulls: takes batch t+1 and starts its pulls,
+ * unless the step is one the overlap must not cross (above). *t is the
+ * phase clock: waiting for the reader counts as reading. Returns 0, or -1
+ * with err set (a data error of batch t+1, a pull that could not be
+ * sent). */
+static int pull_ahead(struct trainer *tr, struct ps *ps, struct prefetch *pf,
+                      uint64_t step, double *t, char *err, size_t errlen) {
+  const struct config *cfg = tr->cfg;
+  const uint64_t max_steps = (uint64_t)cfg->train.max_steps;
+  const uint64_t eval_every = (uint64_t)cfg->train.eval_every_steps;
+  if (!tr->overlap || (max_steps && step >= max_steps) ||
+      (tr->o.stop && *tr->o.stop) || (eval_every && step % eval_every == 0) ||
+      (cfg->train.mode == CONFIG_MODE_SSP &&
+       step % (uint64_t)cfg->train.staleness == 0))
+    return 0;
+  struct batch *nb;
+  int B = prefetch_ahead(pf, &nb, err, errlen);
+  phase_add(tr, PH_READ, t);
+  if (B < 0)
+    return -1;
+  tr->ahead = nb; /* with B == 0: the end of the data, no pull */
+  for (int i = 0; B > 0 && i < tr->ntables; i++) {
+    struct ps_rows out;
+    batch_pull_out(nb, i, &out);
+    char perr[512];
+    tr->started[i] = ps_pull_start(ps, nb->t[i].id, step + 1, nb->U, nb->keys,
+                                   &out, perr, sizeof(perr));
+    if (tr->started[i] < 0)
+      return fail(err, errlen, "step %llu: pull of table %u: %s",
+                  (unsigned long long)step + 1, nb->t[i].id, perr);
+  }
+  phase_add(tr, PH_PULL, t);
+  return 0;
+}
+
+/* The next batch becomes tr->b: the one step t took ahead, or the reader
+ * thread's next. Returns its size, 0 at the end of the data, or -1 with
+ * err set. */
+static int next_batch(struct trainer *tr, struct prefetch *pf, char *err,
+                      size_t errlen) {
+  if (!tr->ahead)
+    return prefetch_next(pf, err, errlen);
+  tr->b = tr->ahead; /* the old tr->b is done: pull_ahead reuses it */
+  tr->ahead = NULL;
+  return tr->b->B;
+}
+
+/* A training pass ends (stop, error, early stop) with batch t+1 taken and
+ * its pulls started: they are dropped, their replies discarded. */
+static void drop_ahead(struct trainer *tr, struct ps *ps) {
+  for (int i = 0; i < TRAIN_MAX_TABLES; i++)
+    if (tr->started[i] >= 0) {
+      ps_pull_abandon(ps, tr->started[i]);
+      tr->started[i] = -1;
+    }
+  tr->ahead = NULL;
+}
+
+static int train_step(struct trainer *tr, struct ps *ps, struct prefetch *pf,
+                      uint64_t step, double *loss, char *err, size_t errlen) {
   const struct config *cfg = tr->cfg;
   struct batch *b = tr->b;
   int B = b->B;
@@ -627,6 +769,8 @@ static int train_step(struct trainer *tr, struct ps *ps, uint64_t step,
   if (tr->o.dense_via_ps && pull_dense(tr, ps, step, err, errlen))
     return -1;
   phase_add(tr, PH_PULL, &t);
+  if (pull_ahead(tr, ps, pf, step, &t, err, errlen))
+    return -1;
   params_zero_grad(tr->p);
   const float *in = amtl_input(tr);
   if (tr->amtl)
@@ -987,7 +1131,7 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
         break;
       }
       double t_read = clock_sec(); /* now: waiting for the reader */
-      int B = prefetch_next(&pf, err, errlen);
+      int B = next_batch(tr, &pf, err, errlen);
       if (B < 0) {
         rc = -1;
         break;
@@ -997,7 +1141,7 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
         break;
       step++;
       double loss;
-      if (train_step(tr, ps, step, &loss, err, errlen)) {
+      if (train_step(tr, ps, &pf, step, &loss, err, errlen)) {
         rc = -1;
         break;
       }
@@ -1073,6 +1217,7 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
           break;
       }
     }
+    drop_ahead(tr, ps);
     prefetch_stop(&pf);
     if (rc)
       goto out;

@@ -79,7 +79,8 @@
  *
  * Threads: during a training pass, one reader thread reads, parses and
  * de-duplicates batch t+1 while the caller's thread trains batch t (two
- * batches alternate; the batch order is the same as without it). Every
+ * batches alternate, three with the pull overlap; the batch order is the
+ * same as without it). Every
  * ps call is made from the caller's thread, as ps.h requires. Evaluation
  * passes read on the caller's thread.
  *
@@ -98,8 +99,20 @@
  * with values (libFM idx:x, CSV value columns) feed x times the row
  * (worker/batch.h); a CSV group column feeds gAUC.
  *
- * Not here yet: pulls of batch t+1 overlapped with compute (async/ssp
- * modes), several workers' readers (rank/nranks are fixed to 0/1).
+ * Pull overlap (train.prefetch, async and ssp modes): during step t, once
+ * batch t's rows are in, batch t+1's pulls are started (ps_pull_start) and
+ * the pservers answer them while batch t computes and pushes; step t+1
+ * only collects the replies. Those pulls are sent before batch t's push,
+ * so batch t+1 reads rows without batch t's update: one step more
+ * staleness in async mode. In ssp mode no pull is started across a
+ * barrier, so the bound stays what train.staleness says: the rows read at
+ * step t carry every worker's pushes of steps <= t - staleness (staleness
+ * 1 leaves nothing to overlap). Runs stay deterministic (one worker: the
+ * same losses embedded and distributed), since a started pull reads the
+ * rows as of its start (ps.h). Sync mode never overlaps. The dense pull
+ * (dense_via_ps) is not overlapped.
+ *
+ * Not here yet: several workers' readers (rank/nranks are fixed to 0/1).
  */
 #ifndef MASKPS_TRAIN_H
 #define MASKPS_TRAIN_H

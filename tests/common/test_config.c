@@ -441,7 +441,7 @@ static void test_overrides(void **state) {
                    "max_steps, mode, staleness, dense_sync_every, "
                    "eval_every_steps, patience, lr_decay_factor, seed, "
                    "run_dir, threads, checkpoint_every_steps, "
-                   "keep_checkpoints)");
+                   "keep_checkpoints, prefetch)");
   expect_set_error(c, "trains.seed=3",
                    "--set trains.seed=3: unknown section, did you mean "
                    "\"train\"? (expected one of: data, model, embedding, "

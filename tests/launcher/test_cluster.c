@@ -9,7 +9,10 @@
  *   a pserver or a worker killed with SIGKILL during `maskps train` ends the
  *     run within a bound, exit 1, with a message naming the process;
  *   SIGINT to `maskps train` exits 130 and leaves no process behind, the
- *     pservers having flushed and closed their stores. */
+ *     pservers having flushed and closed their stores;
+ *   the last two also in async mode, where the worker overlaps the next
+ *     step's pulls with the current step (tests/launcher/test_cluster_async.c
+ *     checks what those pulls read). */
 #include "common/config.h"
 #include "common/gen.h"
 #include "common/ps.h"
@@ -627,17 +630,22 @@ static pid_t find_child(pid_t launcher, const char *prog, int rank) {
   return found;
 }
 
-/* Starts `maskps train` on a long run (many epochs) of a fresh run dir and
- * waits until its worker 0 logged a training record. */
-static pid_t start_long_run(const char *run, char *errlog, size_t len,
-                            char *config_path, size_t cplen) {
-  static const char *const sets[] = {"cluster.pservers=2",
-                                     "train.epochs=10000",
-                                     "train.patience=1000",
-                                     "log.jsonl=true",
-                                     "log.interval_s=0.05",
-                                     "log.level=info",
-                                     NULL};
+/* Starts `maskps train` on a long run (many epochs) of a fresh run dir in
+ * train.mode `mode` and waits until its worker 0 logged a training record.
+ * (In async mode the worker has a pull started for the next step most of
+ * the time: batch t+1's pulls overlap step t.) */
+static pid_t start_long_run(const char *run, const char *mode, char *errlog,
+                            size_t len, char *config_path, size_t cplen) {
+  char mode_set[64];
+  snprintf(mode_set, sizeof(mode_set), "train.mode=%s", mode);
+  const char *const sets[] = {"cluster.pservers=2",
+                              "train.epochs=10000",
+                              "train.patience=1000",
+                              "log.jsonl=true",
+                              "log.interval_s=0.05",
+                              "log.level=info",
+                              mode_set,
+                              NULL};
   struct config *cfg = make_config(run, sets);
   snprintf(config_path, cplen, "%s/%s.yaml", g_dir, run);
   write_config(cfg, config_path);
@@ -670,11 +678,11 @@ static pid_t start_long_run(const char *run, char *errlog, size_t len,
   return pid;
 }
 
-static void kill_child_and_check(const char *run, const char *prog,
-                                 const char *role, int rank) {
+static void kill_child_and_check(const char *run, const char *mode,
+                                 const char *prog, const char *role, int rank) {
   char errlog[256], cpath[256];
   pid_t launcher =
-      start_long_run(run, errlog, sizeof(errlog), cpath, sizeof(cpath));
+      start_long_run(run, mode, errlog, sizeof(errlog), cpath, sizeof(cpath));
   pid_t victim = find_child(launcher, prog, rank);
   assert_true(victim > 0);
   pid_t others[3] = {find_child(launcher, "maskps-pserver", 0),
@@ -706,19 +714,27 @@ static void kill_child_and_check(const char *run, const char *prog,
 
 static void test_pserver_killed(void **state) {
   (void)state;
-  kill_child_and_check("kill-ps", "maskps-pserver", "pserver", 1);
+  kill_child_and_check("kill-ps", "sync", "maskps-pserver", "pserver", 1);
+}
+
+/* The same with the pull overlap: the pserver dies with pulls started. */
+static void test_pserver_killed_async(void **state) {
+  (void)state;
+  kill_child_and_check("kill-ps-async", "async", "maskps-pserver", "pserver",
+                       0);
 }
 
 static void test_worker_killed(void **state) {
   (void)state;
-  kill_child_and_check("kill-wk", "maskps-worker", "worker", 0);
+  kill_child_and_check("kill-wk", "sync", "maskps-worker", "worker", 0);
 }
 
-static void test_sigint_stops_everything(void **state) {
-  (void)state;
+/* SIGINT in train.mode `mode` (run dir `run`): exit 130, every process
+ * gone, the pservers closed cleanly, the worker stopped after a step. */
+static void sigint_and_check(const char *run, const char *mode) {
   char errlog[256], cpath[256];
   pid_t launcher =
-      start_long_run("sigint", errlog, sizeof(errlog), cpath, sizeof(cpath));
+      start_long_run(run, mode, errlog, sizeof(errlog), cpath, sizeof(cpath));
   pid_t kids[3] = {find_child(launcher, "maskps-pserver", 0),
                    find_child(launcher, "maskps-pserver", 1),
                    find_child(launcher, "maskps-worker", 0)};
@@ -736,7 +752,7 @@ static void test_sigint_stops_everything(void **state) {
   /* the pservers stopped cleanly: flushed and closed their stores */
   for (int i = 0; i < 2; i++) {
     char p[256];
-    snprintf(p, sizeof(p), "%s/sigint/logs/pserver-%d.log", g_dir, i);
+    snprintf(p, sizeof(p), "%s/%s/logs/pserver-%d.log", g_dir, run, i);
     char *log = slurp(p);
     if (!strstr(log, "closed; bye"))
       print_error("pserver %d log:\n%s\n", i, log);
@@ -747,6 +763,18 @@ static void test_sigint_stops_everything(void **state) {
   assert_non_null(strstr(out, "interrupted"));
   assert_null(strstr(out, "SIGKILL"));
   free(out);
+}
+
+static void test_sigint_stops_everything(void **state) {
+  (void)state;
+  sigint_and_check("sigint", "sync");
+}
+
+/* With the pull overlap, the worker stops with the next step's pulls
+ * started: it drops them and still ends cleanly. */
+static void test_sigint_stops_everything_async(void **state) {
+  (void)state;
+  sigint_and_check("sigint-async", "async");
 }
 
 /* A whole local-cluster run: maskps train exits 0 and prints embedded
@@ -904,6 +932,8 @@ int main(void) {
       cmocka_unit_test(test_pserver_killed),
       cmocka_unit_test(test_worker_killed),
       cmocka_unit_test(test_sigint_stops_everything),
+      cmocka_unit_test(test_pserver_killed_async),
+      cmocka_unit_test(test_sigint_stops_everything_async),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
