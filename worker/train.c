@@ -292,6 +292,18 @@ struct trainer *train_new(const struct train_opts *o, char *err,
     fail(err, errlen, "%s", merr);
     goto fail;
   }
+  /* EDCN's Hadamard bridge multiplies cross and deep outputs that start at
+   * the embeddings' scale: with init_std 1e-4 the products (~1e-8) carry
+   * no gradient and the model predicts a constant unless BatchNorm
+   * rescales them (in PyTorch too; BENCHMARKS.md). Say so before the run. */
+  if (mo.kind == MODEL_EDCN && mo.bridge == MODEL_BRIDGE_HADAMARD &&
+      !mo.use_bn && cfg->embedding.init_std < 1e-2)
+    logger_warn(tr->o.log,
+                "model.name edcn with model.bridge hadamard, model.use_bn "
+                "false and embedding.init_std %g: the bridge's products "
+                "vanish and the model may learn nothing (AUC 0.5); set "
+                "model.use_bn: true or model.bridge: add",
+                cfg->embedding.init_std);
   tr->p = params_new();
   tr->m = model_new(&mo, tr->F, tr->D, tr->Bmax, tr->p, merr, sizeof(merr));
   if (!tr->m) {
