@@ -111,8 +111,6 @@
  * same losses embedded and distributed), since a started pull reads the
  * rows as of its start (ps.h). Sync mode never overlaps. The dense pull
  * (dense_via_ps) is not overlapped.
- *
- * Not here yet: several workers' readers (rank/nranks are fixed to 0/1).
  */
 #ifndef MASKPS_TRAIN_H
 #define MASKPS_TRAIN_H
