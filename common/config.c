@@ -132,9 +132,9 @@ static const struct config_key schema[] = {
     K_STR(data, csv_delimiter, ",", "csv: the column separator, one byte"),
     K_STR(data, csv_label, "label", "csv: name of the 0/1 label column"),
     K_STRS(data, csv_numeric, "[]",
-           "csv: columns bucketised as numbers (Criteo rule: x > 2 -> "
+           "csv: integer columns bucketised (Criteo rule: x > 2 -> "
            "floor(ln(x)^2)), each bucket a row; empty = the field's missing "
-           "row. Columns named in no csv_* key are categorical (text hashed; "
+           "row; a fraction is a malformed line (use csv_value). Columns named in no csv_* key are categorical (text hashed; "
            "empty = missing)"),
     K_STRS(data, csv_value, "[]",
            "csv: numeric columns fed as a value: the field has one row, "
@@ -276,11 +276,13 @@ static const struct config_key schema[] = {
            "seed of initial values, dropout and shuffling"),
     K_STR(train, run_dir, "runs/default",
           "directory for logs, checkpoints and the effective config"),
-    K_INT(train, threads, "0", 0, 1024,
-          "compute threads per worker (0 = one per core): OpenBLAS's, and "
-          "the dense model splits each training batch of at least 128 rows "
-          "per thread over this many threads (not with model.use_bn or "
-          "model.dropout, whose rows are coupled)"),
+    K_INT(train, threads, "0", 0, 64,
+          "compute threads per worker (0 = one per CPU this process may "
+          "use): OpenBLAS's, and the dense model splits each batch "
+          "(training and evaluation) over this many threads, at least 128 "
+          "rows each (not with model.use_bn or model.dropout, whose rows "
+          "are coupled); results then differ from one thread's in float "
+          "rounding, so fix it for bit-for-bit repeatable runs"),
     K_INTU(train, checkpoint_every_steps, "0", 0,
            "checkpoint every this many steps (0 = at the end of each epoch)"),
     K_INT(train, keep_checkpoints, "2", 1, 1000,
@@ -288,7 +290,9 @@ static const struct config_key schema[] = {
     K_BOOL(train, prefetch, "true",
            "async/ssp: pull batch t+1's rows while batch t computes (one "
            "step more staleness in async; in ssp none across a barrier, so "
-           "the staleness bound holds); sync mode never does"),
+           "the staleness bound holds); sync mode never does. Embedded "
+           "async/ssp runs read the same staler rows, with nothing to "
+           "overlap, so that they stay the reference of a cluster run"),
 
     /* cluster */
     K_INT(cluster, pservers, "0", 0, 4096,

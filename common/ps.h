@@ -131,7 +131,10 @@ long ps_pull(struct ps *ps, uint32_t table, uint64_t step, size_t n,
  * made through the same ps between start and finish is not in its result:
  * ps_local pulls at start; a pserver answers one client's requests in the
  * order they were sent, and start sent them. Other workers' pushes in
- * between may or may not be in it. Other calls (pushes, blocking pulls,
+ * between may or may not be in it. One exception: when a request or its
+ * reply is lost (a pserver restarting) and ps_pull_finish resends it after
+ * a timeout, the resent request is answered after what was sent before
+ * the resend, this ps's pushes included. Other calls (pushes, blocking pulls,
  * barriers, more started pulls) may be made while pulls are started.
  *
  * Ownership: keys are borrowed for the call of start only (copied); out's

@@ -47,7 +47,7 @@ static const char *parse_number(const char *s, size_t len, double *out) {
   memcpy(buf, s, len);
   buf[len] = 0;
   for (size_t i = 0; i < len; i++)
-    if (!strchr("0123456789+-.eE", buf[i])) {
+    if (!buf[i] || !strchr("0123456789+-.eE", buf[i])) {
       int nonfinite =
           !strcasecmp(buf + (buf[0] == '-' || buf[0] == '+'), "nan") ||
           !strncasecmp(buf + (buf[0] == '-' || buf[0] == '+'), "inf", 3);
@@ -62,6 +62,8 @@ static const char *parse_number(const char *s, size_t len, double *out) {
     return "is not a finite number (out of range)";
   if (!isfinite(v) || fabs(v) > FLT_MAX)
     return "is not a finite number (out of float range)";
+  if (v != 0 && fabs(v) < FLT_TRUE_MIN)
+    return "is too small for a float (it would read as 0)";
   *out = v;
   return NULL;
 }
@@ -338,7 +340,15 @@ struct data_csv_schema *data_csv_schema_new(const struct data_csv_spec *spec,
              DATA_CSV_MAX_COLUMNS);
     return NULL;
   }
-  for (size_t c = 0; c < nnames; c++)
+  for (size_t c = 0; c < nnames; c++) {
+    if (!names[c][0]) { // e.g. pandas' unnamed index column: refuse, not
+      // train on a feature nobody named (and every row's own key)
+      snprintf(why, whylen,
+               "column %zu has no name (name it in the header, and list it "
+               "in data.csv_ignore if it is not a feature)",
+               c + 1);
+      return NULL;
+    }
     for (size_t d = 0; d < c; d++)
       if (!strcmp(names[c], names[d])) {
         snprintf(why, whylen,
@@ -347,6 +357,7 @@ struct data_csv_schema *data_csv_schema_new(const struct data_csv_spec *spec,
                  names[c], d + 1, c + 1);
         return NULL;
       }
+  }
   struct data_csv_schema *s = xcalloc(1, sizeof(*s));
   s->delim = spec->delim;
   s->ncols = (uint32_t)nnames;
@@ -483,6 +494,12 @@ int data_parse_csv(const struct data_csv_schema *s, char *line, size_t len,
       } else {
         if ((what = parse_number(t, n, &v)))
           return col_fail(s, c, t, n, what, why, whylen);
+        if (v != floor(v) || fabs(v) > 9.0e15)
+          return col_fail(s, c, t, n,
+                          "is not an integer (data.csv_numeric buckets "
+                          "integers by the Criteo rule; list real-valued "
+                          "columns in data.csv_value)",
+                          why, whylen);
         char tok[24];
         int tl = snprintf(tok, sizeof(tok), "%lld",
                           (long long)keys_criteo_bucket(v));

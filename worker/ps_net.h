@@ -30,7 +30,8 @@
  * serving thread), which is what gives ps.h's ordering guarantee. A
  * started pull's reply is waited for timeout_ms from its send or from the
  * call of ps_pull_finish, whichever is later, so the work done in between
- * does not count against it; on a timeout it is resent like any request.
+ * does not count against it; on a timeout it is resent like any request
+ * (and then reads what this client pushed before the resend: ps.h).
  *
  * Limits: one pserver's part of a pull or push carries at most
  * MSG_MAX_KEYS keys and MSG_MAX_FLOATS floats (the pserver refuses a pull

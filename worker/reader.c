@@ -240,6 +240,13 @@ struct reader *reader_open(const struct reader_options *o, char *err,
     if (f)
       fclose(f);
   }
+  /* Borrowed for reader_open alone (the caller may free them now): no later
+   * call may reach them. */
+  r->o.paths = NULL;
+  r->o.npaths = 0;
+  r->o.csv = NULL;
+  r->o.csv_expect = NULL;
+  r->o.ncsv_expect = 0;
   return r;
 }
 

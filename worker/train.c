@@ -311,6 +311,12 @@ struct trainer *train_new(const struct train_opts *o, char *err,
          config_enum_name("model", "name", (int)cfg->model.name), merr);
     goto fail;
   }
+  logger_info(tr->o.log, "model %s: %d compute thread(s) per batch%s",
+              config_enum_name("model", "name", (int)cfg->model.name),
+              model_threads(tr->m),
+              model_threads(tr->m) < mo.threads
+                  ? " (batch_size / 128 rows, or use_bn/dropout, allow no more)"
+                  : "");
   if (cfg->embedding.amtl) {
     struct amtl_options ao;
     if (amtl_options_from_config(&ao, cfg, tr->F, merr, sizeof(merr))) {
@@ -458,7 +464,8 @@ static int fill_batch(struct trainer *tr, struct source *src, char *err,
  * One thread per training pass reads, parses, hashes and de-duplicates the
  * next batch (DESIGN.md: the worker overlaps this with compute). Two
  * batches alternate: the one the main thread trains (tr->b) and the one the
- * thread fills. What passes between the threads is the ownership of a
+ * thread fills; with the pull overlap (below) a third holds batch t+1
+ * while its pulls are in flight, and the thread never gets that one. What passes between the threads is the ownership of a
  * batch, under one mutex (STYLE.md rule 11 asks for ZeroMQ messages; a
  * pointer handoff between two fixed buffers is the same protocol without
  * copying 40 MB batches through a socket). The reader of the training data

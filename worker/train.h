@@ -63,7 +63,9 @@
  *
  * Determinism: a run is a function of the config (seeds, data order); two
  * runs of one config give the same per-step losses, bit for bit, when
- * OpenBLAS runs on one thread.
+ * train.threads is fixed (the model splits batches over that many threads,
+ * nn/model.h, and train.threads 0 counts this machine's CPUs) and OpenBLAS
+ * runs on one thread inside each slice (it does: the split sets that).
  *
  * AMTL (embedding.amtl): the layer of worker/nn/amtl.h sits between the
  * gathered E and the model, on table 0, with the store's count/clicks of

@@ -13,6 +13,9 @@
  *     optimizer wrote. Errors are relative to max(|a|, |b|, 1% of the
  *     array's largest value), so a sum that cancels to ~0 is judged by the
  *     rounding of its terms;
+ *   - a batch of fewer than T x MODEL_SPLIT_MIN_ROWS rows is split into
+ *     fewer slices, and still matches; model_threads() says how many
+ *     threads a model really has (T, or 1 where it must not split);
  *   - the same when the caller's params hold other tensors before and
  *     after the model's (the replicas find their stretch of the buffer);
  *   - evaluation forward (train = false) is split too, and matches;
@@ -165,6 +168,11 @@ static void compare(const struct model_options *o1, int T, int B, bool same) {
   struct net a, b;
   net_init(&a, o1);
   net_init(&b, &oT);
+  // the threads the model really has: a model that quietly stayed on one
+  // thread would pass every comparison below
+  bool coupled = o1->use_bn || o1->dropout > 0;
+  assert_int_equal(model_threads(a.m), 1);
+  assert_int_equal(model_threads(b.m), coupled ? 1 : T);
   struct inputs in = make_inputs(3 + (uint64_t)T);
   const char *name = model_kind_name(o1->kind);
   for (int s = 0; s < 2; s++) {
@@ -217,6 +225,11 @@ static void test_every_kind_split(void **state) {
     compare(&o, 2, BMAX, false);
     compare(&o, 3, 389, false);
   }
+  // a batch with room for fewer slices than threads: 3 threads, 300 rows
+  // make 2 slices of 150 (one replica idles)
+  struct model_options o3;
+  small_options(&o3, MODEL_DCN);
+  compare(&o3, 3, 300, false);
   // the other structures and bridges, which take other code paths
   struct model_options o;
   small_options(&o, MODEL_DCNV2);

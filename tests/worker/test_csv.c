@@ -113,6 +113,10 @@ static void test_schema_errors(void **state) {
   const char *const dup[] = {"click", "ad", "user", "ad"};
   expect_schema_error(&sp, dup, 4,
                       "column 'ad' appears twice (columns 2 and 4)");
+  const char *const unnamed[] = {"", "click", "ad"}; /* pandas' index */
+  expect_schema_error(&sp, unnamed, 3,
+                      "column 1 has no name (name it in the header, and list "
+                      "it in data.csv_ignore if it is not a feature)");
   const char *const only[] = {"click", "user", "req_id"};
   sp.numeric = sp.value = NULL;
   sp.nnumeric = sp.nvalue = 0;
@@ -198,8 +202,9 @@ static void test_parse_good_lines(void **state) {
     assert_int_equal(keys[f], keys_missing_id(f));
   assert_int_equal(keys[3], tok(3, "#value"));
   assert_false(ex.valued);
-  /* numeric: decimals and negatives bucketise by the Criteo rule */
-  assert_int_equal(parse(s, "0,u8,a,1.9,-3e1,0,x", &ex, why), 0);
+  /* numeric: integers in any decimal spelling and negatives bucketise by
+   * the Criteo rule (1.9 is refused: tests below) */
+  assert_int_equal(parse(s, "0,u8,a,1.0e0,-3e1,0,x", &ex, why), 0);
   assert_int_equal(keys[1], tok(1, "1"));
   assert_true(vals[2] == -30.0f && vals[3] == 0.0f);
   assert_int_equal(parse(s, "0,u8,a,-2,1,1,x", &ex, why), 0);
@@ -228,6 +233,12 @@ static void test_parse_bad_lines(void **state) {
       {"1,u,a, 12,2,3,x", "column 4 (hour): ' 12' is not a number"},
       {"1,u,a,0x1f,2,3,x", "column 4 (hour): '0x1f' is not a number"},
       {"1,u,a,inf,2,3,x", "column 4 (hour): 'inf' is not a finite number"},
+      {"1,u,a,1.9,2,3,x",
+       "column 4 (hour): '1.9' is not an integer (data.csv_numeric buckets "
+       "integers by the Criteo rule; list real-valued columns in "
+       "data.csv_value)"},
+      {"1,u,a,1,1e-50,3,x", "column 5 (price): '1e-50' is too small for a "
+                            "float (it would read as 0)"},
       {"1,u,a,1,abc,3,x", "column 5 (price): 'abc' is not a number"},
       {"1,u,a,1,NaN,3,x", "column 5 (price): 'NaN' is not a finite number"},
       {"1,u,a,1,2,-Infinity,x",

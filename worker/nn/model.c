@@ -3,6 +3,7 @@
 #include "worker/nn/model.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,10 +34,11 @@ struct model {
   void *self;                    /* the kind's state (slice 0, or all) */
   int Bmax;                      /* rows forward/backward accept */
   int lastB;                     /* rows of the last forward; 0 = none */
-  bool lastsplit;                /* whether that forward was split */
+  int S;                         /* slices of the last forward (1 = one
+                                    pass); backward uses the same */
   int F, D;                      /* E is (B, F*D), w is (B, F) */
   struct params *params;         /* the caller's set (slice 0's) */
-  int T;                         /* slices; 1 = never split */
+  int T;                         /* slices at most; 1 = never split */
   struct replica *reps;          /* [T - 1] */
   /* the hand-off, under mu: the caller fills the job, bumps gen and waits
    * until pending (replicas still on this job) falls to 0 */
@@ -185,12 +187,15 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
   o->dropout = (float)c->dropout;
   o->dropout_seed = (uint64_t)cfg->train.seed;
   // train.threads 0 = one per core, as for OpenBLAS
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  // the CPUs this process may run on (cpusets, taskset), not the machine's
+  cpu_set_t cpus;
+  int cores = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus)
+                                                             : 1;
   o->threads = cfg->train.threads > 0 ? (int)cfg->train.threads
-               : cores > 0            ? (int)cores
+               : cores > 0            ? cores
                                       : 1;
-  if (o->threads > MODEL_MAX_THREADS)
-    o->threads = MODEL_MAX_THREADS;
+  if (o->threads > MODEL_MAX_THREADS) // only from counting a huge machine's
+    o->threads = MODEL_MAX_THREADS;  // CPUs: the config caps train.threads
   if (c->cross_layers > MODEL_MAX_LAYERS) {
     snprintf(err, errlen, "model.cross_layers: %lld, at most %d are supported",
              (long long)c->cross_layers, MODEL_MAX_LAYERS);
@@ -255,11 +260,18 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
   return 0;
 }
 
-/* Runs the current job on slice k (rows [B k / T, B (k+1) / T)) with the
+/* Slices a batch of B rows is split into: as many as the model has (T),
+ * but never fewer than MODEL_SPLIT_MIN_ROWS rows each; 1 = one pass. */
+static int slices_for(const struct model *m, int B) {
+  int S = B / MODEL_SPLIT_MIN_ROWS;
+  return S < 1 ? 1 : S > m->T ? m->T : S;
+}
+
+/* Runs the current job on slice k (rows [B k / S, B (k+1) / S)) with the
  * kind's state self, whose gradients are in p. */
 static void run_slice(struct model *m, int k, void *self, struct params *p) {
-  int r0 = (int)((int64_t)m->B * k / m->T);
-  int r1 = (int)((int64_t)m->B * (k + 1) / m->T);
+  int r0 = (int)((int64_t)m->B * k / m->S);
+  int r1 = (int)((int64_t)m->B * (k + 1) / m->S);
   size_t e = (size_t)r0 * (size_t)m->F * (size_t)m->D, f = (size_t)r0 * m->F;
   if (m->job == JOB_FORWARD) {
     m->impl->forward(self, m->E + e, m->w ? m->w + f : NULL, m->logits + r0,
@@ -283,6 +295,8 @@ static void *replica_main(void *arg) {
     if (m->quit)
       break;
     seen = m->gen;
+    if (r->idx >= m->S) // this batch has fewer slices than we are
+      continue;
     pthread_mutex_unlock(&m->mu);
     run_slice(m, r->idx, r->self, r->p);
     pthread_mutex_lock(&m->mu);
@@ -293,8 +307,9 @@ static void *replica_main(void *arg) {
   return NULL;
 }
 
-/* One job over every slice: the replicas on their threads, slice 0 here,
- * OpenBLAS at one thread meanwhile (T threads already use the cores). */
+/* One job over the S slices of the batch: replicas 1..S-1 on their
+ * threads, slice 0 here, OpenBLAS at one thread meanwhile (the slices
+ * already use the cores). */
 static void run_split(struct model *m) {
   CHECK(m->params->values, "model %s: params_alloc before forward",
         m->impl->name);
@@ -309,7 +324,7 @@ static void run_split(struct model *m) {
   if (blas != 1)
     gemm_set_threads(1);
   pthread_mutex_lock(&m->mu);
-  m->pending = m->T - 1;
+  m->pending = m->S - 1;
   m->gen++;
   pthread_cond_broadcast(&m->go);
   pthread_mutex_unlock(&m->mu);
@@ -322,10 +337,38 @@ static void run_split(struct model *m) {
     gemm_set_threads(blas);
 }
 
-/* Builds the T - 1 replicas and their threads. 0, or -1 with err set. */
+/* Stops and frees the first n replicas (their threads started). */
+static void stop_replicas(struct model *m, int n) {
+  pthread_mutex_lock(&m->mu);
+  m->quit = true;
+  pthread_cond_broadcast(&m->go);
+  pthread_mutex_unlock(&m->mu);
+  for (int i = 0; i < n; i++)
+    CHECK(pthread_join(m->reps[i].thread, NULL) == 0, "join");
+}
+
+static void free_replicas(struct model *m, int n) {
+  for (int i = 0; i < n; i++) {
+    if (m->reps[i].self)
+      m->impl->free(m->reps[i].self);
+    params_free(m->reps[i].p);
+  }
+  free(m->reps);
+  m->reps = NULL;
+}
+
+/* Builds the T - 1 replicas and their threads. 0, or -1 with err set (a
+ * thread that cannot start is an outside fault: a process or container
+ * limit). */
 static int start_replicas(struct model *m, const struct model_options *o,
                           int T, char *err, size_t errlen) {
+  // A full batch's slices have ceil(Bmax / T) rows; a smaller batch cut
+  // into S < T slices (B < (S + 1) x MODEL_SPLIT_MIN_ROWS) has fewer than
+  // 2 x MODEL_SPLIT_MIN_ROWS rows per slice.
   int Brep = (m->Bmax + T - 1) / T;
+  if (Brep < 2 * MODEL_SPLIT_MIN_ROWS)
+    Brep = 2 * MODEL_SPLIT_MIN_ROWS < m->Bmax ? 2 * MODEL_SPLIT_MIN_ROWS
+                                                : m->Bmax;
   m->reps = xcalloc((size_t)T - 1, sizeof(*m->reps));
   for (int i = 0; i < T - 1; i++) {
     struct replica *r = &m->reps[i];
@@ -334,13 +377,7 @@ static int start_replicas(struct model *m, const struct model_options *o,
     r->p = params_new();
     r->self = m->impl->init(o, m->F, m->D, Brep, r->p, err, errlen);
     if (!r->self) { // cannot happen after slice 0's init succeeded
-      for (int j = 0; j <= i; j++) {
-        if (m->reps[j].self)
-          m->impl->free(m->reps[j].self);
-        params_free(m->reps[j].p);
-      }
-      free(m->reps);
-      m->reps = NULL;
+      free_replicas(m, i + 1);
       return -1;
     }
   }
@@ -348,12 +385,27 @@ static int start_replicas(struct model *m, const struct model_options *o,
   CHECK(pthread_cond_init(&m->go, NULL) == 0, "cond");
   CHECK(pthread_cond_init(&m->done, NULL) == 0, "cond");
   m->T = T;
-  for (int i = 0; i < T - 1; i++)
-    CHECK(pthread_create(&m->reps[i].thread, NULL, replica_main,
-                         &m->reps[i]) == 0,
-          "pthread_create: cannot start a compute thread");
+  for (int i = 0; i < T - 1; i++) {
+    int rc = pthread_create(&m->reps[i].thread, NULL, replica_main,
+                            &m->reps[i]);
+    if (rc) {
+      snprintf(err, errlen,
+               "model %s: cannot start compute thread %d of %d: %s (lower "
+               "train.threads)",
+               m->impl->name, i + 2, T, strerror(rc));
+      stop_replicas(m, i);
+      free_replicas(m, T - 1);
+      pthread_cond_destroy(&m->go);
+      pthread_cond_destroy(&m->done);
+      pthread_mutex_destroy(&m->mu);
+      m->T = 1;
+      return -1;
+    }
+  }
   return 0;
 }
+
+int model_threads(const struct model *m) { return m->T; }
 
 struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
                         struct params *params, char *err, size_t errlen) {
@@ -425,9 +477,10 @@ struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
   // Rows coupled by BatchNorm's batch statistics or by dropout's
   // row-indexed mask must stay in one pass (model.h "Threads").
   bool splittable = !o->use_bn && o->dropout == 0;
-  int T = o->threads;
-  if (T > 1 && splittable && Bmax >= T * MODEL_SPLIT_MIN_ROWS &&
-      start_replicas(m, o, T, err, errlen)) {
+  // as many slices as threads, but each at least MODEL_SPLIT_MIN_ROWS rows
+  int T = o->threads < Bmax / MODEL_SPLIT_MIN_ROWS ? o->threads
+                                                   : Bmax / MODEL_SPLIT_MIN_ROWS;
+  if (T > 1 && splittable && start_replicas(m, o, T, err, errlen)) {
     model_free(m);
     return NULL;
   }
@@ -438,16 +491,8 @@ void model_free(struct model *m) {
   if (!m)
     return;
   if (m->T > 1) {
-    pthread_mutex_lock(&m->mu);
-    m->quit = true;
-    pthread_cond_broadcast(&m->go);
-    pthread_mutex_unlock(&m->mu);
-    for (int i = 0; i < m->T - 1; i++) {
-      CHECK(pthread_join(m->reps[i].thread, NULL) == 0, "join");
-      m->impl->free(m->reps[i].self);
-      params_free(m->reps[i].p);
-    }
-    free(m->reps);
+    stop_replicas(m, m->T - 1);
+    free_replicas(m, m->T - 1);
     pthread_cond_destroy(&m->go);
     pthread_cond_destroy(&m->done);
     pthread_mutex_destroy(&m->mu);
@@ -467,8 +512,8 @@ void model_forward(struct model *m, const float *E, const float *w,
   CHECK(!m->impl->uses_lr_weights || w, "model %s needs w (B, F)",
         m->impl->name);
   m->lastB = B;
-  m->lastsplit = m->T > 1 && B >= m->T * MODEL_SPLIT_MIN_ROWS;
-  if (!m->lastsplit) {
+  m->S = slices_for(m, B);
+  if (m->S == 1) {
     m->impl->forward(m->self, E, w, logits, B, train);
     return;
   }
@@ -486,7 +531,7 @@ void model_backward(struct model *m, const float *dlogits, float *dE, float *dw,
   CHECK(B == m->lastB, "backward of %d rows after a forward of %d", B,
         m->lastB);
   CHECK(dlogits, "model %s: dlogits is required", m->impl->name);
-  if (!m->lastsplit) {
+  if (m->S == 1) {
     m->impl->backward(m->self, dlogits, dE, dw, B);
     return;
   }
@@ -498,7 +543,7 @@ void model_backward(struct model *m, const float *dlogits, float *dE, float *dw,
   run_split(m);
   // The replicas' gradients into the caller's: summed in slice order, so
   // the result does not depend on which thread finished first.
-  for (int i = 0; i < m->T - 1; i++) {
+  for (int i = 0; i < m->S - 1; i++) {
     const struct replica *r = &m->reps[i];
     float *g = m->params->grads + r->base;
     const float *gr = r->p->grads;

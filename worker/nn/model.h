@@ -30,9 +30,10 @@
  * the activations of its last forward; backward must follow the forward of
  * the same batch (one model per thread).
  *
- * Threads: with options.threads T > 1 a model splits every batch of at
- * least T * MODEL_SPLIT_MIN_ROWS rows into T contiguous slices and runs
- * each on its own thread against its own replica of the model (the same
+ * Threads: with options.threads T > 1 a model splits a batch of B rows
+ * into min(T, B / MODEL_SPLIT_MIN_ROWS) contiguous slices (so never a
+ * slice of fewer rows; training and evaluation alike) and runs each on its
+ * own thread against its own replica of the model (the same
  * tensors registered in a second params set whose values are the caller's
  * and whose gradients are summed into the caller's after backward), with
  * OpenBLAS at one thread meanwhile. Why: OpenBLAS threads only the matrix
@@ -154,6 +155,11 @@ void model_forward(struct model *m, const float *E, const float *w,
  * from dlogits (B). dE / dw may be NULL when nobody needs them. */
 void model_backward(struct model *m, const float *dlogits, float *dE,
                     float *dw, int B);
+
+/* Slices a batch can be split into: options.threads capped by Bmax /
+ * MODEL_SPLIT_MIN_ROWS, or 1 when the model is not split (one thread, or
+ * BatchNorm/dropout); what a trainer should report as its threads. */
+int model_threads(const struct model *m);
 
 /* Multiply-adds of one forward pass per example (for throughput as a
  * fraction of the sgemm roofline); backward is about twice that. */
