@@ -229,6 +229,7 @@ def load(cfg):
     line_no = 0
     max_lines = int(cfg["data.max_lines"])
     for name, fixed in files:
+        line_no = 0   # each source counts its own lines (data.max_lines)
         paths = cfg["data." + name]
         for path in sorted(paths if isinstance(paths, list) else [paths]):
             with open(path) as f:
