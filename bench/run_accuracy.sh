@@ -70,10 +70,14 @@ run_maskps() { # dataset model seed system [--set ...]
   $PY - "$dir/logs/worker-0.jsonl" "$ds/$model/$seed/$sys" $((t1 - t0)) \
       >>"$RAW" <<'EOF'
 import json, sys
-rec = {"key": sys.argv[2], "seconds": float(sys.argv[3])}
+rec = {"key": sys.argv[2], "seconds": float(sys.argv[3]), "curve": []}
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    if r.get("event") == "done":
+    if r.get("event") == "valid":
+        rec["curve"].append({"epoch": r["epoch"], "valid_auc": r["auc"],
+                             "valid_logloss": r["logloss"], "lr": r["lr"],
+                             "lr_scale": r.get("lr_scale")})
+    elif r.get("event") == "done":
         rec.update(test_auc=r["test_auc"], test_logloss=r["test_logloss"],
                    valid_auc=r["valid_auc"], best_epoch=r["best_epoch"],
                    steps=r["steps"])

@@ -4,7 +4,7 @@ with the same settings on the same rows, so that their test AUCs can be
 compared (issue 5, bench/run_accuracy.sh).
 
     /usr/bin/python3 bench/torch_train.py CONFIG [--set key=value ...]
-        [--json] [--threads N] [--decay-sparse]
+        [--json] [--threads N] [--keep-sparse-lr]
 
 Needs Debian's python3-torch (CI never runs this). Run it from the
 repository root, like maskps, so that the configs' relative data paths
@@ -37,8 +37,10 @@ pserver/sparse_opt.c), by construction:
   corrections; rows not in a batch do not move (lazy, like SparseAdam);
   embedding.l2 is a decoupled decay w *= (1 - sparse_lr * l2)^k applied
   when the row is next updated, k = steps since its last update (maskps's
-  lazy_l2). The embedding lr is not decayed on a plateau (maskps keeps
-  optimizer.sparse_lr; --decay-sparse decays it as well, FuxiCTR-style).
+  lazy_l2). On a plateau the embedding lr is decayed with the dense one
+  (maskps's ps_set_lr_scale, MODELS.md and FuxiCTR, whose embeddings share
+  the optimizer); --keep-sparse-lr keeps optimizer.sparse_lr instead (what
+  maskps did before ps_set_lr_scale, and the 2026-11-24 first sweep).
 - Dense: torch Adam(lr, betas, eps, weight_decay=dense_l2), global gradient
   norm clipped to clip_norm over dense AND embedding gradients (per unique
   row, summed over the batch) together, scale clip / (norm + 1e-6).
@@ -47,8 +49,9 @@ pserver/sparse_opt.c), by construction:
   LayerNorm gains 1, EDCN gate gammas 1.
 - Loss: mean logloss on logits. Evaluation once per epoch on validation:
   on a new best AUC the test metrics are taken (= restoring the best state
-  and testing it); otherwise patience counts up, and the dense lr is
-  multiplied by lr_decay_factor unless patience ran out (then stop).
+  and testing it); otherwise patience counts up, and the dense and
+  embedding lrs are multiplied by lr_decay_factor unless patience ran out
+  (then stop).
 - Model: the functional definitions of tests/nn/make_fixtures.py (the ones
   the C models are tested against), evaluated on (B, F, D) embeddings.
 
@@ -88,7 +91,7 @@ DEFAULTS = {
     "model.reduction_ratio": 1.0, "model.cross_layers": 3,
     "model.dcnv2_structure": "parallel", "model.low_rank": 0,
     "model.num_experts": 1, "model.bridge": "hadamard",
-    "model.temperature": 1.0,
+    "model.temperature": 1.0, "model.cross_residual": True,
     "embedding.dim": 16, "embedding.init_std": 1e-4,
     "embedding.min_count": 1, "embedding.l2": 0.0, "embedding.amtl": False,
     "optimizer.dense": "adam", "optimizer.lr": 1e-3, "optimizer.beta1": 0.9,
@@ -209,9 +212,13 @@ def parse_libfm(line):
 
 def load(cfg):
     """Returns (F, ids per part [tensor (n,F)], labels per part, nrows)."""
+    files = [("train", 0)]
     if cfg["data.valid"] or cfg["data.test"]:
-        sys.exit("torch_train: only data.split_valid/split_test of one "
-                 "training file are supported")
+        # separate files (as maskps's data.valid / data.test): no split
+        if float(cfg["data.split_valid"]) or float(cfg["data.split_test"]):
+            sys.exit("torch_train: data.valid/test together with "
+                     "split_valid/split_test is not supported")
+        files += [("valid", 1), ("test", 2)]
     parse = parse_criteo if cfg["data.format"] == "criteo" else parse_libfm
     key = mix64((int(cfg["data.split_seed"]) ^ 0x5EED) & M64)
     pv, pt = float(cfg["data.split_valid"]), float(cfg["data.split_test"])
@@ -221,22 +228,27 @@ def load(cfg):
     nf = None
     line_no = 0
     max_lines = int(cfg["data.max_lines"])
-    for path in sorted(cfg["data.train"]):
-        with open(path) as f:
-            for line in f:
-                i = line_no
-                line_no += 1
-                if max_lines and i >= max_lines:
-                    break
-                ex = parse(line)
-                if ex is None or (nf is not None and len(ex[1]) != nf):
-                    continue
-                if nf is None:
-                    nf = len(ex[1])
-                part = split_part(i, key, pv, pt) if pv > 0 or pt > 0 else 0
-                ids = [vocab.setdefault(t, len(vocab)) for t in ex[1]]
-                rows[part].append(ids)
-                labels[part].append(ex[0])
+    for name, fixed in files:
+        line_no = 0   # each source counts its own lines (data.max_lines)
+        paths = cfg["data." + name]
+        for path in sorted(paths if isinstance(paths, list) else [paths]):
+            with open(path) as f:
+                for line in f:
+                    i = line_no
+                    line_no += 1
+                    if max_lines and i >= max_lines:
+                        break
+                    ex = parse(line)
+                    if ex is None or (nf is not None and len(ex[1]) != nf):
+                        continue
+                    if nf is None:
+                        nf = len(ex[1])
+                    part = fixed
+                    if fixed == 0 and (pv > 0 or pt > 0):
+                        part = split_part(i, key, pv, pt)
+                    ids = [vocab.setdefault(t, len(vocab)) for t in ex[1]]
+                    rows[part].append(ids)
+                    labels[part].append(ex[0])
     out_ids = [torch.tensor(r, dtype=torch.long).reshape(-1, nf)
                for r in rows]
     out_y = [torch.tensor(l, dtype=torch.float32) for l in labels]
@@ -263,7 +275,8 @@ def model_cfg(cfg, D):
         return mf.spec_edcn, mf.fwd_edcn, {
             "D": D, "layers": int(cfg["model.cross_layers"]),
             "tau": float(cfg["model.temperature"]),
-            "bridge": cfg["model.bridge"].lower(), "cross_residual": True}
+            "bridge": cfg["model.bridge"].lower(),
+            "cross_residual": bool(cfg["model.cross_residual"])}
     if name in ("sermasknet", "paramasknet"):
         nb, bd = int(cfg["model.num_blocks"]), int(cfg["model.block_dim"])
         c = {"D": D, "emb_ln": bool(cfg["model.emb_layernorm"]),
@@ -431,8 +444,9 @@ def main():
     ap.add_argument("--set", action="append", default=[], dest="sets")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--decay-sparse", action="store_true",
-                    help="also decay the embedding lr on a plateau")
+    ap.add_argument("--keep-sparse-lr", action="store_true",
+                    help="decay only the dense lr on a plateau (maskps "
+                    "before ps_set_lr_scale)")
     a = ap.parse_args()
     cfg = read_config(a.config, a.sets)
     torch.set_num_threads(a.threads)
@@ -487,7 +501,7 @@ def main():
     res = {"best_epoch": 0, "valid_auc": None, "test_auc": None,
            "test_logloss": None, "epochs": 0, "stopped_early": False,
            "rows": [len(x) for x in ids], "fields": F, "keys": nrows,
-           "dense_params": sum(p.numel() for p in P.values())}
+           "dense_params": sum(p.numel() for p in P.values()), "curve": []}
     stop = False
     for epoch in range(1, int(cfg["train.epochs"]) + 1):
         res["epochs"] = epoch
@@ -525,6 +539,10 @@ def main():
             break
         va, vl = evaluate(1)
         better = math.isfinite(va) and va > best_auc
+        res["curve"].append({"epoch": epoch, "train_loss": tot / n,
+                             "valid_auc": va, "valid_logloss": vl,
+                             "lr": opt.param_groups[0]["lr"],
+                             "sparse_lr": table.lr})
         if not a.json:
             print("epoch %d: train loss %.4f valid AUC %.4f logloss %.4f%s"
                   % (epoch, tot / n, va, vl, " (best)" if better else ""),
@@ -542,7 +560,7 @@ def main():
             f = float(cfg["train.lr_decay_factor"])
             for g in opt.param_groups:
                 g["lr"] *= f
-            if a.decay_sparse:
+            if not a.keep_sparse_lr:
                 table.lr *= f
         if stop:
             break
