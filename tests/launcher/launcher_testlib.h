@@ -1,19 +1,39 @@
 /* Helpers shared by the launcher tests (header-only, static; CTest globs
  * test_*.c only): the generated data set every end-to-end test trains on,
- * and removal of a test's temporary tree. */
+ * a test's config from YAML text and --set overrides, and removal of a
+ * test's temporary tree. */
 #ifndef MASKPS_TESTS_LAUNCHER_TESTLIB_H
 #define MASKPS_TESTS_LAUNCHER_TESTLIB_H
 
+#include "common/config.h"
 #include "common/gen.h"
 
 #include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 static inline int testlib_rm_one(const char *path, const struct stat *sb,
                                  int flag, struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
   return remove(path);
+}
+
+/* The config of YAML text, then each "section.key=value" of sets
+ * (NULL-terminated; sets itself may be NULL), validated: what a test's
+ * `maskps train CONFIG --set ...` would run. NULL with the reason in err. */
+static inline struct config *testlib_config(const char *text,
+                                            const char *const *sets,
+                                            char *err, size_t errlen) {
+  struct config *cfg = config_new();
+  int bad = config_read_string(cfg, text, strlen(text), "test", err, errlen);
+  for (size_t i = 0; !bad && sets && sets[i]; i++)
+    bad = config_set(cfg, sets[i], err, errlen);
+  if (bad || config_validate(cfg, err, errlen)) {
+    config_free(cfg);
+    return NULL;
+  }
+  return cfg;
 }
 
 /* Removes a directory tree; ignores a missing one. */

@@ -15,6 +15,7 @@
  *     checks what those pulls read). */
 #include "common/config.h"
 #include "common/gen.h"
+#include "launcher_testlib.h"
 #include "common/ps.h"
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
@@ -46,12 +47,6 @@
 
 static char g_dir[64];
 static int g_port; /* base port of this test process's clusters */
-
-static int rm_one(const char *path, const struct stat *sb, int flag,
-                  struct FTW *ftw) {
-  (void)sb, (void)flag, (void)ftw;
-  return remove(path);
-}
 
 static double now_s(void) {
   struct timespec ts;
@@ -94,7 +89,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  testlib_rm_tree(g_dir);
   return 0;
 }
 
@@ -133,18 +128,9 @@ static struct config *make_config(const char *run, const char *const *sets) {
            "  wal: off\n",
            g_dir, g_dir, run, g_port);
   char err[1024];
-  struct config *cfg = config_new();
-  assert_int_equal(
-      config_read_string(cfg, text, strlen(text), "test", err, sizeof(err)), 0);
-  for (size_t i = 0; sets && sets[i]; i++)
-    if (config_set(cfg, sets[i], err, sizeof(err))) {
-      print_error("%s\n", err);
-      fail();
-    }
-  if (config_validate(cfg, err, sizeof(err))) {
-    print_error("%s\n", err);
-    fail();
-  }
+  struct config *cfg = testlib_config(text, sets, err, sizeof(err));
+  if (!cfg)
+    fail_msg("%s", err);
   return cfg;
 }
 

@@ -16,6 +16,7 @@
  *   it trains: the loss falls and the test AUC is above chance. */
 #include "common/config.h"
 #include "common/gen.h"
+#include "launcher_testlib.h"
 #include "common/ps.h"
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
@@ -97,13 +98,8 @@ static struct config *make_config(const char *const *sets) {
            "  progress: off\n",
            g_dir, g_dir);
   char err[1024];
-  struct config *cfg = config_new();
-  assert_int_equal(
-      config_read_string(cfg, text, strlen(text), "test", err, sizeof(err)), 0);
-  for (size_t i = 0; sets && sets[i]; i++)
-    if (config_set(cfg, sets[i], err, sizeof(err)))
-      fail_msg("%s", err);
-  if (config_validate(cfg, err, sizeof(err)))
+  struct config *cfg = testlib_config(text, sets, err, sizeof(err));
+  if (!cfg)
     fail_msg("%s", err);
   return cfg;
 }

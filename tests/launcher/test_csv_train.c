@@ -135,18 +135,9 @@ static struct config *make_config(const char *const *sets) {
            "  wal: off\n",
            g_dir, g_dir, g_dir);
   char err[1024];
-  struct config *cfg = config_new();
-  assert_int_equal(
-      config_read_string(cfg, text, strlen(text), "test", err, sizeof(err)), 0);
-  for (size_t i = 0; sets && sets[i]; i++)
-    if (config_set(cfg, sets[i], err, sizeof(err))) {
-      print_error("%s\n", err);
-      fail();
-    }
-  if (config_validate(cfg, err, sizeof(err))) {
-    print_error("%s\n", err);
-    fail();
-  }
+  struct config *cfg = testlib_config(text, sets, err, sizeof(err));
+  if (!cfg)
+    fail_msg("%s", err);
   return cfg;
 }
 
