@@ -1501,12 +1501,17 @@ int config_validate(const struct config *cfg, char *err, size_t errlen) {
   if (crosses && m->cross_layers == 0)
     return xfail(cfg, err, errlen, "model.cross_layers", "model.name",
                  "at least 1 cross layer", "0 for model %s", mname);
-  if (m->use_bn && cfg->cluster.pservers > 0)
-    return xfail(cfg, err, errlen, "model.use_bn", "cluster.pservers",
-                 "use_bn false, or embedded mode (cluster.pservers 0)",
-                 "BatchNorm's running statistics are not shared through "
-                 "the pservers yet (evaluation would use their initial "
-                 "mean 0, variance 1)");
+  /* One worker keeps the dense parameters (running statistics included)
+   * itself; several share them through the pservers, which move only
+   * trained tensors. */
+  if (m->use_bn && cfg->cluster.pservers > 0 && cfg->cluster.workers > 1)
+    return xfail(cfg, err, errlen, "model.use_bn", "cluster.workers",
+                 "use_bn false, or one worker (cluster.workers 1)",
+                 "with %lld workers the dense parameters live on the "
+                 "pservers, which do not share BatchNorm's running "
+                 "statistics yet (evaluation would use their initial "
+                 "mean 0, variance 1)",
+                 (long long)cfg->cluster.workers);
   if (m->num_experts > 1 && m->low_rank == 0)
     return xfail(cfg, err, errlen, "model.num_experts", "model.low_rank",
                  "model.low_rank >= 1 for a mixture of experts, or "

@@ -334,11 +334,11 @@ static void test_cross_checks(void **state) {
        "demo.yaml:5: model.cross_layers: 0 for model edcn (expected at least "
        "1 cross layer)"},
       {MIN_DATA "model:\n  name: edcn\n  use_bn: true\ncluster:\n  "
-                "pservers: 2\n",
-       "demo.yaml:5: model.use_bn: BatchNorm's running statistics are not "
-       "shared through the pservers yet (evaluation would use their "
-       "initial mean 0, variance 1) (expected use_bn false, or embedded "
-       "mode (cluster.pservers 0))"},
+                "pservers: 2\n  workers: 2\n",
+       "demo.yaml:5: model.use_bn: with 2 workers the dense parameters live "
+       "on the pservers, which do not share BatchNorm's running statistics "
+       "yet (evaluation would use their initial mean 0, variance 1) "
+       "(expected use_bn false, or one worker (cluster.workers 1))"},
       {MIN_DATA "model:\n  num_experts: 4\n",
        "demo.yaml:4: model.num_experts: 4 experts with a full-rank cross "
        "matrix (low_rank 0) (expected model.low_rank >= 1 for a mixture of "
