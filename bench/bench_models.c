@@ -86,8 +86,8 @@ void __wrap_gemm(bool ta, bool tb, int M, int N, int K, float alpha,
 static float *randbuf(size_t n, uint64_t seed, float scale) {
   float *x = xaligned(sizeof(float) * (n ? n : 1));
   for (size_t i = 0; i < n; i++)
-    x[i] = scale *
-           (float)((double)(keys_mix64(seed + i) >> 40) / (1 << 23) - 1.0);
+    x[i] =
+        scale * (float)((double)(keys_mix64(seed + i) >> 40) / (1 << 23) - 1.0);
   return x;
 }
 
@@ -193,8 +193,8 @@ struct replay {
 static void replay(const struct replay *rp) {
   for (int i = 0; i < rp->n; i++) {
     const struct call *c = &rp->c[i];
-    __real_gemm(c->ta, c->tb, c->M, c->N, c->K, c->alpha, rp->A, rp->B,
-                c->beta, rp->C);
+    __real_gemm(c->ta, c->tb, c->M, c->N, c->K, c->alpha, rp->A, rp->B, c->beta,
+                rp->C);
   }
 }
 
@@ -305,8 +305,7 @@ static struct bench *bench_new(const char *name, int B) {
 
 /* rounds x (>= secs of steps, then >= secs of the replay) on threads;
  * prints the result line. */
-static void bench_time(struct bench *b, int threads, double secs,
-                       int rounds) {
+static void bench_time(struct bench *b, int threads, double secs, int rounds) {
   gemm_set_threads(threads);
   // The model a worker with train.threads = threads builds: above one
   // thread its batches are split over threads replicas (model.h
@@ -353,9 +352,9 @@ static void bench_time(struct bench *b, int threads, double secs,
   }
   double t_step = median(ts, rounds), t_gemm = median(tg, rounds);
   int B = b->r.B;
-  printf("%s\t%d\t%d\t%.0f\t%.2f\t%.3f\t%.1f\t%.3f\t%d\n", b->name, B,
-         threads, B / t_step, t_step * 1e3, b->gflop * 1e3 / B,
-         b->gflop / t_gemm, t_gemm / t_step, rounds);
+  printf("%s\t%d\t%d\t%.0f\t%.2f\t%.3f\t%.1f\t%.3f\t%d\n", b->name, B, threads,
+         B / t_step, t_step * 1e3, b->gflop * 1e3 / B, b->gflop / t_gemm,
+         t_gemm / t_step, rounds);
   fflush(stdout);
   if (!(b->r.loss == b->r.loss))
     fprintf(stderr, "bench_models: %s: loss is NaN\n", b->name);

@@ -6,6 +6,16 @@
 #include <string.h>
 #include <time.h>
 
+int errorf(char *err, size_t errlen, const char *fmt, ...) {
+  if (errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
 void check_fail(const char *file, int line, const char *cond, const char *fmt,
                 ...) {
   fprintf(stderr, "%s:%d: CHECK(%s) failed", file, line, cond);
@@ -65,4 +75,6 @@ uint64_t clock_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-double clock_sec(void) { return (double)clock_ns() * 1e-9; }
+double clock_sec(void) {
+  return (double)clock_ns() * 1e-9;
+}

@@ -55,8 +55,7 @@ int cli_parse(int argc, char **argv, const struct cli_spec *spec,
     else if (took < 0)
       status = usage_error(spec, "bad value for %s", a);
   }
-  if (status == CLI_CONTINUE &&
-      (!out->config_path || out->rank == UINT64_MAX))
+  if (status == CLI_CONTINUE && (!out->config_path || out->rank == UINT64_MAX))
     status = usage_error(spec, "%s", "--config and --rank are required");
   if (status != CLI_CONTINUE)
     cli_args_free(out);
@@ -87,8 +86,8 @@ struct logger *cli_logger_open(const char *prog, const struct config *cfg,
   if (cfg->log.jsonl) {
     snprintf(path, sizeof(path), "%s/logs", cfg->train.run_dir);
     if (cli_make_dirs(path) == 0) {
-      snprintf(path, sizeof(path), "%s/logs/%s-%llu.jsonl",
-               cfg->train.run_dir, role, (unsigned long long)rank);
+      snprintf(path, sizeof(path), "%s/logs/%s-%llu.jsonl", cfg->train.run_dir,
+               role, (unsigned long long)rank);
       jsonl = path;
     }
   }
@@ -124,4 +123,22 @@ int cli_make_dirs(const char *path) {
   int rc = mkdir(p, 0755) < 0 && errno != EEXIST ? -1 : 0;
   free(p);
   return rc;
+}
+
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int sig) {
+  (void)sig;
+  g_stop_signal = 1;
+}
+
+volatile sig_atomic_t *cli_stop_flag(void) {
+  return &g_stop_signal;
+}
+
+void cli_catch_stop_signals(void) {
+  struct sigaction sa = {.sa_handler = on_stop_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
 }

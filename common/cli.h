@@ -20,6 +20,7 @@
 #include "common/config.h"
 #include "common/logger.h"
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,9 +39,9 @@ struct cli_spec {
 };
 
 struct cli_args {
-  const char *config_path;  /* borrowed from argv */
-  uint64_t rank;            /* UINT64_MAX: not given */
-  const char **sets;        /* the --set values in order; owned */
+  const char *config_path; /* borrowed from argv */
+  uint64_t rank;           /* UINT64_MAX: not given */
+  const char **sets;       /* the --set values in order; owned */
   size_t nsets;
 };
 
@@ -76,5 +77,12 @@ int cli_parse_u64(const char *s, uint64_t *out);
 /* mkdir -p path (mode 0755; existing directories are fine). Returns 0 or
  * -1 with errno set. */
 int cli_make_dirs(const char *path);
+
+/* The process's stop flag, which the programs' loops poll (train_opts.stop,
+ * cluster_run, server_run) to stop cleanly; 0 until a signal caught by
+ * cli_catch_stop_signals arrives. */
+volatile sig_atomic_t *cli_stop_flag(void);
+/* From now on SIGINT and SIGTERM only set cli_stop_flag(). */
+void cli_catch_stop_signals(void);
 
 #endif

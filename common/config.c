@@ -134,7 +134,8 @@ static const struct config_key schema[] = {
     K_STRS(data, csv_numeric, "[]",
            "csv: integer columns bucketised (Criteo rule: x > 2 -> "
            "floor(ln(x)^2)), each bucket a row; empty = the field's missing "
-           "row; a fraction is a malformed line (use csv_value). Columns named in no csv_* key are categorical (text hashed; "
+           "row; a fraction is a malformed line (use csv_value). Columns named "
+           "in no csv_* key are categorical (text hashed; "
            "empty = missing)"),
     K_STRS(data, csv_value, "[]",
            "csv: numeric columns fed as a value: the field has one row, "

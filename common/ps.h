@@ -220,8 +220,9 @@ const char *ps_name(const struct ps *ps);
  * what its floats are; PULL_DENSE uses PS_DENSE_GRADS. */
 #define PS_DENSE_GRADS 0 /* gradients: one Adam step */
 #define PS_DENSE_SET 1   /* values: overwrite, reset their Adam state */
-#define PS_LR_SCALE 2    /* one float, off 0: ps_set_lr_scale, to every
-                            pserver (also one without a dense block) */
+#define PS_LR_SCALE                                                            \
+  2 /* one float, off 0: ps_set_lr_scale, to every                             \
+       pserver (also one without a dense block) */
 
 /* The dense sharding rule: shard s of S owns the contiguous block
  * [*off, *off + *len) of a dense vector of `total` floats; blocks are in

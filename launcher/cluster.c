@@ -39,7 +39,7 @@ static void sleep_ms(int ms) {
 }
 
 int cluster_find_program(const char *name, const char *sub, char *out,
-                        size_t len) {
+                         size_t len) {
   const char *env = getenv("MASKPS_BIN_DIR");
   if (env && *env) {
     snprintf(out, len, "%s/%s", env, name);
@@ -253,9 +253,9 @@ int cluster_run(const struct config *cfg, const char *config_path,
   }
   char pserver_bin[PATH_MAX + 64], worker_bin[PATH_MAX + 64];
   if (cluster_find_program("maskps-pserver", "pserver", pserver_bin,
-                   sizeof(pserver_bin)) ||
+                           sizeof(pserver_bin)) ||
       cluster_find_program("maskps-worker", "launcher", worker_bin,
-                   sizeof(worker_bin))) {
+                           sizeof(worker_bin))) {
     fprintf(stderr,
             "maskps: cannot find maskps-pserver and maskps-worker next to "
             "this program (or in $MASKPS_BIN_DIR)\n");

@@ -36,7 +36,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +67,8 @@ static const char usage[] =
     "      error: every line must get its answer.\n"
     "  maskps table COMMAND [ARGS...]\n"
     "      The table tool, maskps-table: inspect, verify, export, import and\n"
-    "      migrate the embedding tables of stopped runs (S shards to S' shards,\n"
+    "      migrate the embedding tables of stopped runs (S shards to S' "
+    "shards,\n"
     "      D to D', fixed length to AMTL prefixes). `maskps table --help`\n"
     "      lists its commands; docs/table-format.md describes the export.\n"
     "  maskps --help\n"
@@ -81,13 +81,6 @@ static const char usage[] =
     "\n"
     "Exit status: 0 done, 1 the run failed, 2 bad command line or config,\n"
     "130 interrupted.\n";
-
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig) {
-  (void)sig;
-  g_stop = 1;
-}
 
 static int exists(const char *path) {
   struct stat st;
@@ -270,12 +263,9 @@ static int cmd_train(int argc, char **argv) {
     return 1;
   }
   if (cfg->cluster.pservers > 0) {
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_catch_stop_signals();
     snprintf(path, sizeof(path), "%s/config.yaml", run);
-    int rc = cluster_run(cfg, path, &g_stop);
+    int rc = cluster_run(cfg, path, cli_stop_flag());
     config_free(cfg);
     return rc;
   }
@@ -302,7 +292,7 @@ static int cmd_train(int argc, char **argv) {
                       : NULL,
       .dense_via_ps = false,
       .best_dir = best,
-      .stop = &g_stop,
+      .stop = cli_stop_flag(),
   };
   int status = 1;
   struct store *st = NULL;
@@ -324,10 +314,7 @@ static int cmd_train(int argc, char **argv) {
               config_enum_name("model", "name", (int)cfg->model.name),
               train_fields(tr), (long long)cfg->embedding.dim,
               (unsigned long long)train_dense_total(tr), dbdir);
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  cli_catch_stop_signals();
   struct train_result res;
   if (train_run(tr, ps, &res, err, sizeof(err))) {
     logger_error(lg, "%s", err);

@@ -53,13 +53,6 @@ static const char USAGE[] =
     "usage: maskps-worker --config FILE --rank R [--set section.key=value "
     "...] [--progress-fd N]\n";
 
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig) {
-  (void)sig;
-  g_stop = 1;
-}
-
 /* --progress-fd N: the one option of ours beyond cli.h's. */
 static int worker_option(void *ctx, const char *name, const char *value) {
   uint64_t *progress_fd = ctx;
@@ -166,7 +159,7 @@ int main(int argc, char **argv) {
       .progress = progress,
       .dense_via_ps = W > 1, /* see the header comment */
       .best_dir = rank == 0 ? best : NULL,
-      .stop = &g_stop,
+      .stop = cli_stop_flag(),
       .rank = (uint32_t)rank,
       .nranks = (uint32_t)W,
   };
@@ -206,10 +199,7 @@ int main(int argc, char **argv) {
               train_fields(tr), (long long)cfg->embedding.dim,
               (unsigned long long)train_dense_total(tr), (unsigned long long)S,
               eps[0], config_enum_name("train", "mode", (int)cfg->train.mode));
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  cli_catch_stop_signals();
   struct train_result res;
   if (train_run(tr, ps, &res, err, sizeof(err))) {
     logger_error(lg, "%s", err);

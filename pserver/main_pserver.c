@@ -12,13 +12,12 @@
 #include "common/net.h"
 #include "common/ps.h"
 #include "pserver/ps_local.h"
-#include "pserver/warm.h"
 #include "pserver/server.h"
 #include "pserver/store.h"
+#include "pserver/warm.h"
 
 #include <errno.h>
 #include <malloc.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,13 +83,6 @@ static const char HELP[] =
     "      --set cluster.pservers=2 --dense-floats 120000\n"
     "  maskps-pserver --config run.yaml --rank 1 --endpoint "
     "tcp://0.0.0.0:27001\n";
-
-static volatile sig_atomic_t stop_flag;
-
-static void on_signal(int sig) {
-  (void)sig;
-  stop_flag = 1;
-}
 
 /* Reads the CURVE secret key of this pserver. */
 static int read_key(const char *path, struct net_keypair *kp, char *err,
@@ -326,18 +318,13 @@ int main(int argc, char **argv) {
     status = 1;
   }
   if (srv) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    cli_catch_stop_signals();
     logger_info(lg,
                 "store %s: %llu tables (%s), dense block of %zu "
                 "floats (%s)",
                 dir, (unsigned long long)ntables, table_spec, so.dense_size,
                 store_dense_loaded(st) ? "loaded" : "zeros");
-    if (server_run(srv, &stop_flag, err, sizeof(err)) < 0) {
+    if (server_run(srv, cli_stop_flag(), err, sizeof(err)) < 0) {
       logger_error(lg, "%s", err);
       status = 1;
     }

@@ -13,23 +13,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return -1;
-}
 
 static int rm_one(const char *path, const struct stat *sb, int flag,
                   struct FTW *ftw) {
@@ -109,8 +98,8 @@ static int jerr(struct jp *j, const char *what) {
   int line = 1;
   for (const char *q = j->s; q < j->p; q++)
     line += *q == '\n';
-  return fail(j->err, j->errlen, "%s:%d: malformed manifest: %s", j->file, line,
-              what);
+  return errorf(j->err, j->errlen, "%s:%d: malformed manifest: %s", j->file,
+                line, what);
 }
 
 static void jws(struct jp *j) {
@@ -235,10 +224,10 @@ static int juint(const struct jv *o, const char *key, uint64_t max,
                  uint64_t *out, const char *file, char *err, size_t errlen) {
   const struct jv *v = jget(o, key);
   if (!v)
-    return fail(err, errlen, "%s: missing \"%s\"", file, key);
+    return errorf(err, errlen, "%s: missing \"%s\"", file, key);
   if (v->type != J_NUM || !v->is_uint || v->u > max)
-    return fail(err, errlen, "%s: \"%s\" must be an integer in 0..%" PRIu64,
-                file, key, max);
+    return errorf(err, errlen, "%s: \"%s\" must be an integer in 0..%" PRIu64,
+                  file, key, max);
   *out = v->u;
   return 0;
 }
@@ -262,7 +251,7 @@ int table_manifest_write(const char *dir, const struct table_layout *l,
   snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid());
   FILE *f = fopen(tmp, "w");
   if (!f)
-    return fail(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
+    return errorf(err, errlen, "%s: cannot write: %s", tmp, strerror(errno));
   fprintf(f,
           "{\"format\": \"maskps-table\", \"version\": %d, \"row_version\": "
           "%d,\n \"shards\": %" PRIu32 ", \"rank\": %" PRIu32
@@ -285,7 +274,7 @@ int table_manifest_write(const char *dir, const struct table_layout *l,
   if (bad || rename(tmp, path) != 0) {
     int e = errno;
     unlink(tmp);
-    return fail(err, errlen, "%s: cannot write: %s", path, strerror(e));
+    return errorf(err, errlen, "%s: cannot write: %s", path, strerror(e));
   }
   fsync_dir(dir);
   return 0;
@@ -302,10 +291,10 @@ void table_layout_free(struct table_layout *l) {
 static int layout_from_json(const struct jv *root, struct table_layout *l,
                             const char *file, char *err, size_t errlen) {
   if (root->type != J_OBJ)
-    return fail(err, errlen, "%s: not a JSON object", file);
+    return errorf(err, errlen, "%s: not a JSON object", file);
   const struct jv *fmt = jget(root, "format");
   if (!fmt || fmt->type != J_STR || strcmp(fmt->str, "maskps-table"))
-    return fail(err, errlen, "%s: \"format\" is not \"maskps-table\"", file);
+    return errorf(err, errlen, "%s: \"format\" is not \"maskps-table\"", file);
   uint64_t ver, rv, shards, rank;
   if (juint(root, "version", UINT32_MAX, &ver, file, err, errlen) < 0 ||
       juint(root, "row_version", 255, &rv, file, err, errlen) < 0 ||
@@ -313,26 +302,26 @@ static int layout_from_json(const struct jv *root, struct table_layout *l,
       juint(root, "rank", 1u << 20, &rank, file, err, errlen) < 0)
     return -1;
   if (ver != TABLE_MANIFEST_VERSION)
-    return fail(err, errlen,
-                "%s: manifest version %" PRIu64 ", this maskps-table reads "
-                "version %d%s",
-                file, ver, TABLE_MANIFEST_VERSION,
-                ver > TABLE_MANIFEST_VERSION ? " (use a newer maskps-table)"
-                                             : "");
+    return errorf(err, errlen,
+                  "%s: manifest version %" PRIu64 ", this maskps-table reads "
+                  "version %d%s",
+                  file, ver, TABLE_MANIFEST_VERSION,
+                  ver > TABLE_MANIFEST_VERSION ? " (use a newer maskps-table)"
+                                               : "");
   if (rv < 1 || rv > ROW_VERSION)
-    return fail(err, errlen,
-                "%s: rows of format version %" PRIu64
-                ", this build reads 1..%d",
-                file, rv, ROW_VERSION);
+    return errorf(err, errlen,
+                  "%s: rows of format version %" PRIu64
+                  ", this build reads 1..%d",
+                  file, rv, ROW_VERSION);
   if (shards < 1 || rank >= shards)
-    return fail(err, errlen,
-                "%s: rank %" PRIu64 " of %" PRIu64 " shards is impossible",
-                file, rank, shards);
+    return errorf(err, errlen,
+                  "%s: rank %" PRIu64 " of %" PRIu64 " shards is impossible",
+                  file, rank, shards);
   const struct jv *tabs = jget(root, "tables");
   if (!tabs || tabs->type != J_ARR || tabs->n == 0 ||
       tabs->n > STORE_MAX_TABLES)
-    return fail(err, errlen, "%s: \"tables\" must be a list of 1..%d tables",
-                file, STORE_MAX_TABLES);
+    return errorf(err, errlen, "%s: \"tables\" must be a list of 1..%d tables",
+                  file, STORE_MAX_TABLES);
   l->shards = (uint32_t)shards;
   l->rank = (uint32_t)rank;
   l->ntables = tabs->n;
@@ -342,7 +331,7 @@ static int layout_from_json(const struct jv *root, struct table_layout *l,
     struct store_table *t = &l->tables[i];
     uint64_t id, dim, amtl, seed, minc = 1, ttl = 0, warm = 0;
     if (o->type != J_OBJ)
-      return fail(err, errlen, "%s: table %zu is not an object", file, i);
+      return errorf(err, errlen, "%s: table %zu is not an object", file, i);
     if (juint(o, "id", UINT32_MAX, &id, file, err, errlen) < 0 ||
         juint(o, "dim", ROW_MAX_DIM, &dim, file, err, errlen) < 0 ||
         juint(o, "amtl", 1, &amtl, file, err, errlen) < 0 ||
@@ -360,17 +349,17 @@ static int layout_from_json(const struct jv *root, struct table_layout *l,
     const struct jv *opt = jget(o, "opt"), *std = jget(o, "init_std");
     int kind = opt && opt->type == J_STR ? opt_of_name(opt->str) : -1;
     if (kind < 0)
-      return fail(err, errlen,
-                  "%s: table %" PRIu64 ": \"opt\" must be one of none, sgd, "
-                  "adagrad, adam, ftrl",
-                  file, id);
+      return errorf(err, errlen,
+                    "%s: table %" PRIu64 ": \"opt\" must be one of none, sgd, "
+                    "adagrad, adam, ftrl",
+                    file, id);
     if (!std || std->type != J_NUM || !(std->num >= 0) || std->num > 1e6)
-      return fail(err, errlen,
-                  "%s: table %" PRIu64 ": \"init_std\" must be a number >= 0",
-                  file, id);
+      return errorf(err, errlen,
+                    "%s: table %" PRIu64 ": \"init_std\" must be a number >= 0",
+                    file, id);
     if (dim < 1)
-      return fail(err, errlen, "%s: table %" PRIu64 ": dim must be >= 1", file,
-                  id);
+      return errorf(err, errlen, "%s: table %" PRIu64 ": dim must be >= 1",
+                    file, id);
     t->id = (uint32_t)id;
     t->dim = (unsigned)dim;
     sparse_opt_defaults(&t->opt, (enum row_opt)kind);
@@ -382,8 +371,8 @@ static int layout_from_json(const struct jv *root, struct table_layout *l,
     t->seed = seed;
     for (size_t k = 0; k < i; k++)
       if (l->tables[k].id == t->id)
-        return fail(err, errlen, "%s: table %" PRIu32 " listed twice", file,
-                    t->id);
+        return errorf(err, errlen, "%s: table %" PRIu32 " listed twice", file,
+                      t->id);
   }
   qsort(l->tables, l->ntables, sizeof(*l->tables), cmp_table);
   return 0;
@@ -394,29 +383,30 @@ int table_manifest_read(const char *dir, struct table_layout *l, char *err,
   memset(l, 0, sizeof(*l));
   struct stat st;
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-    return fail(err, errlen, "%s: %s", dir,
-                stat(dir, &st) != 0 ? "no such directory" : "not a directory");
+    return errorf(err, errlen, "%s: %s", dir,
+                  stat(dir, &st) != 0 ? "no such directory"
+                                      : "not a directory");
   char path[4096];
   snprintf(path, sizeof(path), "%s/%s", dir, TABLE_MANIFEST);
   FILE *f = fopen(path, "r");
   if (!f)
-    return fail(err, errlen,
-                "%s: no %s (%s): not a store written by maskps-table, or a "
-                "store that has no manifest yet; write one with "
-                "`maskps-table manifest`",
-                dir, TABLE_MANIFEST, strerror(errno));
+    return errorf(err, errlen,
+                  "%s: no %s (%s): not a store written by maskps-table, or a "
+                  "store that has no manifest yet; write one with "
+                  "`maskps-table manifest`",
+                  dir, TABLE_MANIFEST, strerror(errno));
   char *buf = xmalloc(1 << 20);
   size_t n = fread(buf, 1, (1 << 20) - 1, f);
   int big = !feof(f);
   fclose(f);
   if (big) {
     free(buf);
-    return fail(err, errlen, "%s: larger than 1 MiB", path);
+    return errorf(err, errlen, "%s: larger than 1 MiB", path);
   }
   buf[n] = 0;
   if (memchr(buf, 0, n)) {
     free(buf);
-    return fail(err, errlen, "%s: not a text file", path);
+    return errorf(err, errlen, "%s: not a text file", path);
   }
   struct jp j = {buf, buf, err, errlen, path};
   struct jv root;
@@ -501,7 +491,7 @@ static int set_open(const char *const *dirs, size_t n, int open_them, size_t mb,
                     struct set *s, char *err, size_t errlen) {
   memset(s, 0, sizeof(*s));
   if (n == 0)
-    return fail(err, errlen, "no store directories given");
+    return errorf(err, errlen, "no store directories given");
   s->n = n;
   s->dirs = xcalloc(n, sizeof(*s->dirs));
   s->lay = xcalloc(n, sizeof(*s->lay));
@@ -511,17 +501,17 @@ static int set_open(const char *const *dirs, size_t n, int open_them, size_t mb,
     if (table_manifest_read(dirs[i], &l, err, errlen) < 0)
       goto bad;
     if (l.shards != n) {
-      fail(err, errlen,
-           "%s: shard %" PRIu32 " of a %" PRIu32
-           "-shard set, but %zu directories were given; give all %" PRIu32
-           " shards of the set",
-           dirs[i], l.rank, l.shards, n, l.shards);
+      errorf(err, errlen,
+             "%s: shard %" PRIu32 " of a %" PRIu32
+             "-shard set, but %zu directories were given; give all %" PRIu32
+             " shards of the set",
+             dirs[i], l.rank, l.shards, n, l.shards);
       table_layout_free(&l);
       goto bad;
     }
     if (s->dirs[l.rank]) {
-      fail(err, errlen, "%s and %s are both shard %" PRIu32 " of %" PRIu32,
-           s->dirs[l.rank], dirs[i], l.rank, l.shards);
+      errorf(err, errlen, "%s and %s are both shard %" PRIu32 " of %" PRIu32,
+             s->dirs[l.rank], dirs[i], l.rank, l.shards);
       table_layout_free(&l);
       goto bad;
     }
@@ -534,10 +524,10 @@ static int set_open(const char *const *dirs, size_t n, int open_them, size_t mb,
     for (size_t k = 0; same && k < a->ntables; k++)
       same = same_table(&a->tables[k], &b->tables[k]);
     if (!same) {
-      fail(err, errlen,
-           "%s and %s: their manifests list different tables (id, dim, "
-           "opt, amtl, seed or init_std); they are not shards of one set",
-           s->dirs[0], s->dirs[r]);
+      errorf(err, errlen,
+             "%s and %s: their manifests list different tables (id, dim, "
+             "opt, amtl, seed or init_std); they are not shards of one set",
+             s->dirs[0], s->dirs[r]);
       goto bad;
     }
   }
@@ -670,12 +660,12 @@ static int verify_set(struct set *s, const struct table_io *io,
   print_sums(io ? io->out : NULL, label, sm, l->ntables);
   for (size_t k = 0; k < l->ntables; k++)
     if (sm[k].misplaced) {
-      fail(err, errlen,
-           "table %" PRIu32 ": %" PRIu64
-           " rows are stored in a shard that keys_shard(fid, %zu) does not "
-           "give them (a wrong rank in a manifest, or rows written by "
-           "another layout)",
-           sm[k].table, sm[k].misplaced, s->n);
+      errorf(err, errlen,
+             "table %" PRIu32 ": %" PRIu64
+             " rows are stored in a shard that keys_shard(fid, %zu) does not "
+             "give them (a wrong rank in a manifest, or rows written by "
+             "another layout)",
+             sm[k].table, sm[k].misplaced, s->n);
       goto bad;
     }
   *sums = sm;
@@ -705,7 +695,7 @@ int table_inspect(const char *const *dirs, size_t n, const struct table_io *io,
                   char *err, size_t errlen) {
   FILE *out = io && io->out ? io->out : stdout;
   if (n == 0)
-    return fail(err, errlen, "no store directories given");
+    return errorf(err, errlen, "no store directories given");
   /* Read every manifest first: a wrong path fails before any store opens. */
   struct table_layout *lay = xcalloc(n, sizeof(*lay));
   int rc = 0;
@@ -764,7 +754,7 @@ int table_inspect(const char *const *dirs, size_t n, const struct table_io *io,
     }
     char e2[256];
     if (store_close(s, e2, sizeof(e2)) < 0 && rc == 0)
-      rc = fail(err, errlen, "%s", e2);
+      rc = errorf(err, errlen, "%s", e2);
   }
   if (rc == 0 && n > 1) {
     fprintf(out, "total over %zu directories:\n", n);
@@ -821,29 +811,29 @@ static int dest_ok(const char *dest, char *err, size_t errlen) {
   struct stat st;
   if (stat(dest, &st) == 0) {
     if (!S_ISDIR(st.st_mode))
-      return fail(err, errlen,
-                  "%s: exists and is not a directory; give a new path", dest);
+      return errorf(err, errlen,
+                    "%s: exists and is not a directory; give a new path", dest);
     DIR *d = opendir(dest);
     if (!d)
-      return fail(err, errlen, "%s: cannot read: %s", dest, strerror(errno));
+      return errorf(err, errlen, "%s: cannot read: %s", dest, strerror(errno));
     struct dirent *e;
     int used = 0;
     while ((e = readdir(d)))
       used |= strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
     closedir(d);
     if (used)
-      return fail(err, errlen,
-                  "%s: already holds data; maskps-table never writes into "
-                  "an existing table: give a new (or empty) directory",
-                  dest);
+      return errorf(err, errlen,
+                    "%s: already holds data; maskps-table never writes into "
+                    "an existing table: give a new (or empty) directory",
+                    dest);
     return 0;
   }
   if (errno != ENOENT)
-    return fail(err, errlen, "%s: cannot check: %s", dest, strerror(errno));
+    return errorf(err, errlen, "%s: cannot check: %s", dest, strerror(errno));
   char *par = parent_of(dest);
   int ok = stat(par, &st) == 0 && S_ISDIR(st.st_mode);
   if (!ok)
-    fail(err, errlen, "%s: parent directory %s does not exist", dest, par);
+    errorf(err, errlen, "%s: parent directory %s does not exist", dest, par);
   free(par);
   return ok ? 0 : -1;
 }
@@ -861,8 +851,8 @@ static int dests_prepare(const char *const *to, size_t n, char ***clean,
   for (size_t i = 0; i < n; i++) {
     for (size_t k = 0; k < i; k++)
       if (!strcmp((*clean)[i], (*clean)[k]))
-        return fail(err, errlen, "%s: given twice as a destination",
-                    (*clean)[i]);
+        return errorf(err, errlen, "%s: given twice as a destination",
+                      (*clean)[i]);
     if (dest_ok((*clean)[i], err, errlen) < 0)
       return -1;
   }
@@ -889,8 +879,8 @@ static int dests_commit(char **clean, char **tmp, size_t n, char *err,
                         size_t errlen) {
   for (size_t i = 0; i < n; i++) {
     if (rename(tmp[i], clean[i]) != 0)
-      return fail(err, errlen, "rename %s -> %s: %s", tmp[i], clean[i],
-                  strerror(errno));
+      return errorf(err, errlen, "rename %s -> %s: %s", tmp[i], clean[i],
+                    strerror(errno));
     char *par = parent_of(clean[i]);
     fsync_dir(par);
     free(par);
@@ -910,20 +900,20 @@ void table_migrate_defaults(struct table_migrate_opts *o) {
 static int check_opts(const struct table_migrate_opts *o, char *err,
                       size_t errlen) {
   if (o->dim > ROW_MAX_DIM)
-    return fail(err, errlen, "dim %u: at most %d", o->dim, ROW_MAX_DIM);
+    return errorf(err, errlen, "dim %u: at most %d", o->dim, ROW_MAX_DIM);
   if (o->amtl != TABLE_KEEP && o->amtl != 0 && o->amtl != 1)
-    return fail(err, errlen, "amtl must be 0 or 1");
+    return errorf(err, errlen, "amtl must be 0 or 1");
   if (o->opt != TABLE_KEEP && (o->opt < 0 || o->opt >= ROW_OPT_COUNT_))
-    return fail(err, errlen, "unknown optimizer %d", o->opt);
+    return errorf(err, errlen, "unknown optimizer %d", o->opt);
   if (o->prefix != TABLE_PREFIX_KEEP && o->prefix != TABLE_PREFIX_FREQ)
-    return fail(err, errlen, "unknown prefix rule %d", (int)o->prefix);
+    return errorf(err, errlen, "unknown prefix rule %d", (int)o->prefix);
   if (o->prefix == TABLE_PREFIX_FREQ && o->amtl != 1)
-    return fail(err, errlen,
-                "the prefix-from-frequency rule makes AMTL rows: it needs "
-                "amtl = 1 (--amtl 1)");
+    return errorf(err, errlen,
+                  "the prefix-from-frequency rule makes AMTL rows: it needs "
+                  "amtl = 1 (--amtl 1)");
   if (o->min_prefix > 0 && o->dim > 0 && o->min_prefix > o->dim)
-    return fail(err, errlen, "min prefix %u is larger than dim %u",
-                o->min_prefix, o->dim);
+    return errorf(err, errlen, "min prefix %u is larger than dim %u",
+                  o->min_prefix, o->dim);
   return 0;
 }
 
@@ -947,10 +937,10 @@ static int check_tables(const struct store_table *t, size_t n,
   for (size_t k = 0; k < n; k++) {
     struct store_table d = dest_table(&t[k], o);
     if (o->min_prefix > d.dim)
-      return fail(err, errlen,
-                  "table %" PRIu32 ": min prefix %u > dim %u of the "
-                  "destination",
-                  d.id, o->min_prefix, d.dim);
+      return errorf(err, errlen,
+                    "table %" PRIu32 ": min prefix %u > dim %u of the "
+                    "destination",
+                    d.id, o->min_prefix, d.dim);
   }
   return 0;
 }
@@ -1150,23 +1140,24 @@ static int efile_open(const char *path, struct efile *e, char *err,
   e->path = path;
   e->f = fopen(path, "rb");
   if (!e->f)
-    return fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    return errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
   uint8_t h[TABLE_EXPORT_HEADER_LEN];
   if (fread(h, 1, sizeof(h), e->f) != sizeof(h) ||
       memcmp(h, TABLE_EXPORT_MAGIC, 8)) {
     efile_close(e);
-    return fail(err, errlen, "%s: not a maskps-table export (magic %s missing)",
-                path, TABLE_EXPORT_MAGIC);
+    return errorf(err, errlen,
+                  "%s: not a maskps-table export (magic %s missing)", path,
+                  TABLE_EXPORT_MAGIC);
   }
   uint32_t ver = rd32(h + 8), hl = rd32(h + 12), rl = rd32(h + 16);
   if (ver != TABLE_EXPORT_VERSION) {
     efile_close(e);
-    return fail(err, errlen,
-                "%s: export format version %" PRIu32
-                ", this maskps-table reads version %d%s",
-                path, ver, TABLE_EXPORT_VERSION,
-                ver > TABLE_EXPORT_VERSION ? " (use a newer maskps-table)"
-                                           : "");
+    return errorf(err, errlen,
+                  "%s: export format version %" PRIu32
+                  ", this maskps-table reads version %d%s",
+                  path, ver, TABLE_EXPORT_VERSION,
+                  ver > TABLE_EXPORT_VERSION ? " (use a newer maskps-table)"
+                                             : "");
   }
   struct store_table *t = &e->t;
   t->id = rd32(h + 20);
@@ -1197,7 +1188,7 @@ static int efile_open(const char *path, struct efile *e, char *err,
     bad = "init_std";
   if (bad) {
     efile_close(e);
-    return fail(err, errlen, "%s: bad header field: %s", path, bad);
+    return errorf(err, errlen, "%s: bad header field: %s", path, bad);
   }
   struct stat st;
   uint64_t body = 0;
@@ -1210,11 +1201,11 @@ static int efile_open(const char *path, struct efile *e, char *err,
           TABLE_EXPORT_HEADER_LEN + TABLE_EXPORT_TRAILER_LEN ||
       body % rl) {
     efile_close(e);
-    return fail(err, errlen,
-                "%s: %lld bytes is not a header, whole %" PRIu32
-                "-byte records and a trailer: truncated or corrupt (an "
-                "interrupted export?)",
-                path, (long long)st.st_size, rl);
+    return errorf(err, errlen,
+                  "%s: %lld bytes is not a header, whole %" PRIu32
+                  "-byte records and a trailer: truncated or corrupt (an "
+                  "interrupted export?)",
+                  path, (long long)st.st_size, rl);
   }
   e->nrec = body / rl;
   sparse_opt_defaults(&t->opt, (enum row_opt)opt);
@@ -1239,20 +1230,20 @@ static int efile_next(struct efile *e, uint64_t *fid, struct row *r, char *err,
     if (fread(t, 1, TABLE_EXPORT_TRAILER_LEN, e->f) !=
             TABLE_EXPORT_TRAILER_LEN ||
         memcmp(t, TABLE_EXPORT_END, 8))
-      return fail(err, errlen, "%s: trailer missing after %" PRIu64 " rows",
-                  e->path, e->rows);
+      return errorf(err, errlen, "%s: trailer missing after %" PRIu64 " rows",
+                    e->path, e->rows);
     uint64_t rows = rd64(t + 8), sum = rd64(t + 16);
     if (rows != e->rows || sum != e->hash)
-      return fail(err, errlen,
-                  "%s: trailer says %" PRIu64 " rows, checksum %016" PRIx64
-                  "; the file holds %" PRIu64 " rows, checksum %016" PRIx64
-                  ": the file is corrupt",
-                  e->path, rows, sum, e->rows, e->hash);
+      return errorf(err, errlen,
+                    "%s: trailer says %" PRIu64 " rows, checksum %016" PRIx64
+                    "; the file holds %" PRIu64 " rows, checksum %016" PRIx64
+                    ": the file is corrupt",
+                    e->path, rows, sum, e->rows, e->hash);
     return 0;
   }
   if (fread(e->rec, 1, e->reclen, e->f) != e->reclen)
-    return fail(err, errlen, "%s: read error after %" PRIu64 " rows", e->path,
-                e->rows);
+    return errorf(err, errlen, "%s: read error after %" PRIu64 " rows", e->path,
+                  e->rows);
 
   const uint8_t *b = e->rec;
   *fid = rd64(b);
@@ -1266,10 +1257,10 @@ static int efile_next(struct efile *e, uint64_t *fid, struct row *r, char *err,
   r->opt = (uint8_t)e->t.opt.kind;
   if (r->p > e->t.dim || b[31] || (r->flags & ~ROW_F_PENDING) ||
       (r->p == 0) != ((r->flags & ROW_F_PENDING) != 0))
-    return fail(err, errlen,
-                "%s: row %" PRIu64 " (key 0x%016" PRIx64
-                "): bad prefix length or flags",
-                e->path, e->rows, *fid);
+    return errorf(err, errlen,
+                  "%s: row %" PRIu64 " (key 0x%016" PRIx64
+                  "): bad prefix length or flags",
+                  e->path, e->rows, *fid);
   r->values = e->values;
   r->state = e->state;
   memcpy(r->values, b + 32, sizeof(float) * r->p);
@@ -1378,9 +1369,9 @@ struct part {
   struct table_sum *want;   /* [ntables] sums of what was written */
   struct table_migrate_report rep;
   struct xform x;
-  struct progress *pr;      /* NULL: another share shows progress */
-  unsigned weight;          /* rows a tick stands for (shares) */
-  pthread_mutex_t *mu;      /* guards iterator creation / release */
+  struct progress *pr; /* NULL: another share shows progress */
+  unsigned weight;     /* rows a tick stands for (shares) */
+  pthread_mutex_t *mu; /* guards iterator creation / release */
   _Atomic uint64_t *written, kill_n;
   char err[1024];
   int rc;
@@ -1454,8 +1445,8 @@ static void *copy_part(void *arg) {
        * import file out of key order (one share only) ingests what was
        * loaded so far and writes the rest one Put each (later rows win,
        * as with Puts). */
-      int b = p->bulk_on ? store_bulk_put(p->bulk[shard], dt->id, fid, enc,
-                                          len, err, errlen)
+      int b = p->bulk_on ? store_bulk_put(p->bulk[shard], dt->id, fid, enc, len,
+                                          err, errlen)
                          : 1;
       if (b == 1 && p->bulk_on) {
         CHECK(!p->mu, "merged rows out of key order");
@@ -1512,8 +1503,8 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
   for (size_t k = 0; k < src->ntables; k++) {
     dl.tables[k] = dest_table(&src->tables[k], o);
     if (o->min_prefix > dl.tables[k].dim) {
-      fail(err, errlen, "table %" PRIu32 ": min prefix %u > dim %u",
-           dl.tables[k].id, o->min_prefix, dl.tables[k].dim);
+      errorf(err, errlen, "table %" PRIu32 ": min prefix %u > dim %u",
+             dl.tables[k].id, o->min_prefix, dl.tables[k].dim);
       table_layout_free(&dl);
       return -1;
     }
@@ -1528,7 +1519,8 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
   size_t mb = mem_of(io);
   for (size_t i = 0; i < nto && rc == 0; i++) {
     if (mkdir(tmp[i], 0755) != 0) {
-      rc = fail(err, errlen, "%s: cannot create: %s", tmp[i], strerror(errno));
+      rc =
+          errorf(err, errlen, "%s: cannot create: %s", tmp[i], strerror(errno));
       break;
     }
     dl.rank = (uint32_t)i;
@@ -1579,7 +1571,7 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
   for (size_t t = 0; t < nparts; t++) {
     struct part *p = &parts[t];
     if (rc == 0 && p->rc < 0)
-      rc = fail(err, errlen, "%s", p->err);
+      rc = errorf(err, errlen, "%s", p->err);
     bulk_on &= p->bulk_on;
     rep->rows_in += p->rep.rows_in;
     rep->rows_out += p->rep.rows_out;
@@ -1608,7 +1600,7 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
   for (size_t i = 0; i < nto; i++) {
     char e2[512];
     if (dst[i] && store_close(dst[i], e2, sizeof(e2)) < 0 && rc == 0)
-      rc = fail(err, errlen, "%s", e2);
+      rc = errorf(err, errlen, "%s", e2);
   }
   rep->seconds = clock_sec() - t0;
   progress_end(&pr);
@@ -1638,12 +1630,12 @@ static int copy_into(const struct src *src, char **tmp, size_t nto,
       for (size_t k = 0; rc == 0 && k < ng; k++)
         if (got[k].table != want[k].table || got[k].rows != want[k].rows ||
             got[k].full_sum != want[k].full_sum)
-          rc = fail(err, errlen,
-                    "table %" PRIu32 ": the written rows do not verify "
-                    "(%" PRIu64 " rows, sum %016" PRIx64 "; expected %" PRIu64
-                    ", %016" PRIx64 "); nothing was renamed into place",
-                    want[k].table, got[k].rows, got[k].full_sum, want[k].rows,
-                    want[k].full_sum);
+          rc = errorf(err, errlen,
+                      "table %" PRIu32 ": the written rows do not verify "
+                      "(%" PRIu64 " rows, sum %016" PRIx64 "; expected %" PRIu64
+                      ", %016" PRIx64 "); nothing was renamed into place",
+                      want[k].table, got[k].rows, got[k].full_sum, want[k].rows,
+                      want[k].full_sum);
       free(got);
     }
   }
@@ -1663,7 +1655,7 @@ int table_migrate(const char *const *from, size_t nfrom, const char *const *to,
   if (job_start(rep, o, err, errlen) < 0)
     return -1;
   if (nto == 0)
-    return fail(err, errlen, "no destination directories given (--to)");
+    return errorf(err, errlen, "no destination directories given (--to)");
   struct set s;
   if (set_open(from, nfrom, 0, mem_of(io), &s, err, errlen) < 0)
     return -1;
@@ -1710,9 +1702,9 @@ int table_import(const char *const *files, size_t nfiles, const char *const *to,
   if (job_start(rep, o, err, errlen) < 0)
     return -1;
   if (nfiles == 0 || nfiles > STORE_MAX_TABLES)
-    return fail(err, errlen, "give 1..%d export files", STORE_MAX_TABLES);
+    return errorf(err, errlen, "give 1..%d export files", STORE_MAX_TABLES);
   if (nto == 0)
-    return fail(err, errlen, "no destination directories given (--to)");
+    return errorf(err, errlen, "no destination directories given (--to)");
   /* Headers first: a wrong file fails before anything is created. */
   struct store_table *tabs = xcalloc(nfiles, sizeof(*tabs));
   const char **sorted = xcalloc(nfiles, sizeof(*sorted));
@@ -1739,8 +1731,8 @@ int table_import(const char *const *files, size_t nfiles, const char *const *to,
     }
   for (size_t i = 1; rc == 0 && i < nfiles; i++)
     if (tabs[i].id == tabs[i - 1].id)
-      rc = fail(err, errlen, "%s and %s both hold table %" PRIu32,
-                sorted[i - 1], sorted[i], tabs[i].id);
+      rc = errorf(err, errlen, "%s and %s both hold table %" PRIu32,
+                  sorted[i - 1], sorted[i], tabs[i].id);
   if (rc == 0)
     rc = check_tables(tabs, nfiles, o, err, errlen);
   char **clean = NULL, **tmp = NULL;
@@ -1779,7 +1771,8 @@ int table_export(const char *const *from, size_t nfrom, const char *outdir,
   if (rc == 0) {
     made = 1;
     if (mkdir(tmp[0], 0755) != 0)
-      rc = fail(err, errlen, "%s: cannot create: %s", tmp[0], strerror(errno));
+      rc =
+          errorf(err, errlen, "%s: cannot create: %s", tmp[0], strerror(errno));
   }
   const struct table_layout *l = &s.lay[0];
   uint64_t kill_n = kill_after(), written = 0;
@@ -1792,7 +1785,7 @@ int table_export(const char *const *from, size_t nfrom, const char *outdir,
     snprintf(path, sizeof(path), "%s/table-%" PRIu32 ".mpt", tmp[0], t->id);
     FILE *f = fopen(path, "wb");
     if (!f) {
-      rc = fail(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+      rc = errorf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
       break;
     }
     setvbuf(f, NULL, _IOFBF, 1 << 20);
@@ -1816,7 +1809,7 @@ int table_export(const char *const *from, size_t nfrom, const char *outdir,
         rows++;
         progress_tick(&pr);
         if (fwrite(rec, 1, rl, f) != rl) {
-          got = fail(err, errlen, "%s: write: %s", path, strerror(errno));
+          got = errorf(err, errlen, "%s: write: %s", path, strerror(errno));
           break;
         }
         if (kill_n && ++written == kill_n)
@@ -1834,7 +1827,7 @@ int table_export(const char *const *from, size_t nfrom, const char *outdir,
     int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
     bad |= fclose(f) != 0;
     if (bad && rc == 0)
-      rc = fail(err, errlen, "%s: write: %s", path, strerror(errno));
+      rc = errorf(err, errlen, "%s: write: %s", path, strerror(errno));
     free(rec);
     if (io && io->out && rc == 0)
       fprintf(io->out,

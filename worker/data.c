@@ -168,7 +168,8 @@ int data_parse_libfm(const char *line, size_t len, uint32_t nfields,
     if (!is_one && !ex->vals) {
       snprintf(why, whylen,
                "feature %u: value '%.*s' is not 1 (only binary features are "
-               "supported)", k + 1, (int)(vallen < 16 ? vallen : 16), val);
+               "supported)",
+               k + 1, (int)(vallen < 16 ? vallen : 16), val);
       return -1;
     }
     if (!is_one) {

@@ -16,21 +16,21 @@
 
 struct reader {
   struct reader_options o;
-  char **files;       /* expanded, sorted per glob, owned */
+  char **files; /* expanded, sorted per glob, owned */
   size_t nfiles;
-  size_t cur;         /* index of the open file */
-  FILE *f;            /* the open file, NULL between files */
-  uint64_t line_in_file; /* 1-based line number of the last line read */
+  size_t cur;             /* index of the open file */
+  FILE *f;                /* the open file, NULL between files */
+  uint64_t line_in_file;  /* 1-based line number of the last line read */
   _Atomic uint64_t lines; /* lines read, all shares (atomic: reader_lines
                            * may run on another thread) */
-  uint64_t mine;      /* lines of this worker's share */
-  uint64_t bad;       /* bad lines of this worker's share */
+  uint64_t mine;          /* lines of this worker's share */
+  uint64_t bad;           /* bad lines of this worker's share */
   uint32_t nfields;
   uint64_t bytes_total;        /* the files' sizes at reader_open */
   _Atomic uint64_t bytes_done; /* bytes read this pass, all shares */
   struct data_csv_schema *csv; /* READER_CSV, owned */
-  bool header;        /* CSV: the first line of every file is a header */
-  char *buf;          /* getline buffer */
+  bool header; /* CSV: the first line of every file is a header */
+  char *buf;   /* getline buffer */
   size_t cap;
   char err[512];
 };
@@ -43,7 +43,9 @@ static void add_file(struct reader *r, const char *path) {
   r->files[r->nfiles++] = xstrdup(path);
 }
 
-static int has_glob_chars(const char *s) { return strpbrk(s, "*?[") != NULL; }
+static int has_glob_chars(const char *s) {
+  return strpbrk(s, "*?[") != NULL;
+}
 
 void reader_options_from_config(struct reader_options *o,
                                 struct data_csv_spec *csv,
@@ -263,8 +265,12 @@ void reader_free(struct reader *r) {
   free(r);
 }
 
-uint32_t reader_nfields(const struct reader *r) { return r->nfields; }
-const char *reader_error(const struct reader *r) { return r->err; }
+uint32_t reader_nfields(const struct reader *r) {
+  return r->nfields;
+}
+const char *reader_error(const struct reader *r) {
+  return r->err;
+}
 const struct data_csv_schema *reader_csv_schema(const struct reader *r) {
   return r->csv;
 }
@@ -321,8 +327,12 @@ int reader_load_columns(const char *path, char ***names, size_t *n, char *err,
   }
   return 1;
 }
-uint64_t reader_lines(const struct reader *r) { return r->lines; }
-uint64_t reader_bad_lines(const struct reader *r) { return r->bad; }
+uint64_t reader_lines(const struct reader *r) {
+  return r->lines;
+}
+uint64_t reader_bad_lines(const struct reader *r) {
+  return r->bad;
+}
 uint64_t reader_bytes_total(const struct reader *r) {
   return r->bytes_total;
 }
@@ -377,8 +387,8 @@ int reader_next(struct reader *r, struct data_example *ex) {
     ssize_t n = getline(&r->buf, &r->cap, r->f);
     if (n < 0) {
       if (ferror(r->f)) {
-        snprintf(r->err, sizeof(r->err), "%s: read error: %s",
-                 r->files[r->cur], strerror(errno));
+        snprintf(r->err, sizeof(r->err), "%s: read error: %s", r->files[r->cur],
+                 strerror(errno));
         return -1;
       }
       fclose(r->f);

@@ -20,7 +20,6 @@
 #include <ftw.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,16 +121,16 @@ struct trainer {
   bool lrw; /* the model takes LR weights: table 1 */
   struct params *p;
   struct model *m;
-  struct batch *b;         /* the current batch: one of bufs */
-  struct batch *bufs[3];   /* the batches training rotates: bufs[2] only
-                              with the pull overlap (else NULL) */
-  uint64_t *prefetch_keys; /* [F] the reader thread's example buffer */
-  uint64_t *exkeys;        /* [F] one example's keys */
+  struct batch *b;               /* the current batch: one of bufs */
+  struct batch *bufs[3];         /* the batches training rotates: bufs[2] only
+                                    with the pull overlap (else NULL) */
+  uint64_t *prefetch_keys;       /* [F] the reader thread's example buffer */
+  uint64_t *exkeys;              /* [F] one example's keys */
   float *prefetch_vals, *exvals; /* [F] their values (libFM, CSV) */
-  float *E, *dE;           /* (Bmax, F*D) */
-  float *w, *dw;           /* (Bmax, F) when lrw */
-  float *logits, *dlogits; /* (Bmax) */
-  float *best;             /* [params len] best dense values */
+  float *E, *dE;                 /* (Bmax, F*D) */
+  float *w, *dw;                 /* (Bmax, F) when lrw */
+  float *logits, *dlogits;       /* (Bmax) */
+  float *best;                   /* [params len] best dense values */
   /* AMTL (embedding.amtl), in front of the model on table 0: */
   struct amtl *amtl;   /* NULL without AMTL */
   int S;               /* frequency features per value */
@@ -154,17 +153,6 @@ struct trainer {
                                     train next (ahead, then b until
                                     pull_and_gather); -1 = none */
 };
-
-/* err formatting that never overflows (messages are truncated). */
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return -1;
-}
 
 /* Opens a source over paths (or the training files with a split part). */
 static int source_open(struct trainer *tr, struct source *s,
@@ -196,7 +184,7 @@ static int source_open(struct trainer *tr, struct source *s,
   memset(s, 0, sizeof(*s));
   s->r = reader_open(&ro, rerr, sizeof(rerr));
   if (!s->r)
-    return fail(err, errlen, "data.%s: %s", what, rerr);
+    return errorf(err, errlen, "data.%s: %s", what, rerr);
   s->part = part;
   s->split_valid = cfg->data.split_valid;
   s->split_test = cfg->data.split_test;
@@ -216,8 +204,8 @@ static int open_data(struct trainer *tr, char *err, size_t errlen) {
     return -1;
   tr->F = (int)reader_nfields(tr->train.r);
   if (tr->F <= 0) {
-    fail(err, errlen,
-         "data.train: no valid line to learn the field count from");
+    errorf(err, errlen,
+           "data.train: no valid line to learn the field count from");
     return -1;
   }
   /* Only the training pass is shuffled: evaluation and predict keep the
@@ -227,10 +215,10 @@ static int open_data(struct trainer *tr, char *err, size_t errlen) {
     uint64_t n = (uint64_t)cfg->data.shuffle_buffer;
     if (shuffle_check(n, (uint32_t)tr->F, shuffle_memory_limit(), serr,
                       sizeof(serr)))
-      return fail(err, errlen,
-                  "data.shuffle_buffer: %s (half of this machine's memory); "
-                  "lower it",
-                  serr);
+      return errorf(err, errlen,
+                    "data.shuffle_buffer: %s (half of this machine's memory); "
+                    "lower it",
+                    serr);
     tr->train.shuf = shuffle_new((size_t)n, (uint32_t)tr->F);
   }
   /* validation and test: their own files, or a held-out part of train */
@@ -262,10 +250,10 @@ static int open_data(struct trainer *tr, char *err, size_t errlen) {
     *parts[i].has = true;
     int F = (int)reader_nfields(parts[i].s->r);
     if (F != tr->F) {
-      fail(err, errlen,
-           "data.%s has %d fields per line, data.train has %d: they must "
-           "match",
-           parts[i].what, F, tr->F);
+      errorf(err, errlen,
+             "data.%s has %d fields per line, data.train has %d: they must "
+             "match",
+             parts[i].what, F, tr->F);
       return -1;
     }
   }
@@ -289,7 +277,7 @@ struct trainer *train_new(const struct train_opts *o, char *err,
   struct model_options mo;
   char merr[512];
   if (model_options_from_config(&mo, cfg, merr, sizeof(merr))) {
-    fail(err, errlen, "%s", merr);
+    errorf(err, errlen, "%s", merr);
     goto fail;
   }
   /* EDCN's Hadamard bridge multiplies cross and deep outputs that start at
@@ -307,8 +295,8 @@ struct trainer *train_new(const struct train_opts *o, char *err,
   tr->p = params_new();
   tr->m = model_new(&mo, tr->F, tr->D, tr->Bmax, tr->p, merr, sizeof(merr));
   if (!tr->m) {
-    fail(err, errlen, "model.name %s: %s",
-         config_enum_name("model", "name", (int)cfg->model.name), merr);
+    errorf(err, errlen, "model.name %s: %s",
+           config_enum_name("model", "name", (int)cfg->model.name), merr);
     goto fail;
   }
   logger_info(tr->o.log, "model %s: %d compute thread(s) per batch%s",
@@ -320,12 +308,12 @@ struct trainer *train_new(const struct train_opts *o, char *err,
   if (cfg->embedding.amtl) {
     struct amtl_options ao;
     if (amtl_options_from_config(&ao, cfg, tr->F, merr, sizeof(merr))) {
-      fail(err, errlen, "%s", merr);
+      errorf(err, errlen, "%s", merr);
       goto fail;
     }
     tr->amtl = amtl_new(&ao, tr->Bmax, tr->p, merr, sizeof(merr));
     if (!tr->amtl) {
-      fail(err, errlen, "embedding.amtl: %s", merr);
+      errorf(err, errlen, "embedding.amtl: %s", merr);
       goto fail;
     }
     size_t BF = (size_t)tr->Bmax * (size_t)tr->F;
@@ -445,7 +433,7 @@ static int fill_into(struct batch *b, uint64_t *keys, float *vals,
   while (b->B < b->Bmax) {
     int rc = source_next(src, &ex);
     if (rc < 0)
-      return fail(err, errlen, "%s", reader_error(src->r));
+      return errorf(err, errlen, "%s", reader_error(src->r));
     if (rc == 0)
       break;
     batch_add(b, &ex);
@@ -465,13 +453,13 @@ static int fill_batch(struct trainer *tr, struct source *src, char *err,
  * next batch (DESIGN.md: the worker overlaps this with compute). Two
  * batches alternate: the one the main thread trains (tr->b) and the one the
  * thread fills; with the pull overlap (below) a third holds batch t+1
- * while its pulls are in flight, and the thread never gets that one. What passes between the threads is the ownership of a
- * batch, under one mutex (STYLE.md rule 11 asks for ZeroMQ messages; a
- * pointer handoff between two fixed buffers is the same protocol without
- * copying 40 MB batches through a socket). The reader of the training data
- * belongs to the thread while it runs and to the main thread otherwise.
- * The batches come in the same order as without the thread, so runs stay
- * deterministic. */
+ * while its pulls are in flight, and the thread never gets that one. What
+ * passes between the threads is the ownership of a batch, under one mutex
+ * (STYLE.md rule 11 asks for ZeroMQ messages; a pointer handoff between two
+ * fixed buffers is the same protocol without copying 40 MB batches through a
+ * socket). The reader of the training data belongs to the thread while it runs
+ * and to the main thread otherwise. The batches come in the same order as
+ * without the thread, so runs stay deterministic. */
 struct prefetch {
   pthread_t th;
   pthread_mutex_t mu;
@@ -520,8 +508,8 @@ static int prefetch_start(struct prefetch *pf, struct trainer *tr, char *err,
   if (e) {
     pthread_cond_destroy(&pf->cv);
     pthread_mutex_destroy(&pf->mu);
-    return fail(err, errlen, "cannot start the data reader thread: %s",
-                strerror(e));
+    return errorf(err, errlen, "cannot start the data reader thread: %s",
+                  strerror(e));
   }
   return 0;
 }
@@ -543,7 +531,7 @@ static int prefetch_next(struct prefetch *pf, char *err, size_t errlen) {
   }
   pthread_mutex_unlock(&pf->mu);
   if (rc < 0)
-    return fail(err, errlen, "%s", pf->err);
+    return errorf(err, errlen, "%s", pf->err);
   return rc;
 }
 
@@ -581,7 +569,7 @@ static int prefetch_ahead(struct prefetch *pf, struct batch **got, char *err,
   }
   pthread_mutex_unlock(&pf->mu);
   if (rc < 0)
-    return fail(err, errlen, "%s", pf->err);
+    return errorf(err, errlen, "%s", pf->err);
   return rc;
 }
 
@@ -606,8 +594,8 @@ static int pull_and_gather(struct trainer *tr, struct ps *ps, uint64_t step,
     batch_pull_out(b, t, &out);
     char perr[512];
     if (pull_rows(tr, ps, t, step, &out, perr, sizeof(perr)) < 0)
-      return fail(err, errlen, "step %llu: pull of table %u: %s",
-                  (unsigned long long)step, b->t[t].id, perr);
+      return errorf(err, errlen, "step %llu: pull of table %u: %s",
+                    (unsigned long long)step, b->t[t].id, perr);
     batch_expand(b, t);
   }
   batch_gather(b, 0, tr->E);
@@ -673,8 +661,8 @@ static int pull_dense(struct trainer *tr, struct ps *ps, uint64_t step,
                       char *err, size_t errlen) {
   char perr[512];
   if (ps_pull_dense(ps, step, 0, tr->p->len, tr->p->values, perr, sizeof(perr)))
-    return fail(err, errlen, "step %llu: dense pull: %s",
-                (unsigned long long)step, perr);
+    return errorf(err, errlen, "step %llu: dense pull: %s",
+                  (unsigned long long)step, perr);
   return 0;
 }
 
@@ -747,8 +735,8 @@ static int pull_ahead(struct trainer *tr, struct ps *ps, struct prefetch *pf,
     tr->started[i] = ps_pull_start(ps, nb->t[i].id, step + 1, nb->U, nb->keys,
                                    &out, perr, sizeof(perr));
     if (tr->started[i] < 0)
-      return fail(err, errlen, "step %llu: pull of table %u: %s",
-                  (unsigned long long)step + 1, nb->t[i].id, perr);
+      return errorf(err, errlen, "step %llu: pull of table %u: %s",
+                    (unsigned long long)step + 1, nb->t[i].id, perr);
   }
   phase_add(tr, PH_PULL, t);
   return 0;
@@ -817,10 +805,10 @@ static int train_step(struct trainer *tr, struct ps *ps, struct prefetch *pf,
   double dn = params_clip_grad_norm(tr->p, 0); /* measure only */
   double norm = sqrt(dn * dn + sq);
   if (!isfinite(norm) || !isfinite(*loss))
-    return fail(err, errlen,
-                "step %llu: the loss diverged (loss %g, gradient norm %g); "
-                "lower optimizer.lr or optimizer.sparse_lr",
-                (unsigned long long)step, *loss, norm);
+    return errorf(err, errlen,
+                  "step %llu: the loss diverged (loss %g, gradient norm %g); "
+                  "lower optimizer.lr or optimizer.sparse_lr",
+                  (unsigned long long)step, *loss, norm);
   double clip = cfg->optimizer.clip_norm;
   if (clip > 0 && norm > clip) {
     float s = (float)(clip / (norm + 1e-6));
@@ -836,15 +824,15 @@ static int train_step(struct trainer *tr, struct ps *ps, struct prefetch *pf,
     batch_push_in(b, i, step, &g);
     char perr[512];
     if (ps_push(ps, &g, perr, sizeof(perr)))
-      return fail(err, errlen, "step %llu: push to table %u: %s",
-                  (unsigned long long)step, g.table, perr);
+      return errorf(err, errlen, "step %llu: push to table %u: %s",
+                    (unsigned long long)step, g.table, perr);
   }
   if (tr->o.dense_via_ps) {
     char perr[512];
     if (ps_push_dense(ps, step, 0, tr->p->len, tr->p->grads, perr,
                       sizeof(perr)))
-      return fail(err, errlen, "step %llu: dense push: %s",
-                  (unsigned long long)step, perr);
+      return errorf(err, errlen, "step %llu: dense push: %s",
+                    (unsigned long long)step, perr);
   } else if (cfg->optimizer.dense == CONFIG_DENSE_SGD) {
     params_sgd_step(tr->p, (float)tr->lr);
   } else {
@@ -866,8 +854,8 @@ static int train_step(struct trainer *tr, struct ps *ps, struct prefetch *pf,
        step % (uint64_t)cfg->train.staleness == 0)) {
     char perr[512];
     if (ps_barrier(ps, step, perr, sizeof(perr)))
-      return fail(err, errlen, "step %llu: barrier: %s",
-                  (unsigned long long)step, perr);
+      return errorf(err, errlen, "step %llu: barrier: %s",
+                    (unsigned long long)step, perr);
   }
   phase_add(tr, PH_PUSH, &t);
   tr->steps_rec++;
@@ -896,19 +884,19 @@ static int save_best(struct trainer *tr, struct ps *ps, uint64_t step,
   const char *dir = tr->o.best_dir;
   char tmp[4096], path[4200], perr[512];
   if (snprintf(tmp, sizeof(tmp), "%s.tmp", dir) >= (int)sizeof(tmp))
-    return fail(err, errlen, "%.200s...: path too long", dir);
+    return errorf(err, errlen, "%.200s...: path too long", dir);
   if (rm_tree(tmp))
-    return fail(err, errlen, "removing %s: %s", tmp, strerror(errno));
+    return errorf(err, errlen, "removing %s: %s", tmp, strerror(errno));
   if (ps_checkpoint(ps, step, tmp, perr, sizeof(perr)))
-    return fail(err, errlen, "checkpoint of the best state: %s", perr);
+    return errorf(err, errlen, "checkpoint of the best state: %s", perr);
   snprintf(path, sizeof(path), "%s/dense.bin", tmp);
   if (params_save(tr->p, path, false, perr, sizeof(perr)))
-    return fail(err, errlen, "%s", perr);
+    return errorf(err, errlen, "%s", perr);
   snprintf(path, sizeof(path), "%s/columns.txt", tmp); /* CSV's header */
   if (reader_save_columns(tr->train.r, path, perr, sizeof(perr)))
-    return fail(err, errlen, "%s", perr);
+    return errorf(err, errlen, "%s", perr);
   if (rm_tree(dir) || rename(tmp, dir))
-    return fail(err, errlen, "replacing %s: %s", dir, strerror(errno));
+    return errorf(err, errlen, "replacing %s: %s", dir, strerror(errno));
   return 0;
 }
 
@@ -936,10 +924,10 @@ static int eval_source(struct trainer *tr, struct ps *ps, struct source *src,
     if (B < 0)
       return -1;
     if (strict && reader_bad_lines(src->r))
-      return fail(err, errlen,
-                  "%llu malformed line(s) (see above): every line needs an "
-                  "answer, fix or remove them",
-                  (unsigned long long)reader_bad_lines(src->r));
+      return errorf(err, errlen,
+                    "%llu malformed line(s) (see above): every line needs an "
+                    "answer, fix or remove them",
+                    (unsigned long long)reader_bad_lines(src->r));
     if (B == 0)
       break;
     if (pull_and_gather(tr, ps, step, err, errlen))
@@ -949,7 +937,7 @@ static int eval_source(struct trainer *tr, struct ps *ps, struct source *src,
     if (probs)
       for (int i = 0; i < B; i++)
         if (fprintf(probs, "%.6f\n", sigmoid(tr->logits[i])) < 0)
-          return fail(err, errlen, "writing predictions failed");
+          return errorf(err, errlen, "writing predictions failed");
   }
   metrics_compute(tr->met, out);
   return 0;
@@ -964,8 +952,8 @@ int train_eval_files(struct trainer *tr, struct ps *ps,
     return -1;
   s.max_lines = 0; /* every line gets its answer, whatever data.max_lines */
   if ((int)reader_nfields(s.r) != tr->F) {
-    fail(err, errlen, "%s: %u fields per line, the model was trained on %d",
-         paths[0], reader_nfields(s.r), tr->F);
+    errorf(err, errlen, "%s: %u fields per line, the model was trained on %d",
+           paths[0], reader_nfields(s.r), tr->F);
     source_close(&s);
     return -1;
   }
@@ -1014,6 +1002,28 @@ static void log_eval(struct trainer *tr, uint64_t step, const char *event,
                 "lr_scale", tr->lr_scale, NULL);
 }
 
+/* The state after step is the best so far: keeps the dense values (pulled
+ * first when the pservers hold them), saves best/ when asked, and reports
+ * the test metrics of this state. */
+static int take_best(struct trainer *tr, struct ps *ps, uint64_t step,
+                     int epoch, struct train_result *res, char *err,
+                     size_t errlen) {
+  res->best_epoch = epoch;
+  res->best_step = step;
+  if (tr->o.dense_via_ps && pull_dense(tr, ps, step + 1, err, errlen))
+    return -1;
+  memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
+  if (tr->o.best_dir && save_best(tr, ps, step, err, errlen))
+    return -1;
+  if (tr->has_test) {
+    if (eval_source(tr, ps, &tr->test, step + 1, NULL, false, &res->test, err,
+                    errlen))
+      return -1;
+    log_eval(tr, step, "test", epoch, &res->test);
+  }
+  return 0;
+}
+
 /* Evaluates valid (and test on improvement); updates the schedule. Sets
  * *stop when patience runs out. */
 static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
@@ -1023,23 +1033,8 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
   struct metrics_result v;
   if (tr->o.rank > 0) /* rank 0 evaluates for the run */
     return 0;
-  if (!tr->has_valid) {
-    /* nothing to select on: the current state is the best */
-    if (tr->o.dense_via_ps && pull_dense(tr, ps, step + 1, err, errlen))
-      return -1;
-    memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
-    res->best_epoch = epoch;
-    res->best_step = step;
-    if (tr->o.best_dir && save_best(tr, ps, step, err, errlen))
-      return -1;
-    if (tr->has_test) {
-      if (eval_source(tr, ps, &tr->test, step + 1, NULL, false, &res->test, err,
-                      errlen))
-        return -1;
-      log_eval(tr, step, "test", epoch, &res->test);
-    }
-    return 0;
-  }
+  if (!tr->has_valid) /* nothing to select on: the current state is best */
+    return take_best(tr, ps, step, epoch, res, err, errlen);
   if (eval_source(tr, ps, &tr->valid, step + 1, NULL, false, &v, err, errlen))
     return -1;
   log_eval(tr, step, "valid", epoch, &v);
@@ -1052,20 +1047,7 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
     *best_auc = v.auc;
     *bad_evals = 0;
     res->valid = v;
-    res->best_epoch = epoch;
-    res->best_step = step;
-    if (tr->o.dense_via_ps && pull_dense(tr, ps, step + 1, err, errlen))
-      return -1;
-    memcpy(tr->best, tr->p->values, tr->p->len * sizeof(float));
-    if (tr->o.best_dir && save_best(tr, ps, step, err, errlen))
-      return -1;
-    if (tr->has_test) {
-      if (eval_source(tr, ps, &tr->test, step + 1, NULL, false, &res->test, err,
-                      errlen))
-        return -1;
-      log_eval(tr, step, "test", epoch, &res->test);
-    }
-    return 0;
+    return take_best(tr, ps, step, epoch, res, err, errlen);
   }
   ++*bad_evals;
   if (*bad_evals >= cfg->train.patience) {
@@ -1084,8 +1066,8 @@ static int evaluate(struct trainer *tr, struct ps *ps, uint64_t step, int epoch,
    * absolute scale; the worker's own dense optimizer through tr->lr. */
   char perr[512];
   if (ps_set_lr_scale(ps, (float)tr->lr_scale, perr, sizeof(perr)))
-    return fail(err, errlen, "step %llu: lr decay: %s",
-                (unsigned long long)step, perr);
+    return errorf(err, errlen, "step %llu: lr decay: %s",
+                  (unsigned long long)step, perr);
   logger_info(tr->o.log,
               "no improvement: learning rates x %g (dense lr %g, sparse lr "
               "x %g of optimizer.sparse_lr)",
@@ -1104,21 +1086,22 @@ int train_run(struct trainer *tr, struct ps *ps, struct train_result *res,
   res->has_test = tr->has_test;
   char perr[512];
   if (!tr->train.r)
-    return fail(err, errlen, "no training data was opened (train_opts.fields)");
+    return errorf(err, errlen,
+                  "no training data was opened (train_opts.fields)");
   if (tr->o.dense_via_ps) {
     if (ps->dense_total != tr->p->len)
-      return fail(err, errlen,
-                  "the parameter store holds %llu dense floats, the model "
-                  "has %zu",
-                  (unsigned long long)ps->dense_total, tr->p->len);
+      return errorf(err, errlen,
+                    "the parameter store holds %llu dense floats, the model "
+                    "has %zu",
+                    (unsigned long long)ps->dense_total, tr->p->len);
     if (tr->o.rank == 0 &&
         ps_set_dense(ps, 0, tr->p->len, tr->p->values, perr, sizeof(perr)))
-      return fail(err, errlen, "setting the initial dense values: %s", perr);
+      return errorf(err, errlen, "setting the initial dense values: %s", perr);
   }
   /* Several workers: nobody pulls before rank 0 has set the dense values
    * (any mode: a pserver's barrier works in async mode too). */
   if (tr->o.nranks > 1 && ps_barrier(ps, 0, perr, sizeof(perr)))
-    return fail(err, errlen, "start barrier: %s", perr);
+    return errorf(err, errlen, "start barrier: %s", perr);
   const uint64_t max_steps = (uint64_t)cfg->train.max_steps;
   const uint64_t eval_every = (uint64_t)cfg->train.eval_every_steps;
   const double interval = cfg->log.interval_s;

@@ -23,8 +23,8 @@ static inline int testlib_rm_one(const char *path, const struct stat *sb,
  * (NULL-terminated; sets itself may be NULL), validated: what a test's
  * `maskps train CONFIG --set ...` would run. NULL with the reason in err. */
 static inline struct config *testlib_config(const char *text,
-                                            const char *const *sets,
-                                            char *err, size_t errlen) {
+                                            const char *const *sets, char *err,
+                                            size_t errlen) {
   struct config *cfg = config_new();
   int bad = config_read_string(cfg, text, strlen(text), "test", err, errlen);
   for (size_t i = 0; !bad && sets && sets[i]; i++)

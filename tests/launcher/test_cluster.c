@@ -15,8 +15,8 @@
  *     checks what those pulls read). */
 #include "common/config.h"
 #include "common/gen.h"
-#include "launcher_testlib.h"
 #include "common/ps.h"
+#include "launcher_testlib.h"
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
 #include "worker/ps_net.h"
@@ -763,13 +763,11 @@ static void test_sigint_stops_everything_async(void **state) {
   sigint_and_check("sigint-async", "async");
 }
 
-/* A whole local-cluster run: maskps train exits 0 and prints embedded
- * mode's summary (test metrics, storage line); the rank-0 worker left its
+/* A whole local-cluster run (run directory and files named by name):
+ * maskps train exits 0 and prints embedded mode's summary (test metrics,
+ * storage line) with a test AUC above min_auc; the rank-0 worker left its
  * JSONL and every process its log; maskps predict on the run directory
  * (one checkpoint per pserver) reproduces the printed test AUC. */
-/* A local cluster run through `maskps train` (run directory and files
- * named by name), then `maskps predict` from its best/ state: the run's files are there, predict reproduces the run's
- * test AUC, and the AUC is above min_auc. */
 static void train_then_predict(const char *name, const char *const *sets,
                                double min_auc) {
   struct config *cfg = make_config(name, sets);

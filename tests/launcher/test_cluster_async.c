@@ -16,8 +16,8 @@
  *   it trains: the loss falls and the test AUC is above chance. */
 #include "common/config.h"
 #include "common/gen.h"
-#include "launcher_testlib.h"
 #include "common/ps.h"
+#include "launcher_testlib.h"
 #include "pserver/ps_local.h"
 #include "pserver/store.h"
 #include "tests/pserver/ps_testlib.h"

@@ -190,8 +190,7 @@ static void compare(const struct model_options *o1, int T, int B, bool same) {
     if (model_uses_lr_weights(a.m))
       expect_close("dw", name, a.dw, b.dw, (size_t)B * F, tol, 1e-2);
     expect_close("grads", name, a.p->grads, b.p->grads, a.p->len, tol, 1e-2);
-    expect_close("values", name, a.p->values, b.p->values, a.p->len, tol,
-                 1e-2);
+    expect_close("values", name, a.p->values, b.p->values, a.p->len, tol, 1e-2);
   }
   model_forward(a.m, in.E, in.w, a.logits, B, false);
   model_forward(b.m, in.E, in.w, b.logits, B, false);

@@ -53,9 +53,13 @@ static int read_share(const char *glob, uint32_t rank, uint32_t nranks,
   char pat[256], err[256];
   snprintf(pat, sizeof(pat), "%s/%s", dir, glob);
   const char *paths[] = {pat};
-  struct reader_options o = {.format = READER_LIBFM, .paths = paths,
-                             .npaths = 1, .rank = rank, .nranks = nranks,
-                             .bad_line_fraction = 0.01, .report_first = 3};
+  struct reader_options o = {.format = READER_LIBFM,
+                             .paths = paths,
+                             .npaths = 1,
+                             .rank = rank,
+                             .nranks = nranks,
+                             .bad_line_fraction = 0.01,
+                             .report_first = 3};
   struct reader *r = reader_open(&o, err, sizeof(err));
   assert_non_null(r);
   assert_int_equal(reader_nfields(r), 2);
@@ -98,13 +102,17 @@ static void test_bad_lines_reported_then_abort(void **state) {
   char pat[256], err[256];
   snprintf(pat, sizeof(pat), "%s/c.txt", dir);
   const char *paths[] = {pat};
-  struct logger *lg = logger_new("worker", 0, NULL, LOGGER_INFO, err,
-                                 sizeof(err));
+  struct logger *lg =
+      logger_new("worker", 0, NULL, LOGGER_INFO, err, sizeof(err));
   FILE *cap = tmpfile();
   logger_set_stream(lg, cap);
-  struct reader_options o = {.format = READER_LIBFM, .paths = paths,
-                             .npaths = 1, .rank = 0, .nranks = 1,
-                             .bad_line_fraction = 0.05, .report_first = 2,
+  struct reader_options o = {.format = READER_LIBFM,
+                             .paths = paths,
+                             .npaths = 1,
+                             .rank = 0,
+                             .nranks = 1,
+                             .bad_line_fraction = 0.05,
+                             .report_first = 2,
                              .log = lg};
   struct reader *r = reader_open(&o, err, sizeof(err));
   assert_non_null(r);
@@ -119,7 +127,8 @@ static void test_bad_lines_reported_then_abort(void **state) {
   char want[400];
   snprintf(want, sizeof(want),
            "10 of 100 lines were malformed (more than data.bad_line_fraction "
-           "= 0.05); is data.format right for %s?", pat);
+           "= 0.05); is data.format right for %s?",
+           pat);
   assert_string_equal(reader_error(r), want);
   rewind(cap);
   char line[512];
@@ -192,8 +201,8 @@ static void test_missing_files(void **state) {
   char err[256], pat[256];
   snprintf(pat, sizeof(pat), "%s/nothing*.tsv", dir);
   const char *paths[] = {pat};
-  struct reader_options o = {.format = READER_CRITEO, .paths = paths,
-                             .npaths = 1, .nranks = 1};
+  struct reader_options o = {
+      .format = READER_CRITEO, .paths = paths, .npaths = 1, .nranks = 1};
   assert_null(reader_open(&o, err, sizeof(err)));
   char want[300];
   snprintf(want, sizeof(want), "%s: matches no file", pat);

@@ -70,9 +70,12 @@ static const char *const kind_names[MODEL_KIND_COUNT_] = {
 
 /* The kinds built so far; NULL = named but not implemented yet. */
 static const struct model_impl *const impls[MODEL_KIND_COUNT_] = {
-    [MODEL_LR] = &model_impl_lr,     [MODEL_FM] = &model_impl_fm,
-    [MODEL_DNN] = &model_impl_dnn,   [MODEL_DEEPFM] = &model_impl_deepfm,
-    [MODEL_DCN] = &model_impl_dcn,   [MODEL_DCNV2] = &model_impl_dcnv2,
+    [MODEL_LR] = &model_impl_lr,
+    [MODEL_FM] = &model_impl_fm,
+    [MODEL_DNN] = &model_impl_dnn,
+    [MODEL_DEEPFM] = &model_impl_deepfm,
+    [MODEL_DCN] = &model_impl_dcn,
+    [MODEL_DCNV2] = &model_impl_dcnv2,
     [MODEL_EDCN] = &model_impl_edcn,
     [MODEL_SERMASKNET] = &model_impl_sermasknet,
     [MODEL_PARAMASKNET] = &model_impl_paramasknet,
@@ -186,16 +189,16 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
   o->use_bn = c->use_bn;
   o->dropout = (float)c->dropout;
   o->dropout_seed = (uint64_t)cfg->train.seed;
-  // train.threads 0 = one per core, as for OpenBLAS
-  // the CPUs this process may run on (cpusets, taskset), not the machine's
+  // train.threads 0 = one per CPU this process may run on (cpusets,
+  // taskset), not the machine's count
   cpu_set_t cpus;
-  int cores = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus)
-                                                             : 1;
+  int cores =
+      sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
   o->threads = cfg->train.threads > 0 ? (int)cfg->train.threads
                : cores > 0            ? cores
                                       : 1;
   if (o->threads > MODEL_MAX_THREADS) // only from counting a huge machine's
-    o->threads = MODEL_MAX_THREADS;  // CPUs: the config caps train.threads
+    o->threads = MODEL_MAX_THREADS;   // CPUs: the config caps train.threads
   if (c->cross_layers > MODEL_MAX_LAYERS) {
     snprintf(err, errlen, "model.cross_layers: %lld, at most %d are supported",
              (long long)c->cross_layers, MODEL_MAX_LAYERS);
@@ -242,8 +245,8 @@ int model_options_from_config(struct model_options *o, const struct config *cfg,
     return -1;
   }
   for (int i = 0; i < MODEL_MAX_LAYERS; i++)
-    o->block_dim[i] = (int)(i < (int)c->block_dims.n ? c->block_dims.v[i]
-                                                      : c->block_dim);
+    o->block_dim[i] =
+        (int)(i < (int)c->block_dims.n ? c->block_dims.v[i] : c->block_dim);
   o->reduction_ratio = (float)c->reduction_ratio;
   o->emb_layernorm = c->emb_layernorm;
   o->net_layernorm = c->net_layernorm;
@@ -360,15 +363,15 @@ static void free_replicas(struct model *m, int n) {
 /* Builds the T - 1 replicas and their threads. 0, or -1 with err set (a
  * thread that cannot start is an outside fault: a process or container
  * limit). */
-static int start_replicas(struct model *m, const struct model_options *o,
-                          int T, char *err, size_t errlen) {
+static int start_replicas(struct model *m, const struct model_options *o, int T,
+                          char *err, size_t errlen) {
   // A full batch's slices have ceil(Bmax / T) rows; a smaller batch cut
   // into S < T slices (B < (S + 1) x MODEL_SPLIT_MIN_ROWS) has fewer than
   // 2 x MODEL_SPLIT_MIN_ROWS rows per slice.
   int Brep = (m->Bmax + T - 1) / T;
   if (Brep < 2 * MODEL_SPLIT_MIN_ROWS)
-    Brep = 2 * MODEL_SPLIT_MIN_ROWS < m->Bmax ? 2 * MODEL_SPLIT_MIN_ROWS
-                                                : m->Bmax;
+    Brep =
+        2 * MODEL_SPLIT_MIN_ROWS < m->Bmax ? 2 * MODEL_SPLIT_MIN_ROWS : m->Bmax;
   m->reps = xcalloc((size_t)T - 1, sizeof(*m->reps));
   for (int i = 0; i < T - 1; i++) {
     struct replica *r = &m->reps[i];
@@ -386,8 +389,8 @@ static int start_replicas(struct model *m, const struct model_options *o,
   CHECK(pthread_cond_init(&m->done, NULL) == 0, "cond");
   m->T = T;
   for (int i = 0; i < T - 1; i++) {
-    int rc = pthread_create(&m->reps[i].thread, NULL, replica_main,
-                            &m->reps[i]);
+    int rc =
+        pthread_create(&m->reps[i].thread, NULL, replica_main, &m->reps[i]);
     if (rc) {
       snprintf(err, errlen,
                "model %s: cannot start compute thread %d of %d: %s (lower "
@@ -405,7 +408,9 @@ static int start_replicas(struct model *m, const struct model_options *o,
   return 0;
 }
 
-int model_threads(const struct model *m) { return m->T; }
+int model_threads(const struct model *m) {
+  return m->T;
+}
 
 struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
                         struct params *params, char *err, size_t errlen) {
@@ -441,9 +446,8 @@ struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
     }
   if (o->kind == MODEL_MASKFUSION) {
     if (o->nctrl < 0 || o->nctrl > MODEL_MAX_LAYERS) {
-      snprintf(err, errlen,
-               "model %s: %d controller layers (expected 0..%d)", name,
-               o->nctrl, MODEL_MAX_LAYERS);
+      snprintf(err, errlen, "model %s: %d controller layers (expected 0..%d)",
+               name, o->nctrl, MODEL_MAX_LAYERS);
       return NULL;
     }
     for (int i = 0; i < o->nctrl; i++)
@@ -478,8 +482,9 @@ struct model *model_new(const struct model_options *o, int F, int D, int Bmax,
   // row-indexed mask must stay in one pass (model.h "Threads").
   bool splittable = !o->use_bn && o->dropout == 0;
   // as many slices as threads, but each at least MODEL_SPLIT_MIN_ROWS rows
-  int T = o->threads < Bmax / MODEL_SPLIT_MIN_ROWS ? o->threads
-                                                   : Bmax / MODEL_SPLIT_MIN_ROWS;
+  int T = o->threads < Bmax / MODEL_SPLIT_MIN_ROWS
+              ? o->threads
+              : Bmax / MODEL_SPLIT_MIN_ROWS;
   if (T > 1 && splittable && start_replicas(m, o, T, err, errlen)) {
     model_free(m);
     return NULL;

@@ -67,8 +67,9 @@ struct params;
 
 #define MODEL_MAX_LAYERS 16
 #define MODEL_MAX_THREADS 64
-#define MODEL_SPLIT_MIN_ROWS 128 /* rows per thread below which a batch is
-                                    not split (the hand-off would dominate) */
+/* Rows per thread below which a batch is not split (the hand-off would
+ * dominate). */
+#define MODEL_SPLIT_MIN_ROWS 128
 
 enum model_kind {
   MODEL_LR,
