@@ -164,16 +164,8 @@ void batch_expand(struct batch *b, int t) {
 void batch_gather(struct batch *b, int t, float *out) {
   CHECK(t >= 0 && t < b->ntables, "table %d", t);
   struct batch_table *bt = &b->t[t];
-  nn_embed_gather(bt->rows, bt->prefix, b->idx, out, b->B, b->F, bt->D,
-                  (int)b->U);
-  if (!b->has_vals)
-    return;
-  size_t D = (size_t)bt->D;
-  for (size_t bf = 0; bf < (size_t)b->B * (size_t)b->F; bf++) {
-    float x = b->xvals[bf], *o = out + bf * D; /* (D) */
-    for (size_t j = 0; j < D; j++)
-      o[j] *= x;
-  }
+  nn_embed_gather(bt->rows, bt->prefix, b->idx, b->has_vals ? b->xvals : NULL,
+                  out, b->B, b->F, bt->D, (int)b->U);
 }
 
 double batch_scatter(struct batch *b, int t, const float *dout) {
@@ -181,26 +173,8 @@ double batch_scatter(struct batch *b, int t, const float *dout) {
   struct batch_table *bt = &b->t[t];
   size_t D = (size_t)bt->D, n = 0;
   memset(bt->drows, 0, b->U * D * sizeof(float));
-  if (!b->has_vals) {
-    nn_embed_scatter(dout, bt->prefix, b->idx, bt->drows, b->B, b->F, bt->D,
-                     (int)b->U);
-  } else {
-    /* nn_embed_scatter with each occurrence's gradient times its value */
-    for (size_t bf = 0; bf < (size_t)b->B * (size_t)b->F; bf++) {
-      int32_t u = b->idx[bf];
-      CHECK(u >= -1 && (size_t)(u + 1) <= b->U, "idx[%zu] = %d, U %zu", bf, u,
-            b->U);
-      if (u < 0)
-        continue;
-      size_t p = bt->prefix[u];
-      CHECK(p <= D, "key %d prefix %zu, D %zu", u, p, D);
-      float x = b->xvals[bf];
-      const float *g = dout + bf * D;
-      float *dr = bt->drows + (size_t)u * D;
-      for (size_t j = 0; j < p; j++)
-        dr[j] += x * g[j];
-    }
-  }
+  nn_embed_scatter(dout, bt->prefix, b->idx, b->has_vals ? b->xvals : NULL,
+                   bt->drows, b->B, b->F, bt->D, (int)b->U);
   double sq = 0;
   for (size_t u = 0; u < b->U; u++) {
     size_t p = bt->prefix[u];

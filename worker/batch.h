@@ -29,9 +29,10 @@
  * a CSV value column or a libFM "idx:0.5"). Then the model input is the
  * row times the value, E[b, f, :] = x[b, f] * row, in every table (the LR
  * weight too, as an FM takes w_i x_i), and the row's gradient is
- * x[b, f] * dE[b, f, :], summed over the row's occurrences in the batch. A
- * batch in which every value is 1 takes the plain gather/scatter, so binary
- * data computes exactly as before values existed.
+ * x[b, f] * dE[b, f, :], summed over the row's occurrences in the batch
+ * (nn_embed_gather/scatter's vals). A batch in which every value is 1
+ * passes no values, so binary data computes exactly as before values
+ * existed.
  *
  * Memory: all buffers are sized for Bmax*F distinct keys at batch_new; no
  * allocation per step. Not thread-safe; a batch belongs to one thread.

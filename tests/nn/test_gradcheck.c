@@ -816,15 +816,22 @@ static void test_logloss_grad(void **state) {
 static const int32_t IDX_[] = {0, 2, -1, 1, 2, 2, 3, 0, 1, 3, 2, 0};
 static const uint16_t PREFIX_[] = {4, 2, 0, 3};
 
+/* per-(b, f) feature values (libFM idx:x, CSV value columns), or NULL */
+static const float VALS_[] = {1.5f, -2,    0.25f, 1,    3,     -0.5f,
+                              2,    0.75f, -1,    0.5f, 1.25f, -3};
+static const float *vals_;
+
 static void run_embed(struct gcase *c, float *out, const float *dout) {
-  nn_embed_gather(T(c, 0).f, PREFIX_, IDX_, out, B_, F_, D_, U_);
-  nn_embed_scatter(dout, PREFIX_, IDX_, T(c, 0).g, B_, F_, D_, U_);
+  nn_embed_gather(T(c, 0).f, PREFIX_, IDX_, vals_, out, B_, F_, D_, U_);
+  nn_embed_scatter(dout, PREFIX_, IDX_, vals_, T(c, 0).g, B_, F_, D_, U_);
 }
 static void ref_embed(struct gcase *c, double *out) {
   for (int bf = 0; bf < B_ * F_; bf++)
     for (int j = 0; j < D_; j++) {
       int u = IDX_[bf];
-      out[bf * D_ + j] = u >= 0 && j < PREFIX_[u] ? T(c, 0).v[u * D_ + j] : 0;
+      double x = vals_ ? vals_[bf] : 1;
+      out[bf * D_ + j] =
+          u >= 0 && j < PREFIX_[u] ? x * T(c, 0).v[u * D_ + j] : 0;
     }
 }
 
@@ -840,6 +847,16 @@ static void test_embed_gather_scatter(void **state) {
    * nothing beyond p gets gradient (the reference does not read it). */
   add(&c, "rows", U_ * D_, 1, 3, 9, 0);
   gradcheck(&c);
+  /* and with each occurrence scaled by its feature value: a key seen with
+   * several values gets the sum of value x gradient */
+  struct gcase cv = {.name = "embed with values",
+                     .nout = (size_t)B_ * F_ * D_,
+                     .run = run_embed,
+                     .ref = ref_embed};
+  add(&cv, "rows", U_ * D_, 1, 3, 9, 0);
+  vals_ = VALS_;
+  gradcheck(&cv);
+  vals_ = NULL;
 }
 
 static int mean_;

@@ -191,7 +191,7 @@ static void test_embed_prefix_and_missing(void **state) {
   const uint16_t prefix[U] = {4, 2, 1};
   const int32_t idx[B * F] = {1, -1, 2, 1};
   float out[B * F * D];
-  nn_embed_gather(rows, prefix, idx, out, B, F, D, U);
+  nn_embed_gather(rows, prefix, idx, NULL, out, B, F, D, U);
   const float want[B * F * D] = {5, 6, 0, 0, 0, 0, 0, 0,
                                  7, 0, 0, 0, 5, 6, 0, 0};
   assert_memory_equal(out, want, sizeof(want));
@@ -200,11 +200,11 @@ static void test_embed_prefix_and_missing(void **state) {
     dout[i] = 1.0f;
   for (int i = 0; i < U * D; i++)
     drows[i] = -7.0f; /* sentinel: entries beyond p must stay untouched */
-  nn_embed_scatter(dout, prefix, idx, drows, B, F, D, U);
+  nn_embed_scatter(dout, prefix, idx, NULL, drows, B, F, D, U);
   const float dwant[U * D] = {-7, -7, -7, -7, -5, -5, -7, -7, -6, -7, -7, -7};
   assert_memory_equal(drows, dwant, sizeof(dwant));
   /* no prefix array: full rows */
-  nn_embed_gather(rows, NULL, idx, out, B, F, D, U);
+  nn_embed_gather(rows, NULL, idx, NULL, out, B, F, D, U);
   assert_float_equal(out[2], 99.0f, 0.0f);
 }
 
@@ -271,13 +271,13 @@ static bool aborts(void (*fn)(void)) {
 static void bad_idx(void) {
   float rows[4] = {0}, out[4];
   const int32_t idx[2] = {0, 2}; /* U = 2: index 2 is out of range */
-  nn_embed_gather(rows, NULL, idx, out, 1, 2, 2, 2);
+  nn_embed_gather(rows, NULL, idx, NULL, out, 1, 2, 2, 2);
 }
 static void bad_prefix(void) {
   float rows[4] = {0}, out[4];
   const int32_t idx[2] = {0, 1};
   const uint16_t prefix[2] = {2, 3}; /* p > D */
-  nn_embed_gather(rows, prefix, idx, out, 1, 2, 2, 2);
+  nn_embed_gather(rows, prefix, idx, NULL, out, 1, 2, 2, 2);
 }
 static void bad_temperature(void) {
   float x[2] = {0}, y[2];

@@ -11,8 +11,8 @@ static inline int row_len(const uint16_t *prefix, int u, int D) {
 }
 
 void nn_embed_gather(const float *rows, const uint16_t *prefix,
-                     const int32_t *idx, float *out, int B, int F, int D,
-                     int U) {
+                     const int32_t *idx, const float *vals, float *out, int B,
+                     int F, int D, int U) {
   CHECK(B >= 0 && F >= 1 && D >= 1 && U >= 0, "B=%d F=%d D=%d U=%d", B, F, D,
         U);
   for (size_t bf = 0; bf < (size_t)B * F; bf++) {
@@ -24,12 +24,15 @@ void nn_embed_gather(const float *rows, const uint16_t *prefix,
     if (p > 0)
       memcpy(o, rows + (size_t)u * D, sizeof(float) * p);
     memset(o + p, 0, sizeof(float) * (D - p));
+    if (vals)
+      for (int j = 0; j < p; j++)
+        o[j] *= vals[bf];
   }
 }
 
 void nn_embed_scatter(const float *dout, const uint16_t *prefix,
-                      const int32_t *idx, float *drows, int B, int F, int D,
-                      int U) {
+                      const int32_t *idx, const float *vals, float *drows,
+                      int B, int F, int D, int U) {
   for (size_t bf = 0; bf < (size_t)B * F; bf++) {
     int u = idx[bf];
     CHECK(u >= -1 && u < U, "idx[%zu]=%d outside [-1, %d)", bf, u, U);
@@ -39,8 +42,9 @@ void nn_embed_scatter(const float *dout, const uint16_t *prefix,
     CHECK(p <= D, "prefix of row %d is %d > D=%d", u, p, D);
     const float *g = dout + bf * D;
     float *dr = drows + (size_t)u * D;
+    float x = vals ? vals[bf] : 1.0f;
     for (int j = 0; j < p; j++)
-      dr[j] += g[j];
+      dr[j] += x * g[j];
   }
 }
 

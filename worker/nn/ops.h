@@ -337,17 +337,19 @@ void nn_logloss_backward(const float *z, const float *y, float *dz, int B,
  * value or padding): zeros, no gradient. An idx outside [-1, U) or a prefix
  * above D is a CHECK (our bug): prefixes arrive from the pserver, so the
  * code that decodes a pull reply must refuse p > D there, as an outside
- * fault with a message. */
+ * fault with a message. vals (B*F) scales each (b, f)'s row by the
+ * feature's value (libFM idx:x, CSV value columns; NULL = every value 1). */
 
-/* out (B, F*D): field f of row b = row idx[b*F+f], masked to its prefix. */
+/* out (B, F*D): field f of row b = vals[b*F+f] x row idx[b*F+f], masked to
+ * its prefix. */
 void nn_embed_gather(const float *rows, const uint16_t *prefix,
-                     const int32_t *idx, float *out, int B, int F, int D,
-                     int U);
-/* drows (U,D) += dout (B, F*D) summed per unique key, for entries j < p only
- * (drows beyond a row's prefix stay untouched). */
+                     const int32_t *idx, const float *vals, float *out, int B,
+                     int F, int D, int U);
+/* drows (U,D) += vals[b*F+f] x dout (B, F*D) summed per unique key, for
+ * entries j < p only (drows beyond a row's prefix stay untouched). */
 void nn_embed_scatter(const float *dout, const uint16_t *prefix,
-                      const int32_t *idx, float *drows, int B, int F, int D,
-                      int U);
+                      const int32_t *idx, const float *vals, float *drows,
+                      int B, int F, int D, int U);
 
 /* Masked pooling over a padded sequence x (B,L,D) with mask (B,L) (1 for a
  * real item, 0 for padding; other weights work too): y (B,D) =
